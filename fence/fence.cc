@@ -1,0 +1,264 @@
+#include "fence/fence.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/check.h"
+#include "fence/internal/waiter.h"
+#include "spdlog/spdlog.h"
+
+namespace fence {
+namespace {
+
+// Identity of the calling thread, for "is this the thread running the callbacks?".
+const void* ThisThread() {
+  static thread_local char id;
+  return &id;
+}
+
+constexpr absl::string_view kAlreadySignaled = "fence already signaled";
+
+}  // namespace
+
+bool SeqnoIsLater(uint64_t a, uint64_t b, SeqnoWidth width) {
+  if (width == SeqnoWidth::k64) return a > b;
+  return static_cast<int32_t>(static_cast<uint32_t>(a) - static_cast<uint32_t>(b)) > 0;
+}
+
+bool IsAlreadySignaled(const absl::Status& s) {
+  return absl::IsNotFound(s) && s.message() == kAlreadySignaled;
+}
+
+Fence::Fence(uint64_t context, uint64_t seqno, SeqnoWidth width)
+    : context_(context), seqno_(seqno), width_(width) {}
+
+Fence::~Fence() {
+  FenceCallback* pending = nullptr;
+  {
+    absl::MutexLock l(&mu_);
+    if (cb_head_ == nullptr || (flags_.load(std::memory_order_relaxed) & kSignaledBit)) return;
+    spdlog::warn("fence {}:{} released unsignalled with callbacks pending; signalling -EDEADLK",
+                 context_, seqno_);
+    error_ = absl::AbortedError("fence released while unsignalled (EDEADLK)");
+    bool signalled = false;
+    pending = SignalLocked(absl::Now(), &signalled);
+  }
+  RunCallbacks(pending);
+}
+
+FenceRef Fence::Create(uint64_t context, uint64_t seqno, SeqnoWidth width) {
+  return std::make_shared<Fence>(context, seqno, width);
+}
+
+FenceRef Fence::GetStub() {
+  static const FenceRef* stub = [] {
+    auto* f = new FenceRef(Fence::Create(0, 0));
+    (*f)->Signal();
+    return f;
+  }();
+  return *stub;
+}
+
+FenceRef Fence::AllocatePrivateStub(absl::Time timestamp) {
+  FenceRef f = Create(0, 0);
+  f->SignalWithTimestamp(timestamp);
+  return f;
+}
+
+std::string_view Fence::driver_name() const {
+  return IsSignaledFlag() ? "detached-driver" : DriverNameHook();
+}
+
+std::string_view Fence::timeline_name() const {
+  return IsSignaledFlag() ? "signaled-timeline" : TimelineNameHook();
+}
+
+FenceCallback* Fence::SignalLocked(absl::Time timestamp, bool* signalled) {
+  if (flags_.load(std::memory_order_relaxed) & kSignaledBit) {
+    *signalled = false;
+    return nullptr;
+  }
+  timestamp_ = timestamp;
+  flags_.fetch_or(kSignaledBit, std::memory_order_release);
+  *signalled = true;
+  FenceCallback* list = cb_head_;
+  cb_head_ = cb_tail_ = nullptr;
+  if (list != nullptr) {
+    callbacks_running_ = true;
+    signalling_thread_.store(ThisThread(), std::memory_order_relaxed);
+  }
+  return list;
+}
+
+void Fence::RunCallbacks(FenceCallback* list) {
+  if (list == nullptr) return;
+  while (list != nullptr) {
+    FenceCallback* cb = list;
+    list = cb->next_;  // read before running: the callback may re-register `cb` elsewhere
+    cb->next_ = cb->prev_ = nullptr;
+    cb->owner_ = nullptr;
+    FenceCallback::Fn fn = std::move(cb->fn_);
+    fn(*this);
+  }
+  absl::MutexLock l(&mu_);
+  signalling_thread_.store(nullptr, std::memory_order_relaxed);
+  callbacks_running_ = false;
+}
+
+bool Fence::Signal() { return SignalWithTimestamp(absl::Now()); }
+
+bool Fence::SignalWithTimestamp(absl::Time timestamp) {
+  bool signalled = false;
+  FenceCallback* list;
+  {
+    absl::MutexLock l(&mu_);
+    list = SignalLocked(timestamp, &signalled);
+  }
+  RunCallbacks(list);
+  return signalled;
+}
+
+bool Fence::SignalWithError(absl::Status error, absl::Time timestamp) {
+  bool signalled = false;
+  FenceCallback* list;
+  {
+    absl::MutexLock l(&mu_);
+    if (!(flags_.load(std::memory_order_relaxed) & kSignaledBit) && !error.ok() &&
+        error_.ok()) {
+      error_ = std::move(error);
+    }
+    list = SignalLocked(timestamp, &signalled);
+  }
+  RunCallbacks(list);
+  return signalled;
+}
+
+void Fence::SetError(absl::Status error) {
+  UDRM_CHECK(!error.ok(), "Fence::SetError needs a non-OK status");
+  absl::MutexLock l(&mu_);
+  UDRM_CHECK(!(flags_.load(std::memory_order_relaxed) & kSignaledBit),
+             "Fence::SetError after the fence signalled");
+  error_ = std::move(error);
+}
+
+absl::Status Fence::error() const {
+  absl::MutexLock l(&mu_);
+  return error_;
+}
+
+FenceStatus Fence::GetStatus() {
+  if (!IsSignaled()) return FenceStatus::kPending;
+  return error().ok() ? FenceStatus::kSignaled : FenceStatus::kError;
+}
+
+bool Fence::IsSignaled() {
+  if (IsSignaledFlag()) return true;
+  if (PollSignaled()) {
+    Signal();
+    return true;
+  }
+  return false;
+}
+
+absl::Time Fence::timestamp() const {
+  UDRM_CHECK(IsSignaledFlag(), "Fence::timestamp on an unsignalled fence");
+  absl::MutexLock l(&mu_);
+  return timestamp_;
+}
+
+void Fence::EnableSignaling() {
+  if (flags_.fetch_or(kEnableSignalBit, std::memory_order_acq_rel) & kEnableSignalBit) return;
+  if (IsSignaledFlag()) return;
+  if (!EnableSignalingHook()) Signal();
+}
+
+absl::Status Fence::AddCallback(FenceCallback* cb, FenceCallback::Fn fn) {
+  if (cb == nullptr || !fn) return absl::InvalidArgumentError("AddCallback needs a node and a fn");
+  EnableSignaling();
+  absl::MutexLock l(&mu_);
+  if (flags_.load(std::memory_order_relaxed) & kSignaledBit) {
+    return absl::NotFoundError(kAlreadySignaled);
+  }
+  UDRM_CHECK(cb->owner_ == nullptr, "FenceCallback registered twice");
+  cb->fn_ = std::move(fn);
+  cb->owner_ = this;
+  cb->next_ = nullptr;
+  cb->prev_ = cb_tail_;
+  if (cb_tail_ != nullptr) {
+    cb_tail_->next_ = cb;
+  } else {
+    cb_head_ = cb;
+  }
+  cb_tail_ = cb;
+  return absl::OkStatus();
+}
+
+bool Fence::RemoveCallback(FenceCallback* cb) {
+  absl::MutexLock l(&mu_);
+  // Once signalled, the nodes belong to the signalling thread: do not read them.
+  if (!(flags_.load(std::memory_order_relaxed) & kSignaledBit) && cb->owner_ == this) {
+    if (cb->prev_ != nullptr) cb->prev_->next_ = cb->next_;
+    if (cb->next_ != nullptr) cb->next_->prev_ = cb->prev_;
+    if (cb_head_ == cb) cb_head_ = cb->next_;
+    if (cb_tail_ == cb) cb_tail_ = cb->prev_;
+    cb->next_ = cb->prev_ = nullptr;
+    cb->owner_ = nullptr;
+    cb->fn_ = nullptr;
+    return true;
+  }
+  // Signalled: wait until the signalling thread has run every callback, unless we are it.
+  if (signalling_thread_.load(std::memory_order_relaxed) != ThisThread()) {
+    mu_.Await(absl::Condition(this, &Fence::CallbacksIdle));
+  }
+  return false;
+}
+
+absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout,
+                                           const udrm::CancelToken* cancel) {
+  if (timeout < absl::ZeroDuration()) return absl::InvalidArgumentError("negative timeout");
+  const absl::Duration kMinRemaining = absl::Nanoseconds(1);
+  EnableSignaling();
+  if (IsSignaled()) return timeout == absl::InfiniteDuration() ? timeout
+                                                                : std::max(timeout, kMinRemaining);
+  if (timeout == absl::ZeroDuration()) return absl::DeadlineExceededError("fence not signaled");
+  const absl::Time deadline = absl::Now() + timeout;
+  internal::Waiter waiter(cancel);
+  FenceCallback cb;
+  const bool added = AddCallback(&cb, [&waiter](Fence&) { waiter.Wake(); }).ok();
+  absl::Status st = added ? waiter.Block(deadline, [this] { return IsSignaledFlag(); })
+                          : absl::OkStatus();
+  if (added) RemoveCallback(&cb);
+  if (!st.ok()) {
+    // A signal racing with the timeout or cancellation wins: report what the fence says.
+    if (!IsSignaledFlag()) return st;
+  }
+  if (timeout == absl::InfiniteDuration()) return timeout;
+  return std::max(deadline - absl::Now(), kMinRemaining);
+}
+
+absl::Status Fence::Wait(const udrm::CancelToken* cancel) {
+  return Wait(absl::InfiniteDuration(), cancel).status();
+}
+
+void Fence::SetDeadline(absl::Time deadline) {
+  if (!IsSignaledFlag()) SetDeadlineHook(deadline);
+}
+
+bool Fence::IsLater(const Fence& a, const Fence& b) {
+  if (a.context_ != b.context_) {
+    spdlog::warn("Fence::IsLater on different contexts {} and {}", a.context_, b.context_);
+    return false;
+  }
+  return SeqnoIsLater(a.seqno_, b.seqno_, a.width_);
+}
+
+bool Fence::IsLaterOrSame(const Fence& a, const Fence& b) {
+  return a.seqno_ == b.seqno_ ? a.context_ == b.context_ : IsLater(a, b);
+}
+
+FenceRef Fence::Later(const FenceRef& a, const FenceRef& b) {
+  const FenceRef& later = IsLater(*a, *b) ? a : b;
+  return later->IsSignaled() ? nullptr : later;
+}
+
+}  // namespace fence

@@ -1,0 +1,214 @@
+// fence::Fence — dma_fence in user space.
+//
+// What it is: a one-shot completion event on a timeline. A fence belongs to a *context* (a
+// timeline, see FenceContext) and carries a *seqno*; fences of one context signal in seqno order.
+// Signalling is permanent. Before signalling, the producer may attach an error (SetError); the
+// fence then completes "with an error" and every consumer sees it through error().
+//
+// Lifetime: fences are shared. Always own one through `FenceRef` (std::shared_ptr<Fence>); the
+// factories return one. We chose std::shared_ptr over an intrusive count: make_shared puts the
+// count and the fence in one allocation, fences are passed by reference on hot paths and copied
+// only when a reference really is taken (dependencies, resv slots), and fence_bench measures the
+// whole create/signal/release cycle against std::promise. A fence released while still unsignalled
+// with callbacks registered is signalled with AbortedError (the kernel's -EDEADLK) so that nothing
+// waits forever; those callbacks must not call virtual methods of the dying fence.
+//
+// Thread-safety: every public method may be called from any thread concurrently, unless it says
+// otherwise.
+//
+// Callbacks run on the thread that signals, in registration order, *without* any fence lock held
+// (unlike the kernel, where they run under the fence spinlock). A callback may therefore read the
+// fence, add callbacks to other fences and signal other fences; it must not block for long and
+// must not call RemoveCallback() for a callback of the fence that is running it (that returns
+// false at once, as the callbacks of a signalled fence have run or are running).
+//
+// Memory ordering: writes made by the signalling thread before Signal() happen-before (a) every
+// callback of that fence, (b) the return of any Wait() that reports success, and (c) any read that
+// observes the fence signalled (IsSignaled(), GetStatus(), a failed AddCallback()).
+#ifndef UDRM_FENCE_FENCE_H_
+#define UDRM_FENCE_FENCE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/cancel.h"
+
+namespace fence {
+
+class Fence;
+using FenceRef = std::shared_ptr<Fence>;
+
+// dma_fence_cb: a node the caller owns and registers with AddCallback(). It stays registered
+// until it runs or RemoveCallback() removes it, and must not be destroyed or re-registered
+// meanwhile. One node is on at most one fence at a time; once it has run it may be reused.
+class FenceCallback {
+ public:
+  using Fn = absl::AnyInvocable<void(Fence&)>;
+
+  FenceCallback() = default;
+  FenceCallback(const FenceCallback&) = delete;
+  FenceCallback& operator=(const FenceCallback&) = delete;
+
+ private:
+  friend class Fence;
+  Fn fn_;
+  FenceCallback* next_ = nullptr;
+  FenceCallback* prev_ = nullptr;
+  Fence* owner_ = nullptr;  // the fence whose pending list holds this node, or null
+};
+
+// dma_fence_get_status.
+enum class FenceStatus {
+  kPending,   // not signalled (0)
+  kSignaled,  // signalled without error (1)
+  kError,     // signalled with error() set (<0)
+};
+
+// How seqnos of a context compare: the kernel's wrap-safe 32-bit comparison by default, plain
+// 64-bit comparison for dma_fence_init64 fences (fence chains use 64-bit).
+enum class SeqnoWidth { k32, k64 };
+
+// True if `a` is later than `b` for fences of one timeline (`width` of a).
+bool SeqnoIsLater(uint64_t a, uint64_t b, SeqnoWidth width);
+
+// The AddCallback() result when the fence has already signalled (the kernel's -ENOENT).
+bool IsAlreadySignaled(const absl::Status& s);
+
+class Fence : public std::enable_shared_from_this<Fence> {
+ public:
+  // A plain fence signalled by its producer. Prefer FenceContext::NewFence(), which assigns seqnos.
+  static FenceRef Create(uint64_t context, uint64_t seqno, SeqnoWidth width = SeqnoWidth::k32);
+  // dma_fence_get_stub: the global fence of context 0, always signalled.
+  static FenceRef GetStub();
+  // dma_fence_allocate_private_stub: a new fence, already signalled at `timestamp`.
+  static FenceRef AllocatePrivateStub(absl::Time timestamp);
+
+  // Subclasses call this; the object must then be owned by a FenceRef (use std::make_shared).
+  Fence(uint64_t context, uint64_t seqno, SeqnoWidth width);
+  Fence(const Fence&) = delete;
+  Fence& operator=(const Fence&) = delete;
+  virtual ~Fence();
+
+  uint64_t context() const { return context_; }
+  uint64_t seqno() const { return seqno_; }
+  SeqnoWidth seqno_width() const { return width_; }
+
+  // Kernel op names. After the fence signals they return "detached-driver" / "signaled-timeline",
+  // as the producer may be gone.
+  std::string_view driver_name() const;
+  std::string_view timeline_name() const;
+
+  // dma_fence_signal: signals the fence, records the timestamp and runs the callbacks on this
+  // thread. Idempotent: returns true if this call signalled, false if the fence already was.
+  // Does not block (other than on the fence's own short critical section) and never allocates.
+  bool Signal() ABSL_LOCKS_EXCLUDED(mu_);
+  bool SignalWithTimestamp(absl::Time timestamp) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // dma_fence_set_error: `error` must not be OK and the fence must not have signalled yet;
+  // otherwise this is a contract violation (crash). A later SetError replaces an earlier one.
+  void SetError(absl::Status error) ABSL_LOCKS_EXCLUDED(mu_);
+  // The error set before signalling, or OK. Stable once the fence has signalled.
+  absl::Status error() const ABSL_LOCKS_EXCLUDED(mu_);
+  FenceStatus GetStatus() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // dma_fence_is_signaled: the signalled flag, else the producer's poll (PollSignaled()), which
+  // signals the fence if it reports completion. Non-blocking. Memory ordering: acquire.
+  bool IsSignaled() ABSL_LOCKS_EXCLUDED(mu_);
+  // The flag alone, without polling the producer (test_bit(SIGNALED)).
+  bool IsSignaledFlag() const { return flags_.load(std::memory_order_acquire) & kSignaledBit; }
+  // The signal timestamp. Contract: the fence has signalled.
+  absl::Time timestamp() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // dma_fence_add_callback: enables signalling, then registers `cb` to run `fn` once when the
+  // fence signals. Returns OK when registered, or a status for which IsAlreadySignaled() is true
+  // if the fence has already signalled — then `fn` is NOT called. InvalidArgument for an empty fn.
+  absl::Status AddCallback(FenceCallback* cb, FenceCallback::Fn fn) ABSL_LOCKS_EXCLUDED(mu_);
+  // dma_fence_remove_callback: true if `cb` was pending and is now removed (it will not run);
+  // false if it has run or the fence has signalled. When it returns false on another thread than
+  // the signalling one, the callback has finished running. Blocks while callbacks are running.
+  bool RemoveCallback(FenceCallback* cb) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // dma_fence_enable_sw_signaling: asks a lazy producer to signal (EnableSignalingHook()), once.
+  void EnableSignaling() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // dma_fence_wait_timeout. Enables signalling, then blocks until the fence signals, `timeout`
+  // passes, or `cancel` (optional) is cancelled. Returns:
+  //  - the remaining time (at least 1ns; InfiniteDuration for an infinite timeout) once signalled;
+  //    with a zero timeout, 1ns if already signalled (the kernel's "1");
+  //  - DeadlineExceededError on timeout (the kernel's 0);
+  //  - CancelledError if `cancel` was cancelled first (the kernel's -ERESTARTSYS);
+  //  - InvalidArgumentError for a negative timeout.
+  // The fence's own error is not reported here: read error().
+  absl::StatusOr<absl::Duration> Wait(absl::Duration timeout,
+                                      const udrm::CancelToken* cancel = nullptr);
+  // dma_fence_wait: no timeout. OK or CancelledError.
+  absl::Status Wait(const udrm::CancelToken* cancel = nullptr);
+
+  // dma_fence_set_deadline: a hint that the fence should signal by `deadline`; forwarded to
+  // SetDeadlineHook() if the fence is unsignalled.
+  void SetDeadline(absl::Time deadline);
+
+  // dma_fence_is_later / is_later_or_same for fences of the same context; false (and logs) for
+  // different contexts.
+  static bool IsLater(const Fence& a, const Fence& b);
+  static bool IsLaterOrSame(const Fence& a, const Fence& b);
+  // dma_fence_later: the later of two same-context fences, or null if that one has signalled.
+  static FenceRef Later(const FenceRef& a, const FenceRef& b);
+
+  // Container kinds, for unwrap/merge and for refusing containers where the kernel WARNs.
+  virtual bool IsContainer() const { return false; }
+
+ protected:
+  // ops->enable_signaling: called at most once, without the fence lock. Return false if the
+  // fence has in fact already completed; the fence is then signalled at once.
+  virtual bool EnableSignalingHook() { return true; }
+  // ops->signaled: poll the producer. True means complete (the fence is then signalled).
+  virtual bool PollSignaled() { return false; }
+  // ops->set_deadline.
+  virtual void SetDeadlineHook(absl::Time deadline) {}
+  virtual std::string_view DriverNameHook() const { return "udrm"; }
+  virtual std::string_view TimelineNameHook() const { return "unnamed"; }
+
+  // For containers: signals with `error` (kept only if no error was set) unless already signalled.
+  // Returns true if this call signalled.
+  bool SignalWithError(absl::Status error, absl::Time timestamp) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  static constexpr uint32_t kSignaledBit = 1;
+  static constexpr uint32_t kEnableSignalBit = 2;
+
+  // Sets the flag and hands the pending callbacks to the caller. Returns null if already
+  // signalled, otherwise the (possibly empty) detached list with *signalled set.
+  FenceCallback* SignalLocked(absl::Time timestamp, bool* signalled)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunCallbacks(FenceCallback* list) ABSL_LOCKS_EXCLUDED(mu_);
+  bool CallbacksIdle() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !callbacks_running_; }
+
+  const uint64_t context_;
+  const uint64_t seqno_;
+  const SeqnoWidth width_;
+  // kSignaledBit is set under mu_ and read lock-free (acquire); kEnableSignalBit is a
+  // test-and-set latch so EnableSignalingHook runs once.
+  std::atomic<uint32_t> flags_{0};
+
+  mutable absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  absl::Time timestamp_ ABSL_GUARDED_BY(mu_);
+  FenceCallback* cb_head_ ABSL_GUARDED_BY(mu_) = nullptr;
+  FenceCallback* cb_tail_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // True from the signal until the signalling thread has run every callback.
+  bool callbacks_running_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<const void*> signalling_thread_{nullptr};  // identity of the thread running them
+};
+
+}  // namespace fence
+
+#endif  // UDRM_FENCE_FENCE_H_

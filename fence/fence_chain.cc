@@ -1,0 +1,133 @@
+#include "fence/fence_chain.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/check.h"
+#include "fence/fence_context.h"
+
+namespace fence {
+
+std::shared_ptr<FenceChain> FenceChain::Create(FenceRef prev, FenceRef fence, uint64_t seqno) {
+  UDRM_CHECK(fence != nullptr, "FenceChain::Create needs a fence");
+  FenceChain* prev_chain = Cast(prev.get());
+  uint64_t context;
+  uint64_t prev_seqno = 0;
+  if (prev_chain != nullptr && SeqnoIsLater(seqno, prev->seqno(), SeqnoWidth::k64)) {
+    context = prev->context();
+    prev_seqno = prev->seqno();
+  } else {
+    context = FenceContext::Allocate();
+    if (prev_chain != nullptr) seqno = std::max(prev->seqno(), seqno);
+  }
+  return std::make_shared<FenceChain>(std::move(prev), std::move(fence), context, seqno,
+                                      prev_seqno);
+}
+
+FenceChain::FenceChain(FenceRef prev, FenceRef fence, uint64_t context, uint64_t seqno,
+                       uint64_t prev_seqno)
+    : Fence(context, seqno, SeqnoWidth::k64),
+      prev_(std::move(prev)),
+      prev_seqno_(prev_seqno),
+      fence_(std::move(fence)) {}
+
+FenceChain::~FenceChain() {
+  // Release the links one by one: recursion through ~FenceChain would overflow the stack on a
+  // long timeline. Only links nobody else holds are ours to take apart.
+  FenceRef prev;
+  {
+    absl::MutexLock l(&prev_mu_);
+    prev = std::move(prev_);
+  }
+  while (prev != nullptr && prev.use_count() == 1) {
+    FenceChain* link = Cast(prev.get());
+    if (link == nullptr) break;
+    FenceRef next;
+    {
+      absl::MutexLock l(&link->prev_mu_);
+      next = std::move(link->prev_);
+    }
+    prev = std::move(next);
+  }
+}
+
+FenceChain* FenceChain::Cast(Fence* f) { return dynamic_cast<FenceChain*>(f); }
+
+const FenceRef& FenceChain::Contained(const FenceRef& f) {
+  FenceChain* chain = Cast(f.get());
+  return chain != nullptr ? chain->fence_ : f;
+}
+
+FenceRef FenceChain::prev() const {
+  absl::MutexLock l(&prev_mu_);
+  return prev_;
+}
+
+FenceRef FenceChain::Walk(const FenceRef& f) {
+  FenceChain* chain = Cast(f.get());
+  if (chain == nullptr) return nullptr;
+  for (;;) {
+    FenceRef prev = chain->prev();
+    if (prev == nullptr) return nullptr;
+    FenceChain* prev_chain = Cast(prev.get());
+    FenceRef replacement;
+    if (prev_chain != nullptr) {
+      if (!prev_chain->fence_->IsSignaled()) return prev;
+      replacement = prev_chain->prev();
+    } else if (!prev->IsSignaled()) {
+      return prev;
+    }
+    // cmpxchg(&chain->prev, prev, replacement): another walker may have unhooked it already.
+    FenceRef dropped;
+    {
+      absl::MutexLock l(&chain->prev_mu_);
+      if (chain->prev_ == prev) {
+        dropped = std::move(chain->prev_);
+        chain->prev_ = std::move(replacement);
+      }
+    }
+  }
+}
+
+absl::Status FenceChain::FindSeqno(FenceRef* f, uint64_t seqno) {
+  if (seqno == 0) return absl::OkStatus();
+  FenceChain* head = Cast(f->get());
+  if (head == nullptr || head->seqno() < seqno) {
+    return absl::InvalidArgumentError("timeline point not yet submitted");
+  }
+  const uint64_t context = head->context();
+  FenceRef it = *f;
+  while (it != nullptr) {
+    FenceChain* link = Cast(it.get());
+    if (link == nullptr || it->context() != context || link->prev_seqno_ < seqno) break;
+    it = Walk(it);
+  }
+  *f = std::move(it);
+  return absl::OkStatus();
+}
+
+bool FenceChain::PollSignaled() {
+  for (FenceRef it = shared_from_this(); it != nullptr; it = Walk(it)) {
+    if (!Contained(it)->IsSignaled()) return false;
+  }
+  return true;
+}
+
+bool FenceChain::ArmNextLink() {
+  FenceRef head = shared_from_this();
+  for (FenceRef it = head; it != nullptr; it = Walk(it)) {
+    self_while_armed_ = head;
+    if (Contained(it)->AddCallback(&cb_, [this](Fence&) { OnLinkSignaled(); }).ok()) return true;
+  }
+  self_while_armed_ = nullptr;
+  return false;
+}
+
+bool FenceChain::EnableSignalingHook() { return ArmNextLink(); }
+
+void FenceChain::OnLinkSignaled() {
+  FenceRef keep_alive = std::move(self_while_armed_);
+  if (!ArmNextLink()) Signal();
+}
+
+}  // namespace fence

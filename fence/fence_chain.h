@@ -1,0 +1,87 @@
+// fence::FenceChain — dma_fence_chain: one point of a timeline (a timeline semaphore).
+//
+// What it is: a node that links a *contained* fence (the work of this point) to the previous
+// point. A node has a 64-bit seqno (its timeline point) and signals when its own fence and every
+// earlier fence of the chain have signalled. Walking the chain garbage-collects: links whose
+// contained fence has signalled are unhooked as walkers pass them, so a long-lived timeline stays
+// short.
+//
+// Lifetime: the head holds the chain; a node keeps its previous node alive until GC unhooks it.
+// Releasing a long chain is iterative, not recursive.
+//
+// Thread-safety: every method may be called concurrently; walkers and signallers may race (the
+// unhooking is a compare-and-swap of the previous link under a per-node lock).
+//
+// Memory ordering: as fence::Fence. A walker that skips a link observed its fence signalled
+// (acquire), so writes made before that signal are visible to it.
+#ifndef UDRM_FENCE_FENCE_CHAIN_H_
+#define UDRM_FENCE_FENCE_CHAIN_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "fence/fence.h"
+
+namespace fence {
+
+class FenceChain final : public Fence {
+ public:
+  // dma_fence_chain_init. Takes `prev` (may be null) and `fence` (not null). If `prev` is a chain
+  // and `seqno` is later than prev's, the node continues prev's timeline (same context,
+  // prev_seqno = prev's seqno); otherwise it starts a new context, with seqno raised to prev's if
+  // prev is a chain.
+  static std::shared_ptr<FenceChain> Create(FenceRef prev, FenceRef fence, uint64_t seqno);
+
+  // to_dma_fence_chain: the chain node `f` is, or null.
+  static FenceChain* Cast(Fence* f);
+  // dma_fence_chain_contained: the fence inside a chain node, or `f` itself.
+  static const FenceRef& Contained(const FenceRef& f);
+
+  // dma_fence_chain_walk: the previous link of `f` whose contained fence is unsignalled, after
+  // unhooking every signalled link between them; null at the end or when `f` is not a chain.
+  static FenceRef Walk(const FenceRef& f);
+
+  // dma_fence_chain_find_seqno: moves `*f` to the node that signals timeline point `seqno`:
+  //  - seqno 0: OK, *f unchanged;
+  //  - *f is not a chain, or its seqno is below `seqno`: InvalidArgument (point not submitted);
+  //  - otherwise OK, *f is the oldest node whose prev_seqno < seqno. Because of garbage
+  //    collection that may be an earlier unsignalled node, or null if everything up to it
+  //    has signalled.
+  static absl::Status FindSeqno(FenceRef* f, uint64_t seqno);
+
+  const FenceRef& fence() const { return fence_; }
+  uint64_t prev_seqno() const { return prev_seqno_; }
+  FenceRef prev() const ABSL_LOCKS_EXCLUDED(prev_mu_);
+  bool IsContainer() const override { return true; }
+
+  // Use Create().
+  FenceChain(FenceRef prev, FenceRef fence, uint64_t context, uint64_t seqno, uint64_t prev_seqno);
+  ~FenceChain() override;
+
+ protected:
+  bool EnableSignalingHook() override;
+  bool PollSignaled() override;
+  std::string_view DriverNameHook() const override { return "dma_fence_chain"; }
+  std::string_view TimelineNameHook() const override { return "unbound"; }
+
+ private:
+  // Installs the one callback on the first unsignalled link from the head back; false when
+  // there is none (the chain is complete).
+  bool ArmNextLink();
+  void OnLinkSignaled();
+
+  mutable absl::Mutex prev_mu_;
+  FenceRef prev_ ABSL_GUARDED_BY(prev_mu_);
+  const uint64_t prev_seqno_;
+  const FenceRef fence_;
+  // The one callback in flight, and the reference that keeps this node alive meanwhile. Only the
+  // arming sequence touches them; each step hands over to the next through the fence it armed.
+  FenceCallback cb_;
+  FenceRef self_while_armed_;
+};
+
+}  // namespace fence
+
+#endif  // UDRM_FENCE_FENCE_CHAIN_H_

@@ -1,0 +1,56 @@
+#include "bench/report.h"
+
+#include <cstdio>
+#include <map>
+
+#include "benchmark/benchmark.h"
+
+namespace udrm::bench {
+namespace {
+
+// Console output as usual, plus a record of each benchmark's real time per iteration (ns).
+class RecordingReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
+      const double ns = run.GetAdjustedRealTime() *
+                        (1e9 / benchmark::GetTimeUnitMultiplier(run.time_unit));
+      times_[run.benchmark_name()] = ns;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  const std::map<std::string, double>& times() const { return times_; }
+
+ private:
+  std::map<std::string, double> times_;
+};
+
+}  // namespace
+
+int RunAndReport(int argc, char** argv, const std::vector<Comparison>& comparisons,
+                 const std::vector<Value>& values) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  RecordingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  const auto& t = reporter.times();
+  std::printf("\n");
+  for (const Comparison& c : comparisons) {
+    auto u = t.find(c.udrm);
+    auto p = t.find(c.peer);
+    if (u == t.end() || p == t.end() || u->second <= 0) continue;
+    std::printf("RATIO %s vs %s: %.3f\n", c.metric.c_str(), c.peer_name.c_str(),
+                p->second / u->second);
+  }
+  for (const Value& v : values) {
+    auto it = t.find(v.bench);
+    if (it == t.end()) continue;
+    std::printf("VALUE %s %.1f %s\n", v.metric.c_str(), it->second * v.scale, v.unit.c_str());
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace udrm::bench

@@ -1,0 +1,131 @@
+#include "exec/exec.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+#include "base/check.h"
+
+namespace exec {
+
+Exec::Exec(uint32_t flags, const udrm::CancelToken* cancel, WwClass* ww_class,
+           BackoffPolicy policy)
+    : flags_(flags), cancel_(cancel), ww_class_(ww_class), policy_(policy) {}
+
+Exec::~Exec() {
+  UnlockAll();
+  contended_ = nullptr;
+  ticket_.reset();  // ww_acquire_fini (checks that nothing is held)
+}
+
+absl::Status Exec::UntilAllLocked(absl::FunctionRef<absl::Status(Exec&)> body) {
+  while (Cleanup()) {
+    absl::Status st = body(*this);
+    if (IsContended()) continue;  // drm_exec_retry_on_contention
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+bool Exec::Cleanup() {
+  if (!started_) {
+    started_ = true;
+    ticket_.emplace(ww_class_);
+    return true;
+  }
+  if (contended_ == nullptr) {
+    ticket_->Done();
+    return false;
+  }
+  UnlockAll();
+  ++retries_;
+  if (contended_ == last_contended_) {
+    ++streak_;
+  } else {
+    last_contended_ = contended_;
+    streak_ = 1;
+  }
+  if (policy_.enabled && streak_ > policy_.free_retries) {
+    const int k = std::min(streak_ - policy_.free_retries - 1, 20);
+    const absl::Duration cap = std::min(policy_.max_delay, policy_.base * (int64_t{1} << k));
+    const absl::Duration delay =
+        absl::Nanoseconds(absl::Uniform<int64_t>(rng_, 0, absl::ToInt64Nanoseconds(cap) + 1));
+    absl::SleepFor(delay);
+    total_backoff_ += delay;
+  }
+  return true;
+}
+
+void Exec::UnlockAll() {
+  for (auto it = objects_.rbegin(); it != objects_.rend(); ++it) (*it)->resv().Unlock();
+  objects_.clear();
+  prelocked_ = nullptr;
+}
+
+absl::Status Exec::LockResv(fence::Resv& resv) {
+  if (flags_ & kInterruptibleWait) return resv.LockInterruptible(&*ticket_, cancel_);
+  return resv.Lock(&*ticket_);
+}
+
+// drm_exec_lock_contended: take the object that made us back off, with the slow path, first.
+absl::Status Exec::LockContended() {
+  Object* obj = contended_;
+  if (obj == nullptr) return absl::OkStatus();
+  contended_ = nullptr;  // always clear it, so that error handling can take over
+  if (flags_ & kInterruptibleWait) {
+    absl::Status st = obj->resv().LockSlowInterruptible(&*ticket_, cancel_);
+    if (!st.ok()) return st;
+  } else {
+    obj->resv().LockSlow(&*ticket_);
+  }
+  objects_.push_back(obj);
+  prelocked_ = obj;
+  return absl::OkStatus();
+}
+
+absl::Status Exec::LockObj(Object* obj) {
+  UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
+  absl::Status st = LockContended();
+  if (!st.ok()) return st;
+  if (obj == prelocked_) {
+    prelocked_ = nullptr;
+    return absl::OkStatus();
+  }
+  st = LockResv(obj->resv());
+  if (IsBackoff(st)) {
+    contended_ = obj;
+    return st;
+  }
+  if (IsAlreadyHeld(st) && (flags_ & kIgnoreDuplicates)) return absl::OkStatus();
+  if (!st.ok()) return st;
+  objects_.push_back(obj);
+  return absl::OkStatus();
+}
+
+void Exec::UnlockObj(Object* obj) {
+  for (auto it = objects_.rbegin(); it != objects_.rend(); ++it) {
+    if (*it == obj) {
+      obj->resv().Unlock();
+      objects_.erase(std::next(it).base());
+      return;
+    }
+  }
+  UDRM_CHECK(false, "Exec::UnlockObj of an object this Exec has not locked");
+}
+
+absl::Status Exec::PrepareObj(Object* obj, size_t num_fences) {
+  absl::Status st = LockObj(obj);
+  if (!st.ok()) return st;
+  st = obj->resv().Reserve(num_fences);
+  if (!st.ok()) UnlockObj(obj);
+  return st;
+}
+
+absl::Status Exec::PrepareArray(std::span<Object* const> objs, size_t num_fences) {
+  for (Object* obj : objs) {
+    absl::Status st = PrepareObj(obj, num_fences);
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace exec

@@ -1,0 +1,136 @@
+// exec::Exec — drm_exec: lock many objects in any order, back off on contention, retry.
+//
+// What it is: a locking transaction over objects that carry a fence::Resv (exec::Object). It owns
+// a Wait-Die or Wound-Wait acquire context (the "ticket", from the objects' WwClass) and keeps it —
+// and so its stamp — across retries, so a transaction that keeps losing grows older and finally
+// wins. The body that locks the objects runs in a retry loop:
+//
+//   exec::Exec exec(exec::Exec::kInterruptibleWait);
+//   absl::Status st = exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
+//     for (Object* o : objs) {
+//       absl::Status s = e.PrepareObj(o, 1);
+//       if (!s.ok()) return s;   // a back-off is retried by UntilAllLocked itself
+//     }
+//     return absl::OkStatus();
+//   });
+//
+// or, explicitly, `while (exec.Cleanup()) { ...; if (exec.IsContended()) continue; ... }`.
+// At the start of every run of the body no object is locked. When a lock reports contention the
+// body should return (or `continue`); Cleanup() then unlocks everything (in reverse order), sleeps
+// per the BackoffPolicy, and the next LockObj() first takes the contended object with the slow
+// path before anything else.
+//
+// Results the caller must handle from LockObj/PrepareObj/PrepareArray: OK; IsBackoff() (contended:
+// leave the body, it will run again); IsAlreadyHeld() (the object is locked by this Exec already,
+// unless kIgnoreDuplicates, which turns it into OK); CancelledError (kInterruptibleWait with a
+// cancelled token); InvalidArgument from a failed reservation (the object is then unlocked — even
+// one an earlier call had locked, as in the kernel).
+//
+// Back-off policy (beyond the kernel): after the same object is contended `free_retries` times in
+// a row, each further retry first sleeps a random time in [0, min(max_delay, base << k)) (jitter
+// from absl::BitGen), with no locks held. Guarantee: Wait-Die and Wound-Wait with a stamp kept
+// across retries already rule out deadlock and livelock — the oldest transaction never backs off
+// for a younger one, so it completes, and every transaction becomes the oldest eventually; the
+// delay is bounded, so it only trims wasted retries under heavy contention and cannot starve.
+//
+// Lifetime: objects must outlive the Exec (or be unlocked from it first); the destructor (drm_exec_fini)
+// unlocks everything still locked. Thread-safety: an Exec belongs to one thread.
+#ifndef UDRM_EXEC_EXEC_H_
+#define UDRM_EXEC_EXEC_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "base/cancel.h"
+#include "exec/ww_mutex.h"
+#include "fence/resv.h"
+
+namespace exec {
+
+// Anything lockable through an Exec: it carries a Resv (a GEM object, a VM, a test object).
+class Object {
+ public:
+  virtual fence::Resv& resv() = 0;
+
+ protected:
+  ~Object() = default;
+};
+
+struct BackoffPolicy {
+  bool enabled = true;
+  int free_retries = 2;  // consecutive contentions on one object before any delay
+  absl::Duration base = absl::Microseconds(2);
+  absl::Duration max_delay = absl::Microseconds(500);
+};
+
+class Exec {
+ public:
+  enum Flags : uint32_t {
+    kInterruptibleWait = 1u << 0,  // DRM_EXEC_INTERRUPTIBLE_WAIT: waits honour `cancel`
+    kIgnoreDuplicates = 1u << 1,   // DRM_EXEC_IGNORE_DUPLICATES: already-held is OK
+  };
+
+  // drm_exec_init. `ww_class` is the class of the objects' Resvs (default: the reservation
+  // class). `cancel` is used with kInterruptibleWait; it must outlive the Exec.
+  explicit Exec(uint32_t flags = 0, const udrm::CancelToken* cancel = nullptr,
+                exec::WwClass* ww_class = &fence::ReservationWwClass(),
+                BackoffPolicy policy = BackoffPolicy());
+  Exec(const Exec&) = delete;
+  Exec& operator=(const Exec&) = delete;
+  // drm_exec_fini: unlocks everything and finishes the ticket.
+  ~Exec();
+
+  // drm_exec_until_all_locked: runs `body` until it completes without contention. Returns the
+  // body's status (OK: everything it locked stays locked until the Exec is destroyed).
+  absl::Status UntilAllLocked(absl::FunctionRef<absl::Status(Exec&)> body);
+
+  // drm_exec_cleanup, for an explicit loop: true means "run the body (again)"; false means the
+  // last run completed without contention (the ticket is then Done()).
+  bool Cleanup();
+  // drm_exec_retry_on_contention's test: the last lock reported contention.
+  bool IsContended() const { return contended_ != nullptr; }
+
+  // drm_exec_lock_obj / prepare_obj / prepare_array: see the header comment for results.
+  absl::Status LockObj(Object* obj);
+  absl::Status PrepareObj(Object* obj, size_t num_fences);
+  absl::Status PrepareArray(std::span<Object* const> objs, size_t num_fences);
+  // drm_exec_unlock_obj: meant for the most recently locked objects. Contract: locked here.
+  void UnlockObj(Object* obj);
+
+  // drm_exec_for_each_locked_object: in locking order.
+  std::span<Object* const> objects() const { return objects_; }
+  WwAcquireContext& ticket() { return *ticket_; }
+  // Retries so far (runs of the body after the first), and delays slept by the policy.
+  int retries() const { return retries_; }
+  absl::Duration total_backoff() const { return total_backoff_; }
+
+ private:
+  absl::Status LockContended();
+  absl::Status LockResv(fence::Resv& resv);
+  void UnlockAll();
+
+  const uint32_t flags_;
+  const udrm::CancelToken* const cancel_;
+  WwClass* const ww_class_;
+  const BackoffPolicy policy_;
+  std::optional<WwAcquireContext> ticket_;  // engaged by the first Cleanup() (DRM_EXEC_DUMMY)
+  bool started_ = false;
+  std::vector<Object*> objects_;
+  Object* contended_ = nullptr;  // locked by the next LockObj() with the slow path
+  Object* prelocked_ = nullptr;  // taken with the slow path, already in objects_
+  Object* last_contended_ = nullptr;
+  int streak_ = 0;
+  int retries_ = 0;
+  absl::Duration total_backoff_;
+  absl::BitGen rng_;
+};
+
+}  // namespace exec
+
+#endif  // UDRM_EXEC_EXEC_H_

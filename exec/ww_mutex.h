@@ -1,0 +1,207 @@
+// exec::WwMutex — ww_mutex: wound/wait mutexes with acquire contexts.
+//
+// What it is: a mutex that many objects carry (every fence::Resv has one) so that a thread can lock
+// an arbitrary set of them in any order without deadlock. Each locking transaction runs under a
+// WwAcquireContext, which takes a *stamp* from its WwClass; a lower stamp is older and wins. When
+// two transactions contend, the class's algorithm decides who backs off:
+//  - Wait-Die (the kernel's DEFINE_WD_CLASS; dma_resv's class): a younger context that holds locks
+//    and would wait for an older one "dies" — Lock() returns a back-off status at once.
+//  - Wound-Wait (DEFINE_WW_CLASS): an older context that holds locks and waits for a younger holder
+//    "wounds" it; the wounded context backs off the next time it would block while holding locks.
+// On back-off the caller must Unlock() everything locked with that context, then LockSlow() the
+// contended mutex (which blocks and cannot fail), then take the rest again, keeping the same
+// context (and so its stamp) so that it ages and eventually wins. A context that holds no locks is
+// never told to back off.
+//
+// Waiters: context waiters queue in stamp order (oldest first); waiters without a context queue
+// FIFO and are skipped over by the sort, so they are not starved. A released mutex goes to the
+// first waiter; Lock() does not barge past queued waiters (TryLock() may).
+//
+// Without a context, Lock(nullptr)/Unlock() behave as a plain mutex. Mixing context and
+// context-less locking of one class, or two contexts of one class on one thread, can deadlock
+// undetected, as in the kernel.
+//
+// Lifetime: a WwMutex must be unlocked when destroyed; a WwAcquireContext must hold no locks when
+// finished (Fini() or destruction). Both are contract checks that crash.
+//
+// Thread-safety: a WwAcquireContext belongs to one thread. WwMutex methods may be called from any
+// thread; Unlock() is called by the thread that locked.
+//
+// Memory ordering: Unlock() happens-before the next successful lock of the same mutex (as for any
+// mutex), so writes made while holding it are visible to the next holder.
+#ifndef UDRM_EXEC_WW_MUTEX_H_
+#define UDRM_EXEC_WW_MUTEX_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "base/cancel.h"
+
+namespace exec {
+
+enum class WwAlgorithm { kWaitDie, kWoundWait };
+
+// ww_class: the algorithm, and the stamp counter its contexts draw from.
+class WwClass {
+ public:
+  explicit WwClass(WwAlgorithm algorithm, std::string name = "")
+      : algorithm_(algorithm), name_(std::move(name)) {}
+  WwClass(const WwClass&) = delete;
+  WwClass& operator=(const WwClass&) = delete;
+
+  WwAlgorithm algorithm() const { return algorithm_; }
+  bool is_wait_die() const { return algorithm_ == WwAlgorithm::kWaitDie; }
+  std::string_view name() const { return name_; }
+
+ private:
+  friend class WwAcquireContext;
+  const WwAlgorithm algorithm_;
+  const std::string name_;
+  std::atomic<uint64_t> stamp_{0};
+};
+
+// The kernel's -EDEADLK: release every lock of the context, LockSlow() the contended mutex, retry.
+bool IsBackoff(const absl::Status& s);
+// The kernel's -EALREADY: the context already holds this mutex.
+bool IsAlreadyHeld(const absl::Status& s);
+
+// CONFIG_DEBUG_WW_MUTEX_SLOWPATH at run time: when on, Lock() makes the second and later locks of
+// a context return a back-off artificially, first after (stamp & 15) locks, then at intervals that
+// grow 3.5x each time, so every caller's back-off path runs. Contexts read the switch when they
+// are created. The default comes from the environment variable UDRM_WW_SLOWPATH_INJECTION (set
+// and not "0" means on). Thread-safe.
+void SetSlowpathInjection(bool on);
+bool SlowpathInjection();
+
+namespace internal {
+
+// A thread's wake-up flag while it waits for a WwMutex; woken by lock hand-over, by a waiter ahead
+// leaving, by a wound (Wound-Wait) or by cancellation.
+class WaitNode final : public udrm::CancelToken::Waker {
+ public:
+  void Wake() override ABSL_LOCKS_EXCLUDED(mu_);
+  // Blocks until woken since the last Sleep() returned.
+  void Sleep() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  absl::Mutex mu_;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+struct Waiter;
+
+}  // namespace internal
+
+class WwMutex;
+
+// ww_acquire_ctx. Create it on the thread that will lock (ww_acquire_init), call Done() when no
+// more locks will be taken (optional), and let it be destroyed or call Fini() once every lock is
+// released.
+class WwAcquireContext {
+ public:
+  // `inject` false is ww_acquire_init_noinject: never subject to slow-path injection.
+  explicit WwAcquireContext(WwClass* ww_class, bool inject = true);
+  WwAcquireContext(const WwAcquireContext&) = delete;
+  WwAcquireContext& operator=(const WwAcquireContext&) = delete;
+  ~WwAcquireContext();
+
+  // ww_acquire_done: no further locks may be taken with this context (a contract check).
+  void Done() { done_ = true; }
+  // ww_acquire_fini: contract: no locks held, not finished before.
+  void Fini();
+
+  uint64_t stamp() const { return stamp_; }
+  int acquired() const { return acquired_.load(std::memory_order_relaxed); }
+  const WwClass* ww_class() const { return class_; }
+
+  // True if `a` is younger (a later stamp) than `b`: the kernel's __ww_ctx_less.
+  static bool IsYounger(const WwAcquireContext& a, const WwAcquireContext& b) {
+    return static_cast<int64_t>(a.stamp_ - b.stamp_) > 0;
+  }
+
+ private:
+  friend class WwMutex;
+
+  WwClass* const class_;
+  const uint64_t stamp_;
+  // Locks held. Written by the owning thread while it holds the mutex's internal lock; read by
+  // other threads under a mutex's internal lock that this context holds or waits on.
+  std::atomic<int> acquired_{0};
+  // Wound-Wait: set by an older waiter; read by this context when it next blocks.
+  std::atomic<bool> wounded_{false};
+  bool done_ = false;
+  bool finished_ = false;
+  // Debug: the mutex whose back-off is pending (the kernel's contending_lock). Owner thread only.
+  const WwMutex* contending_lock_ = nullptr;
+  // Slow-path injection state (the kernel's deadlock_inject_*). Owner thread only.
+  bool inject_;
+  uint32_t inject_countdown_;
+  uint32_t inject_interval_ = 1;
+  internal::WaitNode node_;
+};
+
+class WwMutex {
+ public:
+  explicit WwMutex(WwClass* ww_class) : class_(ww_class) {}
+  WwMutex(const WwMutex&) = delete;
+  WwMutex& operator=(const WwMutex&) = delete;
+  // Contract: not locked.
+  ~WwMutex();
+
+  // ww_mutex_lock. Blocks while the mutex is held by another. Returns OK (acquired), a status
+  // with IsBackoff() (-EDEADLK: release all and LockSlow() this mutex; never when `ctx` holds no
+  // locks), or IsAlreadyHeld() (-EALREADY: `ctx` holds it already). `ctx` null: plain mutex,
+  // always OK. Contract checks: the context is of this mutex's class and not Done(); in debug
+  // builds, after a back-off the next lock must be the contended mutex, with nothing held.
+  absl::Status Lock(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+  // ww_mutex_lock_interruptible: as Lock(), or CancelledError once `cancel` is cancelled.
+  absl::Status LockInterruptible(WwAcquireContext* ctx, const udrm::CancelToken* cancel)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // ww_mutex_lock_slow: after a back-off, with no locks held, sleep until this mutex is ours.
+  // Cannot fail. Contract: `ctx` holds no locks.
+  void LockSlow(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+  // ww_mutex_lock_slow_interruptible: OK, or CancelledError.
+  absl::Status LockSlowInterruptible(WwAcquireContext* ctx, const udrm::CancelToken* cancel)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // ww_mutex_trylock: never blocks. False if held (also when held by `ctx` itself).
+  bool TryLock(WwAcquireContext* ctx = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  // ww_mutex_unlock. Contract: locked.
+  void Unlock() ABSL_LOCKS_EXCLUDED(mu_);
+
+  bool IsLocked() const ABSL_LOCKS_EXCLUDED(mu_);
+  // True if `ctx` holds this mutex. Meaningful on the context's own thread.
+  bool IsHeldBy(const WwAcquireContext* ctx) const ABSL_LOCKS_EXCLUDED(mu_);
+  const WwClass* ww_class() const { return class_; }
+  // Waiters queued now (for tests that need to know a thread is blocked).
+  int WaiterCountForTesting() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  absl::Status LockCommon(WwAcquireContext* ctx, const udrm::CancelToken* cancel, bool slow)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status WaitLocked(internal::Waiter* w, const udrm::CancelToken* cancel)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AcquireLocked(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckKillLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WoundHolderLocked(WwAcquireContext* waiter_ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Kill(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MaybeInjectBackoff(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+  void CheckCanLock(const WwAcquireContext* ctx, bool slow) const;
+
+  WwClass* const class_;
+  mutable absl::Mutex mu_;  // guards the fields below; never held while blocking for the WwMutex
+  bool locked_ ABSL_GUARDED_BY(mu_) = false;
+  WwAcquireContext* owner_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the kernel's ww->ctx
+  internal::Waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;
+  internal::Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int waiters_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace exec
+
+#endif  // UDRM_EXEC_WW_MUTEX_H_

@@ -1,0 +1,137 @@
+#include "fence/resv.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/check.h"
+#include "fence/fence_array.h"
+#include "fence/fence_context.h"
+
+namespace fence {
+
+exec::WwClass& ReservationWwClass() {
+  static exec::WwClass* cls = new exec::WwClass(exec::WwAlgorithm::kWaitDie, "reservation_ww_class");
+  return *cls;
+}
+
+Resv::Resv(exec::WwClass* ww_class)
+    : lock_(ww_class), list_(std::make_shared<const List>()) {}
+
+Resv::~Resv() = default;
+
+void Resv::CheckLocked() const {
+  UDRM_CHECK(lock_.IsLocked(), "fence::Resv written or iterated while not locked");
+}
+
+void Resv::Unlock() {
+  CheckLocked();
+  spares_.clear();
+  lock_.Unlock();
+}
+
+absl::Status Resv::Reserve(size_t n) {
+  CheckLocked();
+  if (n == 0) return absl::InvalidArgumentError("Resv::Reserve of 0 fences");
+  // Drop signalled fences while we may allocate (the kernel does this when it grows the list).
+  std::shared_ptr<const List> cur = Snapshot();
+  if (std::any_of(cur->begin(), cur->end(), [](const Entry& e) { return e.fence->IsSignaled(); })) {
+    auto pruned = std::make_shared<List>();
+    for (const Entry& e : *cur) {
+      if (!e.fence->IsSignaled()) pruned->push_back(e);
+    }
+    cur = pruned;
+    list_.store(std::move(pruned), std::memory_order_release);
+  }
+  const size_t target = std::max(spares_.size(), n);
+  const size_t capacity = cur->size() + target;  // each AddFence grows the list by at most one
+  for (auto& spare : spares_) spare->reserve(capacity);
+  while (spares_.size() < target) {
+    auto spare = std::make_shared<List>();
+    spare->reserve(capacity);
+    spares_.push_back(std::move(spare));
+  }
+  return absl::OkStatus();
+}
+
+void Resv::AddFence(FenceRef fence, ResvUsage usage) {
+  CheckLocked();
+  UDRM_CHECK(fence != nullptr, "Resv::AddFence of a null fence");
+  UDRM_CHECK(!fence->IsContainer(), "Resv::AddFence of a container fence (chain or array)");
+  UDRM_CHECK(!spares_.empty(), "Resv::AddFence without a reservation (call Reserve first)");
+  std::shared_ptr<List> next = std::move(spares_.back());
+  spares_.pop_back();
+  std::shared_ptr<const List> cur = Snapshot();
+  next->assign(cur->begin(), cur->end());  // within the reserved capacity: no allocation
+  bool replaced = false;
+  for (Entry& e : *next) {
+    if ((e.fence->context() == fence->context() && e.usage >= usage &&
+         Fence::IsLaterOrSame(*fence, *e.fence)) ||
+        e.fence->IsSignaled()) {
+      e = Entry{std::move(fence), usage};
+      replaced = true;
+      break;
+    }
+  }
+  if (!replaced) next->push_back(Entry{std::move(fence), usage});
+  list_.store(std::move(next), std::memory_order_release);
+}
+
+void Resv::Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage) {
+  CheckLocked();
+  auto next = std::make_shared<List>(*Snapshot());
+  for (Entry& e : *next) {
+    if (e.fence->context() == context) e = Entry{replacement, usage};
+  }
+  list_.store(std::move(next), std::memory_order_release);
+}
+
+void Resv::Copy(const Resv& src) {
+  CheckLocked();
+  auto next = std::make_shared<List>();
+  src.ForEachUnlocked(ResvUsage::kBookkeep, [&](const FenceRef& f, ResvUsage usage) {
+    next->push_back(Entry{f, usage});
+  });
+  list_.store(std::move(next), std::memory_order_release);
+}
+
+std::vector<Resv::Entry> Resv::GetFences(ResvUsage usage) const {
+  std::vector<Entry> out;
+  ForEachUnlocked(usage, [&](const FenceRef& f, ResvUsage u) { out.push_back(Entry{f, u}); });
+  return out;
+}
+
+FenceRef Resv::GetSingleton(ResvUsage usage) const {
+  std::vector<FenceRef> fences;
+  ForEachUnlocked(usage, [&](const FenceRef& f, ResvUsage) { fences.push_back(f); });
+  if (fences.empty()) return nullptr;
+  if (fences.size() == 1) return fences.front();
+  auto array = FenceArray::Create(std::move(fences), FenceContext::Allocate(), 1);
+  UDRM_CHECK(array.ok(), "Resv holds a container fence");
+  return *std::move(array);
+}
+
+bool Resv::TestSignaled(ResvUsage usage) const {
+  bool all = true;
+  ForEachUnlocked(usage, [&](const FenceRef&, ResvUsage) { all = false; });
+  return all;
+}
+
+absl::StatusOr<absl::Duration> Resv::Wait(ResvUsage usage, absl::Duration timeout,
+                                          const udrm::CancelToken* cancel) const {
+  if (timeout < absl::ZeroDuration()) return absl::InvalidArgumentError("negative timeout");
+  const bool infinite = timeout == absl::InfiniteDuration();
+  const absl::Time deadline = infinite ? absl::InfiniteFuture() : absl::Now() + timeout;
+  for (const Entry& e : GetFences(usage)) {
+    absl::Duration left = infinite ? timeout : std::max(deadline - absl::Now(), absl::ZeroDuration());
+    absl::StatusOr<absl::Duration> r = e.fence->Wait(left, cancel);
+    if (!r.ok()) return r.status();
+  }
+  if (infinite) return timeout;
+  return std::max(deadline - absl::Now(), absl::Nanoseconds(1));
+}
+
+void Resv::SetDeadline(ResvUsage usage, absl::Time deadline) const {
+  ForEachUnlocked(usage, [&](const FenceRef& f, ResvUsage) { f->SetDeadline(deadline); });
+}
+
+}  // namespace fence

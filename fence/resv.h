@@ -1,0 +1,143 @@
+// fence::Resv — dma_resv: the fences of a buffer object, by usage, behind a ww-mutex.
+//
+// What it is: the set of fences that guard one object's memory, each tagged with a usage class.
+// Usage classes are ordered KERNEL < WRITE < READ < BOOKKEEP, and a query for usage U returns every
+// fence whose usage is at or below U (KERNEL: memory-management fences only; WRITE: + writers;
+// READ: + readers; BOOKKEEP: everything). A new writer waits for UsageRw(true) = READ (readers and
+// writers); a new reader waits for UsageRw(false) = WRITE.
+//
+// Locking: writers (Reserve, AddFence, Replace, Copy, ForEachLocked) hold the Resv's WwMutex (lock
+// it directly, through an exec::Exec, or with the forwarding Lock*() methods) and crash if it is
+// not locked. Readers need no lock: GetFences/ForEachUnlocked/TestSignaled/Wait/GetSingleton work
+// on a consistent snapshot, read-copy-update style. The fence list is immutable once published;
+// every change publishes a new list through one atomic shared_ptr store, and the old list is
+// reclaimed by its last reader (reference counting that ThreadSanitizer sees, unlike liburcu).
+//
+// Reservations: Reserve(n) pre-allocates for the next n AddFence() calls, so that AddFence —
+// called after a job is armed, i.e. in the fence-signalling critical section — never allocates.
+// Reservations last until Unlock(). Unlike the kernel, where replacing a same-context fence needs
+// no slot, every AddFence() here uses one reservation: each publishes a new list, so readers never
+// see a slot half updated (fence and usage change together).
+//
+// Lifetime: the Resv must be unlocked when destroyed (WwMutex contract). Snapshots returned to
+// readers hold their own references and outlive changes to the Resv.
+//
+// Memory ordering: a fence added by AddFence() before Unlock() is seen by any reader whose
+// snapshot is taken after the AddFence() returned (release/acquire on the list pointer).
+#ifndef UDRM_FENCE_RESV_H_
+#define UDRM_FENCE_RESV_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/cancel.h"
+#include "exec/ww_mutex.h"
+#include "fence/fence.h"
+
+namespace fence {
+
+enum class ResvUsage : uint8_t { kKernel = 0, kWrite = 1, kRead = 2, kBookkeep = 3 };
+
+// dma_resv_usage_rw: what a new access must wait for. write ? READ : WRITE.
+inline ResvUsage UsageRw(bool write) { return write ? ResvUsage::kRead : ResvUsage::kWrite; }
+
+// reservation_ww_class: the Wait-Die class every Resv uses unless given another.
+exec::WwClass& ReservationWwClass();
+
+class Resv {
+ public:
+  struct Entry {
+    FenceRef fence;
+    ResvUsage usage;
+  };
+
+  explicit Resv(exec::WwClass* ww_class = &ReservationWwClass());
+  Resv(const Resv&) = delete;
+  Resv& operator=(const Resv&) = delete;
+  ~Resv();
+
+  // dma_resv_lock and friends: see exec::WwMutex for results and contracts.
+  exec::WwMutex& lock() { return lock_; }
+  absl::Status Lock(exec::WwAcquireContext* ctx) { return lock_.Lock(ctx); }
+  absl::Status LockInterruptible(exec::WwAcquireContext* ctx, const udrm::CancelToken* cancel) {
+    return lock_.LockInterruptible(ctx, cancel);
+  }
+  void LockSlow(exec::WwAcquireContext* ctx) { lock_.LockSlow(ctx); }
+  absl::Status LockSlowInterruptible(exec::WwAcquireContext* ctx,
+                                     const udrm::CancelToken* cancel) {
+    return lock_.LockSlowInterruptible(ctx, cancel);
+  }
+  bool TryLock(exec::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
+  // dma_resv_unlock: drops unused reservations, then unlocks.
+  void Unlock();
+
+  // --- Writers: the lock must be held (contract). ---
+
+  // dma_resv_reserve_fences: room for the next `n` AddFence() calls; also drops signalled fences.
+  // InvalidArgument for n == 0 (nothing changes).
+  absl::Status Reserve(size_t n);
+  // Reservations left before Unlock().
+  size_t reserved() const { return spares_.size(); }
+  // dma_resv_add_fence: takes a reference. Replaces the first entry that is of the same context
+  // with usage >= `usage` (no stronger) and not later than `fence`, or that has signalled;
+  // otherwise appends. Never allocates, never blocks. Contracts: a reservation is left; `fence`
+  // is not a container (chain or array).
+  void AddFence(FenceRef fence, ResvUsage usage);
+  // dma_resv_replace_fences: every fence of `context` becomes `replacement` with `usage`.
+  // Allocates (not for the signalling path).
+  void Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage);
+  // dma_resv_copy_fences: this Resv's fences become `src`'s unsignalled ones (src unlocked).
+  void Copy(const Resv& src);
+  // dma_resv_for_each_fence: every entry with usage <= `usage`, signalled ones included.
+  template <typename F>
+  void ForEachLocked(ResvUsage usage, F&& f) const {
+    CheckLocked();
+    for (const Entry& e : *Snapshot()) {
+      if (e.usage <= usage) f(e.fence, e.usage);
+    }
+  }
+
+  // --- Readers: no lock. ---
+
+  // dma_resv_for_each_fence_unlocked over a snapshot: unsignalled entries with usage <= `usage`.
+  template <typename F>
+  void ForEachUnlocked(ResvUsage usage, F&& f) const {
+    std::shared_ptr<const std::vector<Entry>> list = Snapshot();
+    for (const Entry& e : *list) {
+      if (e.usage <= usage && !e.fence->IsSignaled()) f(e.fence, e.usage);
+    }
+  }
+  // dma_resv_get_fences: the same, collected.
+  std::vector<Entry> GetFences(ResvUsage usage) const;
+  // dma_resv_get_singleton: null if none pending, the fence if one, else a new FenceArray of
+  // them. Never add the result back to a Resv (it is a container).
+  FenceRef GetSingleton(ResvUsage usage) const;
+  // dma_resv_test_signaled: no unsignalled fence with usage <= `usage`.
+  bool TestSignaled(ResvUsage usage) const;
+  // dma_resv_wait_timeout: waits for the fences present now. Results as Fence::Wait().
+  absl::StatusOr<absl::Duration> Wait(ResvUsage usage, absl::Duration timeout,
+                                      const udrm::CancelToken* cancel = nullptr) const;
+  // dma_resv_set_deadline.
+  void SetDeadline(ResvUsage usage, absl::Time deadline) const;
+
+ private:
+  using List = std::vector<Entry>;
+  std::shared_ptr<const List> Snapshot() const { return list_.load(std::memory_order_acquire); }
+  void CheckLocked() const;
+
+  exec::WwMutex lock_;
+  std::atomic<std::shared_ptr<const List>> list_;
+  // Writer state, protected by lock_ (a ww-mutex, which thread-safety annotations cannot name):
+  // pre-allocated lists, one per reserved AddFence().
+  std::vector<std::shared_ptr<List>> spares_;
+};
+
+}  // namespace fence
+
+#endif  // UDRM_FENCE_RESV_H_

@@ -47,8 +47,9 @@ bool Exec::Cleanup() {
   if (policy_.enabled && streak_ > policy_.free_retries) {
     const int k = std::min(streak_ - policy_.free_retries - 1, 20);
     const absl::Duration cap = std::min(policy_.max_delay, policy_.base * (int64_t{1} << k));
+    if (!rng_.has_value()) rng_.emplace();
     const absl::Duration delay =
-        absl::Nanoseconds(absl::Uniform<int64_t>(rng_, 0, absl::ToInt64Nanoseconds(cap) + 1));
+        absl::Nanoseconds(absl::Uniform<int64_t>(*rng_, 0, absl::ToInt64Nanoseconds(cap) + 1));
     absl::SleepFor(delay);
     total_backoff_ += delay;
   }

@@ -43,6 +43,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/functional/function_ref.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
@@ -121,14 +122,15 @@ class Exec {
   const BackoffPolicy policy_;
   std::optional<WwAcquireContext> ticket_;  // engaged by the first Cleanup() (DRM_EXEC_DUMMY)
   bool started_ = false;
-  std::vector<Object*> objects_;
+  absl::InlinedVector<Object*, 8> objects_;  // no allocation for small transactions
   Object* contended_ = nullptr;  // locked by the next LockObj() with the slow path
   Object* prelocked_ = nullptr;  // taken with the slow path, already in objects_
   Object* last_contended_ = nullptr;
   int streak_ = 0;
   int retries_ = 0;
   absl::Duration total_backoff_;
-  absl::BitGen rng_;
+  // Seeding a BitGen costs more than an uncontended transaction: made on the first delay.
+  std::optional<absl::BitGen> rng_;
 };
 
 }  // namespace exec

@@ -33,13 +33,19 @@ struct Waiter {
 
 void WaitNode::Wake() {
   absl::MutexLock l(&mu_);
-  woken_ = true;
+  woken_.store(true, std::memory_order_release);
 }
 
 void WaitNode::Sleep() {
+  constexpr int kSpins = 2000;
+  for (int i = 0; i < kSpins && !Woken(); ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
   absl::MutexLock l(&mu_);
-  mu_.Await(absl::Condition(&woken_));
-  woken_ = false;
+  mu_.Await(absl::Condition(this, &WaitNode::Woken));
+  woken_.store(false, std::memory_order_relaxed);
 }
 
 }  // namespace internal
@@ -106,6 +112,7 @@ absl::Status WwMutex::LockSlowInterruptible(WwAcquireContext* ctx,
 
 void WwMutex::AcquireLocked(WwAcquireContext* ctx) {
   locked_ = true;
+  locked_flag_.store(true, std::memory_order_relaxed);
   owner_ctx_ = ctx;
   if (ctx != nullptr) {
     ctx->contending_lock_ = nullptr;
@@ -278,12 +285,8 @@ void WwMutex::Unlock() {
   if (owner_ctx_ != nullptr) owner_ctx_->acquired_.fetch_sub(1, std::memory_order_relaxed);
   owner_ctx_ = nullptr;
   locked_ = false;
+  locked_flag_.store(false, std::memory_order_relaxed);
   if (head_ != nullptr) head_->node->Wake();
-}
-
-bool WwMutex::IsLocked() const {
-  absl::MutexLock l(&mu_);
-  return locked_;
 }
 
 bool WwMutex::IsHeldBy(const WwAcquireContext* ctx) const {

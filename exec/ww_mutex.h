@@ -84,12 +84,16 @@ namespace internal {
 class WaitNode final : public udrm::CancelToken::Waker {
  public:
   void Wake() override ABSL_LOCKS_EXCLUDED(mu_);
-  // Blocks until woken since the last Sleep() returned.
+  // Blocks until woken since the last Sleep() returned. Spins briefly first: ww-mutex hold times
+  // are short, and a futex sleep and wake-up costs several microseconds here (exec_bench).
   void Sleep() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  bool Woken() const { return woken_.load(std::memory_order_acquire); }
+
   absl::Mutex mu_;
-  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  // Set under mu_ (so a sleeper in Await() re-checks it) and read lock-free by a spinner.
+  std::atomic<bool> woken_{false};
 };
 
 struct Waiter;
@@ -172,7 +176,8 @@ class WwMutex {
   // ww_mutex_unlock. Contract: locked.
   void Unlock() ABSL_LOCKS_EXCLUDED(mu_);
 
-  bool IsLocked() const ABSL_LOCKS_EXCLUDED(mu_);
+  // A snapshot, for assertions: lock-free.
+  bool IsLocked() const { return locked_flag_.load(std::memory_order_relaxed); }
   // True if `ctx` holds this mutex. Meaningful on the context's own thread.
   bool IsHeldBy(const WwAcquireContext* ctx) const ABSL_LOCKS_EXCLUDED(mu_);
   const WwClass* ww_class() const { return class_; }
@@ -196,6 +201,7 @@ class WwMutex {
   WwClass* const class_;
   mutable absl::Mutex mu_;  // guards the fields below; never held while blocking for the WwMutex
   bool locked_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> locked_flag_{false};  // mirrors locked_, written under mu_, for IsLocked()
   WwAcquireContext* owner_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the kernel's ww->ctx
   internal::Waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;
   internal::Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;

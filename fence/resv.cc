@@ -15,12 +15,17 @@ exec::WwClass& ReservationWwClass() {
 }
 
 Resv::Resv(exec::WwClass* ww_class)
-    : lock_(ww_class), list_(std::make_shared<const List>()) {}
+    : lock_(ww_class), list_(std::make_shared<const List>()), current_(list_.load()) {}
 
 Resv::~Resv() = default;
 
 void Resv::CheckLocked() const {
   UDRM_CHECK(lock_.IsLocked(), "fence::Resv written or iterated while not locked");
+}
+
+void Resv::Publish(std::shared_ptr<const List> next) {
+  current_ = next;
+  list_.store(std::move(next), std::memory_order_release);
 }
 
 void Resv::Unlock() {
@@ -32,18 +37,8 @@ void Resv::Unlock() {
 absl::Status Resv::Reserve(size_t n) {
   CheckLocked();
   if (n == 0) return absl::InvalidArgumentError("Resv::Reserve of 0 fences");
-  // Drop signalled fences while we may allocate (the kernel does this when it grows the list).
-  std::shared_ptr<const List> cur = Snapshot();
-  if (std::any_of(cur->begin(), cur->end(), [](const Entry& e) { return e.fence->IsSignaled(); })) {
-    auto pruned = std::make_shared<List>();
-    for (const Entry& e : *cur) {
-      if (!e.fence->IsSignaled()) pruned->push_back(e);
-    }
-    cur = pruned;
-    list_.store(std::move(pruned), std::memory_order_release);
-  }
   const size_t target = std::max(spares_.size(), n);
-  const size_t capacity = cur->size() + target;  // each AddFence grows the list by at most one
+  const size_t capacity = current_->size() + target;  // each AddFence adds at most one entry
   for (auto& spare : spares_) spare->reserve(capacity);
   while (spares_.size() < target) {
     auto spare = std::make_shared<List>();
@@ -60,29 +55,33 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   UDRM_CHECK(!spares_.empty(), "Resv::AddFence without a reservation (call Reserve first)");
   std::shared_ptr<List> next = std::move(spares_.back());
   spares_.pop_back();
-  std::shared_ptr<const List> cur = Snapshot();
-  next->assign(cur->begin(), cur->end());  // within the reserved capacity: no allocation
+  const List& cur = *current_;
+  next->clear();
+  // Copy within the reserved capacity (no allocation). Signalled entries are dropped on the way:
+  // the kernel reuses their slots for new fences and drops them when it grows the list, and
+  // unlocked readers never see them, so the result is the same set.
   bool replaced = false;
-  for (Entry& e : *next) {
-    if ((e.fence->context() == fence->context() && e.usage >= usage &&
-         Fence::IsLaterOrSame(*fence, *e.fence)) ||
-        e.fence->IsSignaled()) {
-      e = Entry{std::move(fence), usage};
+  for (const Entry& e : cur) {
+    if (e.fence->IsSignaled()) continue;
+    if (!replaced && e.fence->context() == fence->context() && e.usage >= usage &&
+        Fence::IsLaterOrSame(*fence, *e.fence)) {
+      next->push_back(Entry{fence, usage});
       replaced = true;
-      break;
+      continue;
     }
+    next->push_back(e);
   }
   if (!replaced) next->push_back(Entry{std::move(fence), usage});
-  list_.store(std::move(next), std::memory_order_release);
+  Publish(std::move(next));
 }
 
 void Resv::Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage) {
   CheckLocked();
-  auto next = std::make_shared<List>(*Snapshot());
+  auto next = std::make_shared<List>(*current_);
   for (Entry& e : *next) {
     if (e.fence->context() == context) e = Entry{replacement, usage};
   }
-  list_.store(std::move(next), std::memory_order_release);
+  Publish(std::move(next));
 }
 
 void Resv::Copy(const Resv& src) {
@@ -91,7 +90,7 @@ void Resv::Copy(const Resv& src) {
   src.ForEachUnlocked(ResvUsage::kBookkeep, [&](const FenceRef& f, ResvUsage usage) {
     next->push_back(Entry{f, usage});
   });
-  list_.store(std::move(next), std::memory_order_release);
+  Publish(std::move(next));
 }
 
 std::vector<Resv::Entry> Resv::GetFences(ResvUsage usage) const {

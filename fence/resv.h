@@ -79,15 +79,15 @@ class Resv {
 
   // --- Writers: the lock must be held (contract). ---
 
-  // dma_resv_reserve_fences: room for the next `n` AddFence() calls; also drops signalled fences.
-  // InvalidArgument for n == 0 (nothing changes).
+  // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0
+  // (nothing changes).
   absl::Status Reserve(size_t n);
   // Reservations left before Unlock().
   size_t reserved() const { return spares_.size(); }
   // dma_resv_add_fence: takes a reference. Replaces the first entry that is of the same context
-  // with usage >= `usage` (no stronger) and not later than `fence`, or that has signalled;
-  // otherwise appends. Never allocates, never blocks. Contracts: a reservation is left; `fence`
-  // is not a container (chain or array).
+  // with usage >= `usage` (no stronger) and not later than `fence`; otherwise appends. Entries
+  // whose fence has signalled are dropped (the kernel reuses their slots). Never allocates, never
+  // blocks. Contracts: a reservation is left; `fence` is not a container (chain or array).
   void AddFence(FenceRef fence, ResvUsage usage);
   // dma_resv_replace_fences: every fence of `context` becomes `replacement` with `usage`.
   // Allocates (not for the signalling path).
@@ -98,7 +98,7 @@ class Resv {
   template <typename F>
   void ForEachLocked(ResvUsage usage, F&& f) const {
     CheckLocked();
-    for (const Entry& e : *Snapshot()) {
+    for (const Entry& e : *current_) {
       if (e.usage <= usage) f(e.fence, e.usage);
     }
   }
@@ -130,11 +130,15 @@ class Resv {
   using List = std::vector<Entry>;
   std::shared_ptr<const List> Snapshot() const { return list_.load(std::memory_order_acquire); }
   void CheckLocked() const;
+  // Publishes `next` to readers and keeps it as the writer's view.
+  void Publish(std::shared_ptr<const List> next);
 
   exec::WwMutex lock_;
   std::atomic<std::shared_ptr<const List>> list_;
   // Writer state, protected by lock_ (a ww-mutex, which thread-safety annotations cannot name):
-  // pre-allocated lists, one per reserved AddFence().
+  // the published list as the writer knows it (saves atomic loads), and pre-allocated lists, one
+  // per reserved AddFence().
+  std::shared_ptr<const List> current_;
   std::vector<std::shared_ptr<List>> spares_;
 };
 

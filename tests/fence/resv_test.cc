@@ -96,16 +96,20 @@ TEST_F(ResvTest, LockedIterationIncludesSignalled) {
   EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 1u);
 }
 
-// Rule: reservations last until unlock; Reserve also drops signalled fences.
-TEST_F(ResvTest, ReservationsEndAtUnlockAndPruneSignalled) {
-  FenceRef f1 = tl_a_.NewFence();
+// Rule: reservations last until unlock; adding drops signalled fences.
+TEST_F(ResvTest, ReservationsEndAtUnlockAndAddPrunesSignalled) {
+  FenceRef f1 = tl_a_.NewFence(), f2 = tl_b_.NewFence();
   Add(f1, U::kWrite);
+  Add(f2, U::kWrite);
   f1->Signal();
+  f2->Signal();
   ASSERT_TRUE(resv_.Reserve(3).ok());
   EXPECT_EQ(resv_.reserved(), 3u);
+  resv_.AddFence(tl_c_.NewFence(), U::kRead);
+  EXPECT_EQ(resv_.reserved(), 2u);
   int locked = 0;
   resv_.ForEachLocked(U::kBookkeep, [&](const FenceRef&, U) { ++locked; });
-  EXPECT_EQ(locked, 0);
+  EXPECT_EQ(locked, 1);
   resv_.Unlock();
   ASSERT_TRUE(resv_.Lock(nullptr).ok());
   EXPECT_EQ(resv_.reserved(), 0u);

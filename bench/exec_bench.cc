@@ -1,0 +1,183 @@
+// exec_bench: T threads each lock k = 4 distinct random objects out of M, add a fence to each and
+// unlock, as fast as they can. udrm's exec::Exec (any locking order; Wait-Die or Wound-Wait; with
+// and without the back-off policy) against, in the same run:
+//  - address_ordered: absl::Mutex per object, locked in address order (needs a global order);
+//  - scoped_lock: std::mutex per object via std::scoped_lock (std::lock's try-and-back-off).
+// The peers keep each object's fences in a vector with the same replace-same-context rule, so all
+// sides do the same work. RATIO lines compare time per transaction (x > 1: udrm faster).
+#include <algorithm>
+#include <array>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "bench/report.h"
+#include "benchmark/benchmark.h"
+#include "exec/exec.h"
+#include "fence/fence_context.h"
+#include "fence/resv.h"
+
+namespace {
+
+constexpr int kLocksPerTxn = 4;
+
+// k distinct random indices below m.
+std::array<int, kLocksPerTxn> Pick(std::mt19937& rng, int m) {
+  std::array<int, kLocksPerTxn> p;
+  for (int i = 0; i < kLocksPerTxn; ++i) {
+    int v;
+    do {
+      v = static_cast<int>(rng() % m);
+    } while (std::find(p.begin(), p.begin() + i, v) != p.begin() + i);
+    p[i] = v;
+  }
+  return p;
+}
+
+void AddReplacingSameContext(std::vector<fence::FenceRef>& fences, const fence::FenceRef& f) {
+  for (auto& old : fences) {
+    if (old->context() == f->context() || old->IsSignaled()) {
+      old = f;
+      return;
+    }
+  }
+  fences.push_back(f);
+}
+
+struct ResvObject : exec::Object {
+  explicit ResvObject(exec::WwClass* cls) : r(cls) {}
+  fence::Resv& resv() override { return r; }
+  fence::Resv r;
+};
+
+template <exec::WwAlgorithm kAlgo>
+std::vector<std::unique_ptr<ResvObject>>& ResvPool(int m) {
+  static exec::WwClass cls(kAlgo);
+  static auto* pools = [] {
+    auto* p = new std::vector<std::unique_ptr<ResvObject>>[2];
+    for (int i = 0; i < 8; ++i) p[0].push_back(std::make_unique<ResvObject>(&cls));
+    for (int i = 0; i < 64; ++i) p[1].push_back(std::make_unique<ResvObject>(&cls));
+    return p;
+  }();
+  return pools[m == 8 ? 0 : 1];
+}
+
+template <exec::WwAlgorithm kAlgo, bool kBackoff>
+void BM_Exec(benchmark::State& state) {
+  const int m = state.range(0);
+  auto& pool = ResvPool<kAlgo>(m);
+  exec::WwClass* cls = const_cast<exec::WwClass*>(pool[0]->r.lock().ww_class());
+  std::mt19937 rng(state.thread_index() + 1);
+  fence::FenceContext timeline;
+  exec::BackoffPolicy policy;
+  policy.enabled = kBackoff;
+  int64_t retries = 0;
+  for (auto _ : state) {
+    auto p = Pick(rng, m);
+    exec::Object* objs[kLocksPerTxn];
+    for (int i = 0; i < kLocksPerTxn; ++i) objs[i] = pool[p[i]].get();
+    fence::FenceRef done = timeline.NewFence();
+    {
+      exec::Exec e(0, nullptr, cls, policy);
+      absl::Status st = e.UntilAllLocked([&](exec::Exec& x) { return x.PrepareArray(objs, 1); });
+      if (!st.ok()) state.SkipWithError("exec failed");
+      for (exec::Object* o : e.objects()) o->resv().AddFence(done, fence::ResvUsage::kWrite);
+      retries += e.retries();
+    }
+    done->Signal();
+  }
+  state.counters["retries/txn"] =
+      benchmark::Counter(static_cast<double>(retries) / state.iterations(),
+                         benchmark::Counter::kAvgThreads);
+}
+
+struct AbslObject {
+  absl::Mutex mu;
+  std::vector<fence::FenceRef> fences ABSL_GUARDED_BY(mu);
+};
+
+void BM_AddressOrdered(benchmark::State& state) {
+  const int m = state.range(0);
+  static auto* pools = new std::vector<AbslObject>[2]{std::vector<AbslObject>(8),
+                                                      std::vector<AbslObject>(64)};
+  auto& pool = pools[m == 8 ? 0 : 1];
+  std::mt19937 rng(state.thread_index() + 1);
+  fence::FenceContext timeline;
+  for (auto _ : state) {
+    auto p = Pick(rng, m);
+    std::array<AbslObject*, kLocksPerTxn> objs;
+    for (int i = 0; i < kLocksPerTxn; ++i) objs[i] = &pool[p[i]];
+    std::sort(objs.begin(), objs.end());
+    fence::FenceRef done = timeline.NewFence();
+    for (AbslObject* o : objs) o->mu.Lock();
+    for (AbslObject* o : objs) {
+      o->mu.AssertHeld();
+      AddReplacingSameContext(o->fences, done);
+    }
+    for (auto it = objs.rbegin(); it != objs.rend(); ++it) (*it)->mu.Unlock();
+    done->Signal();
+  }
+}
+
+struct StdObject {
+  std::mutex mu;
+  std::vector<fence::FenceRef> fences;  // guarded by mu
+};
+
+void BM_ScopedLock(benchmark::State& state) {
+  const int m = state.range(0);
+  static auto* pools = new std::vector<StdObject>[2]{std::vector<StdObject>(8),
+                                                     std::vector<StdObject>(64)};
+  auto& pool = pools[m == 8 ? 0 : 1];
+  std::mt19937 rng(state.thread_index() + 1);
+  fence::FenceContext timeline;
+  for (auto _ : state) {
+    auto p = Pick(rng, m);
+    StdObject* o[kLocksPerTxn];
+    for (int i = 0; i < kLocksPerTxn; ++i) o[i] = &pool[p[i]];
+    fence::FenceRef done = timeline.NewFence();
+    {
+      std::scoped_lock lock(o[0]->mu, o[1]->mu, o[2]->mu, o[3]->mu);
+      for (StdObject* x : o) AddReplacingSameContext(x->fences, done);
+    }
+    done->Signal();
+  }
+}
+
+constexpr auto kWaitDie = exec::WwAlgorithm::kWaitDie;
+constexpr auto kWoundWait = exec::WwAlgorithm::kWoundWait;
+
+void Configure(benchmark::internal::Benchmark* b) {
+  b->Arg(8)->Arg(64)->Threads(2)->Threads(4)->Threads(16)->UseRealTime();
+}
+
+BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, true)->Apply(Configure);
+BENCHMARK_TEMPLATE(BM_Exec, kWoundWait, true)->Apply(Configure);
+BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, false)->Apply(Configure);
+BENCHMARK(BM_AddressOrdered)->Apply(Configure);
+BENCHMARK(BM_ScopedLock)->Apply(Configure);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<udrm::bench::Comparison> cmp;
+  std::vector<udrm::bench::Value> val;
+  const std::string wd = "BM_Exec<kWaitDie, true>", ww = "BM_Exec<kWoundWait, true>",
+                    wd_nb = "BM_Exec<kWaitDie, false>";
+  for (int m : {8, 64}) {
+    for (int t : {2, 4, 16}) {
+      const std::string sfx = "/" + std::to_string(m) + "/real_time/threads:" + std::to_string(t);
+      const std::string tag = "_m" + std::to_string(m) + "_t" + std::to_string(t);
+      for (const auto& [name, bench] : {std::pair{"exec_waitdie", wd}, std::pair{"exec_woundwait", ww}}) {
+        cmp.push_back({name + tag, bench + sfx, "address_ordered", "BM_AddressOrdered" + sfx});
+        cmp.push_back({name + tag, bench + sfx, "scoped_lock", "BM_ScopedLock" + sfx});
+        val.push_back({name + tag, bench + sfx});
+      }
+      cmp.push_back({"backoff_policy" + tag, wd + sfx, "no_backoff", wd_nb + sfx});
+      val.push_back({"address_ordered" + tag, "BM_AddressOrdered" + sfx});
+    }
+  }
+  return udrm::bench::RunAndReport(argc, argv, cmp, val);
+}

@@ -1,0 +1,190 @@
+// vm::PageTable — the GPU page table that bind jobs write and emulated GPU threads read.
+//
+// What it is: a multi-level radix table over a GPU VA space of 39, 48 or 57 bits (3, 4 or 5
+// levels of 512 entries over 4 KiB pages), with leaf mappings of 4 KiB, 64 KiB (16 consecutive
+// 4 KiB entries, like a contiguous hint), 2 MiB and 1 GiB. Every entry is ONE atomic 64-bit word
+// holding the target address and the flags together, so a reader can never see half an update.
+//
+// Concurrency contract:
+//  - Readers: any number of threads, concurrently with everything else. A reader thread holds an
+//    RcuReaderThread and calls Translate() inside an RcuReadSection (see vm/rcu.h); it may keep
+//    one section open across a batch of translations (e.g. a job or a warp) — sections are
+//    wait-free. Translate() is lock-free and wait-free: at most one acquire load per level. Its
+//    result was the valid translation (or the fault) at some instant during the call.
+//  - Writers: one at a time per PageTable (checked in debug builds). A writer first reserves
+//    (ReserveForMap / ReserveForUnmap: validates the request and pre-allocates the worst-case
+//    number of table pages; may fail with InvalidArgument, changing nothing), then applies it
+//    (Map / Unmap: never allocate, cannot fail), then finishes (Release of the returned
+//    Invalidation, and Unreserve of what was not used).
+//  - Publication: a new table page is fully initialised (zeroed, or filled with the pieces of a
+//    split large page) before the release-store that links it, so a reader never sees a table
+//    that is not ready.
+//  - Unmap (and a map that replaces mappings) follows unhook -> invalidate -> free: entries are
+//    cleared or replaced at once; the returned Invalidation carries the new translation
+//    generation, which software TLBs (vm::TranslationCache) compare against, and the unhooked
+//    table pages. Release() waits for an RCU grace period — after which no reader can still hold a
+//    translation or a table pointer from before — and only then frees those pages. Backing memory
+//    that the old mappings pointed to may be reused only after Release() returns.
+//  - Partial unmap (or partial re-map) of a large page splits it: the rest stays mapped, as
+//    smaller pages, with the same target and flags. Empty table pages are unhooked and freed (via
+//    Release), so memory stays bounded under map/unmap storms.
+//
+// Bad requests (misaligned, out of range, overflowing, size 0, unknown flags) return
+// InvalidArgument from the Reserve* calls and change nothing.
+#ifndef UDRM_VM_PAGE_TABLE_H_
+#define UDRM_VM_PAGE_TABLE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace vm {
+
+enum class PageSize : uint8_t { k4K = 0, k64K = 1, k2M = 2, k1G = 3 };
+
+constexpr uint64_t PageBytes(PageSize s) {
+  switch (s) {
+    case PageSize::k4K:
+      return uint64_t{1} << 12;
+    case PageSize::k64K:
+      return uint64_t{1} << 16;
+    case PageSize::k2M:
+      return uint64_t{1} << 21;
+    case PageSize::k1G:
+      return uint64_t{1} << 30;
+  }
+  return 0;
+}
+
+// Mapping flags.
+inline constexpr uint32_t kPteRead = 1u << 0;
+inline constexpr uint32_t kPteWrite = 1u << 1;
+inline constexpr uint32_t kPteSparse = 1u << 2;  // a "null page": valid, reads zero; no target
+
+struct Translation {
+  bool valid = false;    // false: a fault (nothing mapped)
+  uint64_t address = 0;  // target address of the translated VA (0 for sparse)
+  uint32_t flags = 0;    // kPte* bits
+  PageSize size = PageSize::k4K;
+};
+
+namespace internal {
+struct Table;
+}
+
+// Table pages reserved for one request. Move-only; must be handed back with
+// PageTable::Unreserve() (what Map/Unmap did not use is freed and un-counted).
+class Prealloc {
+ public:
+  Prealloc() = default;
+  Prealloc(Prealloc&&) = default;
+  Prealloc& operator=(Prealloc&&) = default;
+  ~Prealloc();
+  size_t size() const { return pages_.size(); }
+
+ private:
+  friend class PageTable;
+  std::vector<internal::Table*> pages_;
+};
+
+// The result of a Map or Unmap: what readers must stop using before memory is reused.
+class Invalidation {
+ public:
+  Invalidation() = default;
+  Invalidation(Invalidation&&) = default;
+  Invalidation& operator=(Invalidation&&) = default;
+  ~Invalidation();
+  // The translation generation after the change: a cached translation tagged with an older
+  // generation must not be used.
+  uint64_t generation() const { return generation_; }
+  size_t retired_tables() const { return retired_.size(); }
+  // True if the change replaced or removed a valid mapping (so a grace period is needed before
+  // the old backing memory is reused).
+  bool removed_mappings() const { return removed_mappings_; }
+
+ private:
+  friend class PageTable;
+  uint64_t generation_ = 0;
+  bool removed_mappings_ = false;
+  std::vector<internal::Table*> retired_;
+};
+
+class PageTable {
+ public:
+  struct Stats {
+    int64_t live_tables;      // linked into the tree (root included)
+    int64_t reserved_tables;  // pre-allocated, not yet used or returned
+    int64_t retired_tables;   // unhooked, waiting for Release()
+  };
+
+  // va_bits: 39, 48 or 57. InvalidArgument otherwise.
+  static absl::StatusOr<std::unique_ptr<PageTable>> Create(int va_bits = 48);
+  ~PageTable();
+  PageTable(const PageTable&) = delete;
+  PageTable& operator=(const PageTable&) = delete;
+
+  int va_bits() const { return va_bits_; }
+  uint64_t va_limit() const { return uint64_t{1} << va_bits_; }
+
+  // Reader. Contract: inside an RcuReadSection on a registered thread.
+  Translation Translate(uint64_t va) const;
+  // The generation software TLBs compare against. Memory ordering: acquire.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // Writer, step 1: validate and pre-allocate the worst case. InvalidArgument on bad input.
+  absl::StatusOr<Prealloc> ReserveForMap(uint64_t va, uint64_t size, uint64_t target,
+                                         uint32_t flags, PageSize page_size);
+  absl::StatusOr<Prealloc> ReserveForUnmap(uint64_t va, uint64_t size);
+  // Writer, step 2: cannot fail, never allocates (beyond growing `out`'s retired list, which
+  // Reserve* sized). Contract: the request is the one validated by the matching Reserve*
+  // (re-checked; a mismatch crashes), with `pre` from it.
+  Invalidation Map(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
+                   PageSize page_size, Prealloc& pre);
+  Invalidation Unmap(uint64_t va, uint64_t size, Prealloc& pre);
+  // Writer, step 3: frees what was reserved and not used.
+  void Unreserve(Prealloc pre);
+  // Waits for a grace period, then frees the unhooked tables. After it returns, no reader holds
+  // a translation from before the change. Contract: not inside an RcuReadSection.
+  void Release(Invalidation inv);
+
+  Stats stats() const;
+
+ private:
+  explicit PageTable(int va_bits);
+
+  struct Leaf;
+  int levels() const { return levels_; }
+  int Shift(int level) const { return 12 + 9 * (levels_ - 1 - level); }
+  int LeafLevel(PageSize s) const;
+  absl::Status ValidateRange(uint64_t va, uint64_t size, uint64_t align) const;
+  int64_t TablesForRange(uint64_t va, uint64_t size, int leaf_level) const;
+  absl::StatusOr<Prealloc> Reserve(int64_t pages);
+
+  internal::Table* Take(Prealloc& pre);
+  internal::Table* Split(uint64_t leaf_pte, int level, Prealloc& pre);
+  void Retire(uint64_t table_pte, int level, Invalidation& inv);
+  void MapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, const Leaf& leaf,
+                Prealloc& pre, Invalidation& inv);
+  void UnmapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, Prealloc& pre,
+                  Invalidation& inv);
+  void FixPartialBlocks(internal::Table* t, uint64_t va, uint64_t end, uint64_t table_base);
+  void BeginWrite();
+  void EndWrite(Invalidation& inv);
+
+  const int va_bits_;
+  const int levels_;
+  internal::Table* const root_;
+  std::atomic<uint64_t> generation_{1};
+  std::atomic<bool> writer_active_{false};
+  std::atomic<int64_t> live_tables_{1};
+  std::atomic<int64_t> reserved_tables_{0};
+  std::atomic<int64_t> retired_tables_{0};
+};
+
+}  // namespace vm
+
+#endif  // UDRM_VM_PAGE_TABLE_H_

@@ -1,0 +1,57 @@
+#include "vm/rcu.h"
+
+#include <urcu/urcu-memb.h>
+
+#include "base/check.h"
+
+#ifdef UDRM_TSAN
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
+namespace vm {
+namespace {
+
+thread_local bool registered = false;
+
+#ifdef UDRM_TSAN
+// The sync object standing for "a read-side section ended": released by every unlock, acquired
+// after every grace period.
+char grace_period_sync;
+#endif
+
+}  // namespace
+
+RcuReaderThread::RcuReaderThread() {
+  UDRM_CHECK(!registered, "RcuReaderThread registered twice on one thread");
+  urcu_memb_register_thread();
+  registered = true;
+}
+
+RcuReaderThread::~RcuReaderThread() {
+  urcu_memb_unregister_thread();
+  registered = false;
+}
+
+bool RcuReaderThread::IsRegistered() { return registered; }
+
+RcuReadSection::RcuReadSection() {
+  UDRM_DCHECK(registered, "RcuReadSection on a thread without an RcuReaderThread");
+  urcu_memb_read_lock();
+}
+
+RcuReadSection::~RcuReadSection() {
+#ifdef UDRM_TSAN
+  __tsan_release(&grace_period_sync);
+#endif
+  urcu_memb_read_unlock();
+}
+
+void RcuSynchronize() {
+  urcu_memb_synchronize_rcu();
+#ifdef UDRM_TSAN
+  __tsan_acquire(&grace_period_sync);
+#endif
+}
+
+}  // namespace vm

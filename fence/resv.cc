@@ -15,7 +15,7 @@ exec::WwClass& ReservationWwClass() {
 }
 
 Resv::Resv(exec::WwClass* ww_class)
-    : lock_(ww_class), list_(std::make_shared<const List>()), current_(list_.load()) {}
+    : lock_(ww_class), list_(std::make_shared<const List>()), current_(list_.Load()) {}
 
 Resv::~Resv() = default;
 
@@ -25,7 +25,7 @@ void Resv::CheckLocked() const {
 
 void Resv::Publish(std::shared_ptr<const List> next) {
   current_ = next;
-  list_.store(std::move(next), std::memory_order_release);
+  list_.Store(std::move(next));
 }
 
 void Resv::Unlock() {

@@ -10,7 +10,7 @@
 // it directly, through an exec::Exec, or with the forwarding Lock*() methods) and crash if it is
 // not locked. Readers need no lock: GetFences/ForEachUnlocked/TestSignaled/Wait/GetSingleton work
 // on a consistent snapshot, read-copy-update style. The fence list is immutable once published;
-// every change publishes a new list through one atomic shared_ptr store, and the old list is
+// every change publishes a new list through one udrm::AtomicSharedPtr store, and the old list is
 // reclaimed by its last reader (reference counting that ThreadSanitizer sees, unlike liburcu).
 //
 // Reservations: Reserve(n) pre-allocates for the next n AddFence() calls, so that AddFence —
@@ -36,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/atomic_shared_ptr.h"
 #include "base/cancel.h"
 #include "exec/ww_mutex.h"
 #include "fence/fence.h"
@@ -128,13 +129,13 @@ class Resv {
 
  private:
   using List = std::vector<Entry>;
-  std::shared_ptr<const List> Snapshot() const { return list_.load(std::memory_order_acquire); }
+  std::shared_ptr<const List> Snapshot() const { return list_.Load(); }
   void CheckLocked() const;
   // Publishes `next` to readers and keeps it as the writer's view.
   void Publish(std::shared_ptr<const List> next);
 
   exec::WwMutex lock_;
-  std::atomic<std::shared_ptr<const List>> list_;
+  udrm::AtomicSharedPtr<const List> list_;
   // Writer state, protected by lock_ (a ww-mutex, which thread-safety annotations cannot name):
   // the published list as the writer knows it (saves atomic loads), and pre-allocated lists, one
   // per reserved AddFence().

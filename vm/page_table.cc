@@ -83,6 +83,14 @@ Prealloc::~Prealloc() {
   UDRM_CHECK(pages_.empty(), "Prealloc dropped without PageTable::Unreserve");
 }
 
+void Invalidation::Absorb(Invalidation&& later) {
+  generation_ = std::max(generation_, later.generation_);
+  removed_mappings_ = removed_mappings_ || later.removed_mappings_;
+  retired_.insert(retired_.end(), later.retired_.begin(), later.retired_.end());
+  later.retired_.clear();
+  later.removed_mappings_ = false;
+}
+
 Invalidation::~Invalidation() {
   UDRM_CHECK(retired_.empty(), "Invalidation dropped without PageTable::Release");
 }
@@ -109,7 +117,30 @@ void FreeSubtree(Table* t, int level, int levels) {
 }
 }  // namespace
 
-PageTable::~PageTable() { FreeSubtree(root_, 0, levels_); }
+// Sanitizer builds keep no pool: every released page is really freed, so a premature free would
+// be a use-after-free that ASan/TSan report. The grace-period logic is the same in every build.
+#if defined(__SANITIZE_ADDRESS__) || defined(UDRM_TSAN)
+constexpr size_t kMaxPooledTables = 0;
+#else
+constexpr size_t kMaxPooledTables = 256;  // 1 MiB
+#endif
+
+PageTable::~PageTable() {
+  FreeSubtree(root_, 0, levels_);
+  absl::MutexLock l(&pool_mu_);
+  for (Table* t : pool_) delete t;
+}
+
+void PageTable::Recycle(Table* t) {
+  {
+    absl::MutexLock l(&pool_mu_);
+    if (pool_.size() < kMaxPooledTables) {
+      pool_.push_back(t);
+      return;
+    }
+  }
+  delete t;
+}
 
 int PageTable::LeafLevel(PageSize s) const {
   switch (s) {
@@ -169,7 +200,14 @@ int64_t PageTable::TablesForRange(uint64_t va, uint64_t size, int leaf_level) co
 absl::StatusOr<Prealloc> PageTable::Reserve(int64_t pages) {
   Prealloc pre;
   pre.pages_.reserve(pages);
-  for (int64_t i = 0; i < pages; ++i) pre.pages_.push_back(new Table);
+  {
+    absl::MutexLock l(&pool_mu_);
+    while (!pool_.empty() && static_cast<int64_t>(pre.pages_.size()) < pages) {
+      pre.pages_.push_back(pool_.back());
+      pool_.pop_back();
+    }
+  }
+  while (static_cast<int64_t>(pre.pages_.size()) < pages) pre.pages_.push_back(new Table);
   reserved_tables_.fetch_add(pages, std::memory_order_relaxed);
   return pre;
 }
@@ -200,7 +238,7 @@ absl::StatusOr<Prealloc> PageTable::ReserveForUnmap(uint64_t va, uint64_t size) 
 
 void PageTable::Unreserve(Prealloc pre) {
   reserved_tables_.fetch_sub(static_cast<int64_t>(pre.pages_.size()), std::memory_order_relaxed);
-  for (Table* t : pre.pages_) delete t;
+  for (Table* t : pre.pages_) Recycle(t);  // never linked: still zero
   pre.pages_.clear();
 }
 
@@ -365,7 +403,10 @@ void PageTable::Release(Invalidation inv) {
   if (!inv.removed_mappings_ && inv.retired_.empty()) return;
   RcuSynchronize();
   retired_tables_.fetch_sub(static_cast<int64_t>(inv.retired_.size()), std::memory_order_relaxed);
-  for (Table* t : inv.retired_) delete t;
+  for (Table* t : inv.retired_) {
+    for (auto& slot : t->e) slot.store(0, std::memory_order_relaxed);  // no reader can see it
+    Recycle(t);
+  }
   inv.retired_.clear();
 }
 

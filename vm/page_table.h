@@ -41,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace vm {
 
@@ -105,6 +106,9 @@ class Invalidation {
   // True if the change replaced or removed a valid mapping (so a grace period is needed before
   // the old backing memory is reused).
   bool removed_mappings() const { return removed_mappings_; }
+  // Takes over `later`'s pending work, so that one Release() (one grace period) covers both —
+  // what a bind job does for all the ops of its list.
+  void Absorb(Invalidation&& later);
 
  private:
   friend class PageTable;
@@ -162,7 +166,9 @@ class PageTable {
   int LeafLevel(PageSize s) const;
   absl::Status ValidateRange(uint64_t va, uint64_t size, uint64_t align) const;
   int64_t TablesForRange(uint64_t va, uint64_t size, int leaf_level) const;
-  absl::StatusOr<Prealloc> Reserve(int64_t pages);
+  absl::StatusOr<Prealloc> Reserve(int64_t pages) ABSL_LOCKS_EXCLUDED(pool_mu_);
+  // Zeroed table pages kept for reuse, so map/unmap storms do not hit the allocator.
+  void Recycle(internal::Table* t) ABSL_LOCKS_EXCLUDED(pool_mu_);
 
   internal::Table* Take(Prealloc& pre);
   internal::Table* Split(uint64_t leaf_pte, int level, Prealloc& pre);
@@ -183,6 +189,10 @@ class PageTable {
   std::atomic<int64_t> live_tables_{1};
   std::atomic<int64_t> reserved_tables_{0};
   std::atomic<int64_t> retired_tables_{0};
+  // Reserve* may run while a Map/Unmap is applied (a bind call reserving while an earlier bind
+  // job runs), so the pool has its own lock. Never taken by readers.
+  absl::Mutex pool_mu_;
+  std::vector<internal::Table*> pool_ ABSL_GUARDED_BY(pool_mu_);
 };
 
 }  // namespace vm

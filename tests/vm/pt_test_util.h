@@ -10,6 +10,25 @@ namespace vm::testing {
 
 inline constexpr uint64_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
 
+// Applies a map without releasing: the caller Release()s `pending` later (batching grace periods).
+inline absl::Status MapDeferred(PageTable& pt, uint64_t va, uint64_t size, uint64_t target,
+                                uint32_t flags, PageSize ps, Invalidation& pending) {
+  absl::StatusOr<Prealloc> pre = pt.ReserveForMap(va, size, target, flags, ps);
+  if (!pre.ok()) return pre.status();
+  pending.Absorb(pt.Map(va, size, target, flags, ps, *pre));
+  pt.Unreserve(*std::move(pre));
+  return absl::OkStatus();
+}
+
+inline absl::Status UnmapDeferred(PageTable& pt, uint64_t va, uint64_t size,
+                                  Invalidation& pending) {
+  absl::StatusOr<Prealloc> pre = pt.ReserveForUnmap(va, size);
+  if (!pre.ok()) return pre.status();
+  pending.Absorb(pt.Unmap(va, size, *pre));
+  pt.Unreserve(*std::move(pre));
+  return absl::OkStatus();
+}
+
 // Maps and releases; returns the reservation error, if any.
 inline absl::Status Map(PageTable& pt, uint64_t va, uint64_t size, uint64_t target,
                         uint32_t flags, PageSize ps) {

@@ -4,6 +4,7 @@
 #include "vm/rcu.h"
 
 #include <atomic>
+#include <cstdio>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -28,11 +29,14 @@ void ReaderVersusFree(bool wait_for_grace_period) {
     RcuReaderThread registered;
     {
       RcuReadSection section;
-      int* p = slot.load(std::memory_order_acquire);
+      // volatile: both reads really happen (the compiler may not reuse the first).
+      volatile int* p = slot.load(std::memory_order_acquire);
       sum.fetch_add(*p, std::memory_order_relaxed);
       phase.store(1, std::memory_order_relaxed);
-      // Premature case: give the writer time to free before this second read.
-      while (!wait_for_grace_period && phase.load(std::memory_order_relaxed) != 2) {
+      // Premature case: give the writer time to free before this second read. (Acquire keeps
+      // the compiler from hoisting the read above the loop; the writer's store is relaxed, so
+      // it still orders nothing for the sanitizers.)
+      while (!wait_for_grace_period && phase.load(std::memory_order_acquire) != 2) {
         std::this_thread::yield();
       }
       sum.fetch_add(*p, std::memory_order_relaxed);
@@ -51,11 +55,28 @@ TEST(Rcu, FreeAfterGracePeriodIsSafe) {
   for (int i = 0; i < 50; ++i) ReaderVersusFree(true);
 }
 
-// A free without a grace period is caught: ASan sees a heap-use-after-free, TSan a race with the
-// free (both abort the process: halt_on_error).
+// The reader's view of a premature free, made deterministic: inside its section a reader reads
+// an object, a writer frees it without a grace period, the reader reads it again.
+[[maybe_unused]] void PrematureFreeSameThread() {
+  RcuReaderThread registered;
+  RcuReadSection section;
+  std::atomic<int*> slot{new int(7)};
+  volatile int* p = slot.load(std::memory_order_acquire);
+  int first = *p;
+  delete slot.exchange(nullptr);  // the bug: no RcuSynchronize() before the free
+  int second = *p;
+  std::printf("%d %d\n", first, second);
+}
+
+// A free without a grace period is caught: TSan reports the reader racing with the free (the
+// threads share nothing else), ASan the reader's use after free; either aborts the process.
 TEST(RcuDeathTest, PrematureFreeIsReported) {
   if (!kSanitized) GTEST_SKIP() << "needs ASan or TSan to observe a use-after-free";
-  EXPECT_DEATH(ReaderVersusFree(false), "heap-use-after-free|data race|ThreadSanitizer");
+#if defined(UDRM_TSAN)
+  EXPECT_DEATH(ReaderVersusFree(false), "data race|heap-use-after-free");
+#else
+  EXPECT_DEATH(PrematureFreeSameThread(), "heap-use-after-free");
+#endif
 }
 
 }  // namespace

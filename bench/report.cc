@@ -47,7 +47,12 @@ int RunAndReport(int argc, char** argv, const std::vector<Comparison>& compariso
   for (const Value& v : values) {
     auto it = t.find(v.bench);
     if (it == t.end()) continue;
-    std::printf("VALUE %s %.1f %s\n", v.metric.c_str(), it->second * v.scale, v.unit.c_str());
+    if (v.per_iteration > 0) {
+      std::printf("VALUE %s %.4g %s\n", v.metric.c_str(), v.per_iteration * 1e9 / it->second,
+                  v.unit.c_str());
+    } else {
+      std::printf("VALUE %s %.1f %s\n", v.metric.c_str(), it->second * v.scale, v.unit.c_str());
+    }
   }
   std::fflush(stdout);
   return 0;

@@ -26,6 +26,8 @@ struct Value {
   std::string bench;   // benchmark whose per-iteration real time (ns) is reported
   double scale = 1.0;  // multiplies the time (e.g. 0.5 for a round trip that is two wake-ups)
   std::string unit = "ns";
+  // If > 0, a rate is printed instead: per_iteration items / time (items per second).
+  double per_iteration = 0;
 };
 
 // Runs the benchmarks selected on the command line, prints the usual table, then the RATIO and

@@ -6,40 +6,24 @@
 #include "vm/rcu.h"
 
 namespace vm {
-namespace internal {
-
-// One table page: 512 entries, 4 KiB, 4 KiB-aligned so that an entry can hold its address with
-// the flag bits in the low 12 bits.
-struct alignas(4096) Table {
-  std::atomic<uint64_t> e[512] = {};
-};
-static_assert(sizeof(Table) == 4096);
-
-}  // namespace internal
 
 using internal::Table;
 
 namespace {
 
-// Entry layout: one 64-bit word.
-constexpr uint64_t kValid = 1u << 0;
-constexpr uint64_t kRead = 1u << 1;
-constexpr uint64_t kWrite = 1u << 2;
-constexpr uint64_t kSparse = 1u << 3;
-constexpr uint64_t kTableBit = 1u << 4;
-constexpr int kSizeShift = 5;  // 2 bits: PageSize of a leaf
-constexpr uint64_t kSizeMask = uint64_t{3} << kSizeShift;
-constexpr uint64_t kAddrMask = ~uint64_t{0xfff};
-constexpr uint64_t kFlagMask = kRead | kWrite | kSparse;
+using internal::kAddrMask;
+using internal::kFlagMask;
+using internal::kRead;
+using internal::kSizeMask;
+using internal::kSizeShift;
+using internal::kSparse;
+using internal::kTableBit;
+using internal::kValid;
+using internal::kWrite;
 
 uint64_t FlagsToPte(uint32_t flags) {
   return (flags & kPteRead ? kRead : 0) | (flags & kPteWrite ? kWrite : 0) |
          (flags & kPteSparse ? kSparse : 0);
-}
-
-uint32_t PteToFlags(uint64_t pte) {
-  return (pte & kRead ? kPteRead : 0) | (pte & kWrite ? kPteWrite : 0) |
-         (pte & kSparse ? kPteSparse : 0);
 }
 
 uint64_t LeafPte(uint64_t address, uint64_t flag_bits, PageSize size) {
@@ -103,7 +87,10 @@ absl::StatusOr<std::unique_ptr<PageTable>> PageTable::Create(int va_bits) {
 }
 
 PageTable::PageTable(int va_bits)
-    : va_bits_(va_bits), levels_((va_bits - 12) / 9), root_(new Table) {}
+    : va_bits_(va_bits),
+      levels_((va_bits - 12) / 9),
+      top_shift_(12 + 9 * (levels_ - 1)),
+      root_(new Table) {}
 
 namespace {
 void FreeSubtree(Table* t, int level, int levels) {
@@ -153,27 +140,6 @@ int PageTable::LeafLevel(PageSize s) const {
       return levels_ - 3;
   }
   return levels_ - 1;
-}
-
-Translation PageTable::Translate(uint64_t va) const {
-  Translation out;
-  if (va >> va_bits_) return out;
-  const Table* t = root_;
-  for (int level = 0; level < levels_; ++level) {
-    const uint64_t pte = t->e[(va >> Shift(level)) & 511].load(std::memory_order_acquire);
-    if (!(pte & kValid)) return out;
-    if (pte & kTableBit) {
-      t = PteTable(pte);
-      continue;
-    }
-    const PageSize size = PteSize(pte);
-    out.valid = true;
-    out.flags = PteToFlags(pte);
-    out.size = size;
-    out.address = (pte & kSparse) ? 0 : (pte & kAddrMask) + (va & (PageBytes(size) - 1));
-    return out;
-  }
-  return out;
 }
 
 absl::Status PageTable::ValidateRange(uint64_t va, uint64_t size, uint64_t align) const {

@@ -42,6 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "vm/internal/pte.h"
 
 namespace vm {
 
@@ -72,10 +73,6 @@ struct Translation {
   uint32_t flags = 0;    // kPte* bits
   PageSize size = PageSize::k4K;
 };
-
-namespace internal {
-struct Table;
-}
 
 // Table pages reserved for one request. Move-only; must be handed back with
 // PageTable::Unreserve() (what Map/Unmap did not use is freed and un-counted).
@@ -134,8 +131,29 @@ class PageTable {
   int va_bits() const { return va_bits_; }
   uint64_t va_limit() const { return uint64_t{1} << va_bits_; }
 
-  // Reader. Contract: inside an RcuReadSection on a registered thread.
-  Translation Translate(uint64_t va) const;
+  // Reader. Contract: inside an RcuReadSection on a registered thread. Inline: it is the hot path
+  // of every emulated GPU access.
+  Translation Translate(uint64_t va) const {
+    Translation out;
+    if (va >> va_bits_) return out;
+    const internal::Table* t = root_;
+    for (int shift = top_shift_;; shift -= 9) {
+      const uint64_t pte = t->e[(va >> shift) & 511].load(std::memory_order_acquire);
+      if (!(pte & internal::kValid)) return out;
+      if (pte & internal::kTableBit) {
+        t = reinterpret_cast<const internal::Table*>(pte & internal::kAddrMask);
+        continue;
+      }
+      const auto size = static_cast<PageSize>((pte & internal::kSizeMask) >> internal::kSizeShift);
+      out.valid = true;
+      out.flags = static_cast<uint32_t>((pte & internal::kFlagMask) >> 1);
+      out.size = size;
+      out.address = (pte & internal::kSparse)
+                        ? 0
+                        : (pte & internal::kAddrMask) + (va & (PageBytes(size) - 1));
+      return out;
+    }
+  }
   // The generation software TLBs compare against. Memory ordering: acquire.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
@@ -183,6 +201,7 @@ class PageTable {
 
   const int va_bits_;
   const int levels_;
+  const int top_shift_;  // Shift(0)
   internal::Table* const root_;
   std::atomic<uint64_t> generation_{1};
   std::atomic<bool> writer_active_{false};

@@ -1,6 +1,6 @@
 #include "vm/rcu.h"
 
-#include <urcu/urcu-memb.h>
+#include <urcu/urcu-mb.h>
 
 #include "base/check.h"
 
@@ -24,12 +24,12 @@ char grace_period_sync;
 
 RcuReaderThread::RcuReaderThread() {
   UDRM_CHECK(!registered, "RcuReaderThread registered twice on one thread");
-  urcu_memb_register_thread();
+  urcu_mb_register_thread();
   registered = true;
 }
 
 RcuReaderThread::~RcuReaderThread() {
-  urcu_memb_unregister_thread();
+  urcu_mb_unregister_thread();
   registered = false;
 }
 
@@ -37,18 +37,18 @@ bool RcuReaderThread::IsRegistered() { return registered; }
 
 RcuReadSection::RcuReadSection() {
   UDRM_DCHECK(registered, "RcuReadSection on a thread without an RcuReaderThread");
-  urcu_memb_read_lock();
+  urcu_mb_read_lock();
 }
 
 RcuReadSection::~RcuReadSection() {
 #ifdef UDRM_TSAN
   __tsan_release(&grace_period_sync);
 #endif
-  urcu_memb_read_unlock();
+  urcu_mb_read_unlock();
 }
 
 void RcuSynchronize() {
-  urcu_memb_synchronize_rcu();
+  urcu_mb_synchronize_rcu();
 #ifdef UDRM_TSAN
   __tsan_acquire(&grace_period_sync);
 #endif

@@ -1,0 +1,33 @@
+// Internal: the page-table entry layout and the table page. Not a public API; in a header only so
+// that PageTable::Translate can be inlined into readers' loops.
+//
+// An entry is ONE 64-bit word: bit 0 valid, bit 1 read, bit 2 write, bit 3 sparse, bit 4 "points
+// to a table", bits 5-6 the leaf's PageSize, bits 12-63 the target (or table) address.
+#ifndef UDRM_VM_INTERNAL_PTE_H_
+#define UDRM_VM_INTERNAL_PTE_H_
+
+#include <atomic>
+#include <cstdint>
+
+namespace vm::internal {
+
+inline constexpr uint64_t kValid = 1u << 0;
+inline constexpr uint64_t kRead = 1u << 1;
+inline constexpr uint64_t kWrite = 1u << 2;
+inline constexpr uint64_t kSparse = 1u << 3;
+inline constexpr uint64_t kTableBit = 1u << 4;
+inline constexpr int kSizeShift = 5;  // 2 bits: PageSize of a leaf
+inline constexpr uint64_t kSizeMask = uint64_t{3} << kSizeShift;
+inline constexpr uint64_t kAddrMask = ~uint64_t{0xfff};
+inline constexpr uint64_t kFlagMask = kRead | kWrite | kSparse;
+
+// One table page: 512 entries, 4 KiB, 4 KiB-aligned so that an entry can hold its address with
+// the flag bits in the low 12 bits.
+struct alignas(4096) Table {
+  std::atomic<uint64_t> e[512] = {};
+};
+static_assert(sizeof(Table) == 4096);
+
+}  // namespace vm::internal
+
+#endif  // UDRM_VM_INTERNAL_PTE_H_

@@ -41,7 +41,7 @@ class Watchdog {
   std::thread thread_;
 };
 
-class StressObject : public Object {
+class StressObject final : public Object {
  public:
   explicit StressObject(WwClass* cls) : resv_(cls) {}
   fence::Resv& resv() override { return resv_; }

@@ -11,7 +11,7 @@
 namespace exec {
 namespace {
 
-class TestObject : public Object {
+class TestObject final : public Object {
  public:
   explicit TestObject(WwClass* cls = &fence::ReservationWwClass()) : resv_(cls) {}
   fence::Resv& resv() override { return resv_; }

@@ -37,7 +37,9 @@ void WaitNode::Wake() {
 }
 
 void WaitNode::Sleep() {
-  constexpr int kSpins = 2000;
+  // Long enough to catch a short hold time, short enough not to steal the holder's CPU when
+  // threads outnumber cores: 2000 spins made 16 threads on 2 cores 3x slower (exec_bench).
+  constexpr int kSpins = 128;
   for (int i = 0; i < kSpins && !Woken(); ++i) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -1,0 +1,49 @@
+// sched::Backend — drm_sched_backend_ops: what a driver (or a GPU emulator) plugs into a scheduler.
+//
+// Every method is called from the scheduler's own executor thread, never concurrently with
+// another method of the same scheduler (run and free never overlap) — except CancelJob, which the
+// scheduler's destructor calls from its caller's thread. Only PrepareJob runs with the scheduler's
+// lock held: it must not call back into the scheduler.
+#ifndef UDRM_SCHED_BACKEND_H_
+#define UDRM_SCHED_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "fence/fence.h"
+
+namespace sched {
+
+class Job;
+
+// drm_gpu_sched_stat.
+enum class TimeoutStatus { kReset, kNoDevice, kNoHang };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // prepare_job: called while `job` is at the head of its entity, after its dependencies; returns
+  // one more fence to wait for, or null when there is none. Called again until it returns null.
+  virtual fence::FenceRef PrepareJob(Job& job) { return nullptr; }
+
+  // run_job: start the job. Return its hardware fence (the job completes when it signals, with
+  // its error), null (the job completes at once, successfully), or an error status (the job
+  // completes at once with that error). Must not block on fences or allocate unboundedly: this
+  // is the fence-signalling critical section.
+  virtual absl::StatusOr<fence::FenceRef> RunJob(Job& job) = 0;
+
+  // timedout_job: the job has made no progress for the scheduler's timeout.
+  virtual TimeoutStatus TimedOutJob(Job& job) { return TimeoutStatus::kReset; }
+
+  // free_job: the job's finished fence has signalled; the job is the backend's to destroy.
+  virtual void FreeJob(std::unique_ptr<Job> job) {}
+
+  // cancel_job: from Scheduler::Fini, for each job still on the hardware: signal its hardware
+  // fence with an error (e.g. CancelledError). Do not free it; FreeJob follows.
+  virtual void CancelJob(Job& job) {}
+};
+
+}  // namespace sched
+
+#endif  // UDRM_SCHED_BACKEND_H_

@@ -1,0 +1,86 @@
+// sched::Job — drm_sched_job: one unit of work pushed through an entity to a scheduler.
+//
+// Life of a job:
+//   1. Init(entity, credits) — fallible: InvalidArgument for zero credits or no entity.
+//   2. AddDependency / AddResvDependencies — fences the job must wait for. Each call consumes the
+//      reference it is given; for fences of one context only the later one is kept.
+//   3. Arm() — the point of no return: assigns the entity's next seqno and creates the scheduled
+//      and finished fences (publish finished() as the job's out-fence from here on). Arm takes the
+//      entity's submission lock and Push releases it, so arm-then-push of one entity is atomic
+//      and seqno order equals queue order; another thread arming the same entity waits.
+//   4. Push(std::move(job)) — hands the job to the scheduler. The caller must not touch the job
+//      afterwards (it may already be running, done and freed). ArmAndPush does 3 and 4.
+//   5. The scheduler resolves dependencies, runs the job (Backend::RunJob), signals scheduled(),
+//      then finished() when the hardware fence signals, then calls Backend::FreeJob.
+// A job's failure travels on finished(), never as a return value.
+//
+// Thread-safety: a job belongs to the thread that builds it until Push; then to the scheduler.
+// Broken contracts (dependencies after Arm, Push without Arm, Push on another thread than Arm,
+// double Arm) crash.
+#ifndef UDRM_SCHED_JOB_H_
+#define UDRM_SCHED_JOB_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "fence/fence.h"
+#include "fence/resv.h"
+
+namespace sched {
+
+class Entity;
+class Scheduler;
+
+class Job {
+ public:
+  Job() = default;
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+  virtual ~Job();
+
+  // drm_sched_job_init.
+  absl::Status Init(Entity* entity, uint32_t credits);
+  // drm_sched_job_add_dependency: null is OK (nothing to wait for).
+  absl::Status AddDependency(fence::FenceRef fence);
+  // drm_sched_job_add_resv_dependencies: every fence of `resv` with usage <= `usage`. The resv
+  // must be locked by the caller.
+  absl::Status AddResvDependencies(const fence::Resv& resv, fence::ResvUsage usage);
+  // DRM_SCHED_FENCE_DONT_PIPELINE: dependants on this scheduler wait for finished, not scheduled.
+  // Before Arm.
+  void SetDontPipeline() { dont_pipeline_ = true; }
+
+  // drm_sched_job_arm. Takes the entity's submission lock until Push.
+  void Arm();
+  // drm_sched_entity_push_job. Releases the lock Arm took.
+  static void Push(std::unique_ptr<Job> job);
+  // Arm + Push; returns the finished fence.
+  static fence::FenceRef ArmAndPush(std::unique_ptr<Job> job);
+
+  uint32_t credits() const { return credits_; }
+  const fence::FenceRef& scheduled() const { return scheduled_; }
+  const fence::FenceRef& finished() const { return finished_; }
+  const std::vector<fence::FenceRef>& dependencies() const { return deps_; }
+
+ private:
+  friend class Scheduler;
+  enum class State { kNew, kInitialized, kArmed, kPushed };
+
+  State state_ = State::kNew;
+  Entity* entity_ = nullptr;  // cleared when the scheduler pops the job
+  uint32_t credits_ = 0;
+  bool dont_pipeline_ = false;
+  std::vector<fence::FenceRef> deps_;
+  size_t next_dep_ = 0;  // scheduler: dependencies checked so far
+  uint64_t submit_stamp_ = 0;  // scheduler: FIFO key
+  const void* arming_thread_ = nullptr;
+  fence::FenceRef scheduled_;
+  fence::FenceRef finished_;
+  fence::FenceRef parent_;  // the hardware fence
+  fence::FenceCallback hw_cb_;
+};
+
+}  // namespace sched
+
+#endif  // UDRM_SCHED_JOB_H_

@@ -1,0 +1,215 @@
+#include "sched/scheduler.h"
+
+#include <utility>
+
+#include "base/check.h"
+#include "sched/entity.h"
+#include "sched/job.h"
+#include "sched/sched_fence.h"
+
+namespace sched {
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Backend* backend,
+                                                             SchedulerOptions options) {
+  if (backend == nullptr) return absl::InvalidArgumentError("Scheduler needs a backend");
+  if (options.credit_limit == 0) return absl::InvalidArgumentError("credit_limit must be > 0");
+  return std::unique_ptr<Scheduler>(new Scheduler(backend, std::move(options)));
+}
+
+Scheduler::Scheduler(Backend* backend, SchedulerOptions options)
+    : backend_(backend), options_(std::move(options)), executor_([this] { ExecutorLoop(); }) {}
+
+Scheduler::~Scheduler() {
+  {
+    absl::MutexLock l(&mu_);
+    UDRM_CHECK(rq_.empty(), "Scheduler destroyed before its entities");
+    stopping_ = true;
+  }
+  {
+    absl::MutexLock l(&wake_mu_);
+    exit_ = true;
+  }
+  executor_.join();
+  // drm_sched_fini: cancel what is still on the hardware (newest first), then free everything.
+  std::deque<std::unique_ptr<Job>> pending;
+  {
+    absl::MutexLock l(&mu_);
+    pending.swap(pending_);
+  }
+  for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
+    if (!(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
+  }
+  for (auto& job : pending) {
+    // A backend that did not cancel: detach from the hardware fence so that it can never reach
+    // the freed job, and fail the job ourselves.
+    if (!job->finished_->IsSignaledFlag() && job->parent_ != nullptr &&
+        job->parent_->RemoveCallback(&job->hw_cb_)) {
+      JobDone(job.get(), absl::CancelledError("scheduler torn down"));
+    }
+    (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
+    backend_->FreeJob(std::move(job));
+  }
+}
+
+void Scheduler::WakeUp() {
+  absl::MutexLock l(&wake_mu_);
+  wake_ = true;
+}
+
+void Scheduler::ExecutorLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&wake_mu_);
+      wake_mu_.Await(absl::Condition(
+          +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->wake_ || s->exit_; }, this));
+      if (exit_) return;
+      wake_ = false;
+    }
+    while (RunOnce()) {
+    }
+  }
+}
+
+bool Scheduler::RunOnce() {
+  std::vector<std::unique_ptr<Job>> finished;
+  Job* job = nullptr;
+  {
+    absl::MutexLock l(&mu_);
+    finished = TakeFinishedLocked();
+    if (!stopping_) job = PopReadyJobLocked();
+  }
+  for (auto& j : finished) backend_->FreeJob(std::move(j));
+  if (job != nullptr) RunJob(job);
+  return !finished.empty() || job != nullptr;
+}
+
+// Frees strictly in the order jobs went to the backend: only the head of the pending list.
+std::vector<std::unique_ptr<Job>> Scheduler::TakeFinishedLocked() {
+  std::vector<std::unique_ptr<Job>> out;
+  while (!pending_.empty() && pending_.front()->finished_->IsSignaledFlag()) {
+    out.push_back(std::move(pending_.front()));
+    pending_.pop_front();
+  }
+  return out;
+}
+
+// drm_sched_entity_add_dependency_cb, in a loop over the head job's dependencies. Returns true
+// when nothing is left to wait for; false with a callback installed on the entity.
+bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
+  for (;;) {
+    fence::FenceRef dep;
+    if (job.next_dep_ < job.deps_.size()) {
+      dep = job.deps_[job.next_dep_++];
+    } else {
+      dep = backend_->PrepareJob(job);
+      if (dep == nullptr) return true;
+    }
+    // The same entity: entity order already serialises them.
+    if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
+    // The same scheduler: the ring runs jobs in order, so being scheduled is enough — unless the
+    // dependency failed or asked not to be pipelined.
+    if (const FinishedFence* f = FinishedFence::Cast(dep.get());
+        f != nullptr && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
+      dep = f->scheduled();
+    }
+    if (dep->IsSignaled()) continue;
+    e->dep_signaled_.store(false, std::memory_order_relaxed);
+    absl::Status st = dep->AddCallback(&e->dep_cb_, [this, e](fence::Fence&) {
+      e->dep_signaled_.store(true, std::memory_order_release);  // last touch of the entity
+      WakeUp();
+    });
+    if (fence::IsAlreadySignaled(st)) continue;
+    e->dep_fence_ = std::move(dep);
+    e->dep_pending_ = true;
+    return false;
+  }
+}
+
+Job* Scheduler::PopReadyJobLocked() {
+  Entity* best = nullptr;
+  for (Entity* e : rq_) {
+    if (e->dep_pending_) {
+      if (!e->dep_signaled_.load(std::memory_order_acquire)) continue;
+      e->dep_pending_ = false;
+      e->dep_fence_ = nullptr;
+    }
+    Job& head = *e->queue_.front();
+    if (!DependenciesResolvedLocked(e, head)) continue;
+    if (best == nullptr || head.submit_stamp_ < best->queue_.front()->submit_stamp_) best = e;
+  }
+  if (best == nullptr) return nullptr;
+  Job& head = *best->queue_.front();
+  // drm_sched_can_queue: a job above the limit is truncated so that it can ever run; if the
+  // credits are not there, wait for them (JobDone wakes us) rather than skip this entity.
+  if (head.credits_ > options_.credit_limit) head.credits_ = options_.credit_limit;
+  if (options_.credit_limit - credit_count_.load(std::memory_order_acquire) < head.credits_) {
+    return nullptr;
+  }
+  credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+  std::unique_ptr<Job> job = std::move(best->queue_.front());
+  best->queue_.pop_front();
+  if (best->queue_.empty()) {
+    best->in_rq_ = false;
+    rq_.remove(best);
+  }
+  job->entity_ = nullptr;  // after pop the job no longer reaches its entity
+  Job* raw = job.get();
+  pending_.push_back(std::move(job));
+  return raw;
+}
+
+void Scheduler::RunJob(Job* job) {
+  absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
+  if (hw.ok() && *hw != nullptr) job->parent_ = *hw;  // the parent is set before `scheduled`
+  job->scheduled_->Signal();
+  if (!hw.ok()) return JobDone(job, hw.status());
+  if (*hw == nullptr) return JobDone(job, absl::OkStatus());
+  absl::Status st = job->parent_->AddCallback(
+      &job->hw_cb_, [this, job](fence::Fence& f) { JobDone(job, f.error()); });
+  if (fence::IsAlreadySignaled(st)) JobDone(job, job->parent_->error());
+}
+
+// drm_sched_job_done: may run on any thread (the one signalling the hardware fence). It must not
+// touch the job after signalling `finished`: the executor may free it right away.
+void Scheduler::JobDone(Job* job, absl::Status status) {
+  const fence::FenceRef finished = job->finished_;
+  credit_count_.fetch_sub(job->credits_, std::memory_order_release);
+  if (!status.ok()) finished->SetError(std::move(status));
+  finished->Signal();
+  WakeUp();
+}
+
+void Scheduler::Enqueue(Entity* e, std::unique_ptr<Job> job) {
+  {
+    absl::MutexLock l(&mu_);
+    job->submit_stamp_ = ++next_submit_stamp_;
+    e->queue_.push_back(std::move(job));
+    if (!e->in_rq_) {
+      e->in_rq_ = true;
+      rq_.push_back(e);
+    }
+  }
+  WakeUp();
+}
+
+absl::StatusOr<absl::Duration> Scheduler::FlushEntity(Entity* e, absl::Duration timeout) {
+  const absl::Time deadline =
+      timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
+  absl::MutexLock l(&mu_);
+  const bool idle = mu_.AwaitWithDeadline(
+      absl::Condition(+[](Entity* x) { return x->queue_.empty(); }, e), deadline);
+  if (!idle) return absl::DeadlineExceededError("entity still has queued jobs");
+  if (timeout == absl::InfiniteDuration()) return timeout;
+  return std::max(deadline - absl::Now(), absl::Nanoseconds(1));
+}
+
+void Scheduler::RemoveEntity(Entity* e) {
+  absl::MutexLock l(&mu_);
+  UDRM_CHECK(e->queue_.empty(), "Entity removed with queued jobs");
+  if (e->in_rq_) {
+    rq_.remove(e);
+    e->in_rq_ = false;
+  }
+}
+
+}  // namespace sched

@@ -1,0 +1,106 @@
+// sched::Scheduler — drm_gpu_scheduler: feeds jobs from entities to one backend (a ring).
+//
+// What it does: picks the ready entity whose head job was pushed first (FIFO), resolves that
+// job's dependencies (a fence of the same entity is ignored; a finished fence of a job on this
+// same scheduler is waited for only until that job is scheduled, unless it carries an error or
+// asks not to be pipelined; any other fence is waited for), charges its credits — waiting for
+// credits rather than skipping the chosen entity — and calls Backend::RunJob, then signals the
+// job's scheduled fence; when the hardware fence signals, the finished fence signals with its
+// error and the credits come back; finished jobs are freed (Backend::FreeJob) in the order they
+// were handed to the backend.
+//
+// Threads and locks: one executor thread per scheduler runs selection, RunJob and FreeJob, so run
+// and free never overlap. `mu_` guards the run queue, entity queues and the pending list; it is
+// never held while calling the backend, and no fence callback takes it — callbacks (dependency
+// signalled, hardware fence signalled) only touch atomics and `wake_mu_`, so a fence may signal
+// from any thread, even one holding `mu_`.
+//
+// Status of this first slice (issue 4): FIFO selection only; no priorities, fair policy, load
+// balancing, timeouts/recovery, entity kill, trace events.
+//
+// Lifetime: create with Create(); destroy entities first; the destructor (Fini) stops the
+// executor, cancels jobs still on the hardware through Backend::CancelJob and frees them.
+#ifndef UDRM_SCHED_SCHEDULER_H_
+#define UDRM_SCHED_SCHEDULER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sched/backend.h"
+
+namespace sched {
+
+class Entity;
+class Job;
+
+struct SchedulerOptions {
+  std::string name = "udrm";
+  uint32_t credit_limit = std::numeric_limits<uint32_t>::max();
+};
+
+class Scheduler {
+ public:
+  // drm_sched_init: InvalidArgument without a backend or with a zero credit limit.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(Backend* backend,
+                                                           SchedulerOptions options = {});
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  const std::string& name() const { return options_.name; }
+  uint32_t credit_limit() const { return options_.credit_limit; }
+  // Credits of jobs handed to the backend and not finished. Memory ordering: relaxed (a gauge).
+  uint32_t credit_count() const { return credit_count_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class Entity;
+  friend class Job;
+  explicit Scheduler(Backend* backend, SchedulerOptions options);
+
+  // Job::Push: queue `job` on its entity and wake the executor.
+  void Enqueue(Entity* entity, std::unique_ptr<Job> job) ABSL_LOCKS_EXCLUDED(mu_);
+  void RemoveEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<absl::Duration> FlushEntity(Entity* entity, absl::Duration timeout)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // From fence callbacks: only wake_mu_.
+  void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
+
+  void ExecutorLoop();
+  // One round: free finished jobs, then pick and run at most one job. True if it did anything.
+  bool RunOnce() ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<std::unique_ptr<Job>> TakeFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Job* PopReadyJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool DependenciesResolvedLocked(Entity* entity, Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
+  void JobDone(Job* job, absl::Status status);
+
+  Backend* const backend_;
+  const SchedulerOptions options_;
+  std::atomic<uint32_t> credit_count_{0};
+
+  mutable absl::Mutex mu_;
+  std::list<Entity*> rq_ ABSL_GUARDED_BY(mu_);                 // entities with queued jobs
+  std::deque<std::unique_ptr<Job>> pending_ ABSL_GUARDED_BY(mu_);  // handed to the backend
+  uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool exit_ ABSL_GUARDED_BY(wake_mu_) = false;
+
+  std::thread executor_;
+};
+
+}  // namespace sched
+
+#endif  // UDRM_SCHED_SCHEDULER_H_

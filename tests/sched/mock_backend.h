@@ -1,0 +1,114 @@
+// A test-only sched::Backend whose "hardware" timeline moves only when the test says so
+// (the drm_sched KUnit mock): RunJob hands out hardware fences with seqnos in run order;
+// Advance(n) completes every job whose seqno is within the next n; CancelJob fails a job with
+// CancelledError. MockJob counts live instances so tests can assert nothing leaked.
+#ifndef UDRM_TESTS_SCHED_MOCK_BACKEND_H_
+#define UDRM_TESTS_SCHED_MOCK_BACKEND_H_
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "fence/fence_context.h"
+#include "sched/backend.h"
+#include "sched/job.h"
+
+namespace sched::testing {
+
+class MockJob : public Job {
+ public:
+  MockJob() { live.fetch_add(1); }
+  ~MockJob() override { live.fetch_sub(1); }
+  static inline std::atomic<int> live{0};
+  // Set by the mock when RunJob is called (its hardware fence).
+  fence::FenceRef hw;
+};
+
+class MockBackend : public Backend {
+ public:
+  MockBackend() : context_(fence::FenceContext::Allocate()) {}
+
+  absl::StatusOr<fence::FenceRef> RunJob(Job& job) override {
+    absl::MutexLock l(&mu_);
+    if (!run_error_.ok()) return run_error_;
+    if (return_null_) return fence::FenceRef(nullptr);
+    fence::FenceRef hw = fence::Fence::Create(context_, ++hw_seq_);
+    static_cast<MockJob&>(job).hw = hw;
+    running_.emplace(hw_seq_, hw);
+    run_order_.push_back(job.finished());
+    return hw;
+  }
+
+  void FreeJob(std::unique_ptr<Job> job) override { freed_.fetch_add(1); }
+
+  void CancelJob(Job& job) override {
+    fence::FenceRef hw = static_cast<MockJob&>(job).hw;
+    {
+      absl::MutexLock l(&mu_);
+      if (hw == nullptr || running_.erase(hw->seqno()) == 0) return;
+    }
+    hw->SetError(absl::CancelledError("ECANCELED"));
+    hw->Signal();
+  }
+
+  // Completes the jobs with the next n hardware seqnos that have run; returns how many.
+  int Advance(int n) {
+    std::vector<fence::FenceRef> done;
+    {
+      absl::MutexLock l(&mu_);
+      cur_ += n;
+      while (!running_.empty() && running_.begin()->first <= cur_) {
+        done.push_back(std::move(running_.begin()->second));
+        running_.erase(running_.begin());
+      }
+    }
+    for (auto& f : done) f->Signal();  // outside the mock's lock: callbacks reach the scheduler
+    return static_cast<int>(done.size());
+  }
+
+  // Fails the next hardware completion with `error` (set on the hardware fence).
+  void FailOldest(absl::Status error) {
+    fence::FenceRef f;
+    {
+      absl::MutexLock l(&mu_);
+      if (running_.empty()) return;
+      f = std::move(running_.begin()->second);
+      running_.erase(running_.begin());
+      cur_ = f->seqno();
+    }
+    f->SetError(std::move(error));
+    f->Signal();
+  }
+
+  void SetRunError(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    run_error_ = std::move(s);
+  }
+  void SetReturnNull(bool v) {
+    absl::MutexLock l(&mu_);
+    return_null_ = v;
+  }
+  // Finished fences of the jobs in the order RunJob saw them.
+  std::vector<fence::FenceRef> run_order() {
+    absl::MutexLock l(&mu_);
+    return run_order_;
+  }
+  int freed() const { return freed_.load(); }
+
+ private:
+  const uint64_t context_;
+  absl::Mutex mu_;
+  uint64_t hw_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t cur_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, fence::FenceRef> running_ ABSL_GUARDED_BY(mu_);
+  std::vector<fence::FenceRef> run_order_ ABSL_GUARDED_BY(mu_);
+  absl::Status run_error_ ABSL_GUARDED_BY(mu_);
+  bool return_null_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<int> freed_{0};
+};
+
+}  // namespace sched::testing
+
+#endif  // UDRM_TESTS_SCHED_MOCK_BACKEND_H_

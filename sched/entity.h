@@ -5,7 +5,7 @@
 // finished fences fence_context() + 1, with seqnos counting up by one per armed job.
 //
 // Status of this first slice: an entity is bound to the first scheduler of its list (load
-// balancing, priorities, kill and guilty handling are not implemented yet — issue 4).
+// balancing, kill and guilty handling are not implemented yet — issue 4).
 //
 // Lifetime: destroy entities before their scheduler. The destructor waits until every job pushed
 // to the entity has been handed to the backend (Flush without timeout); jobs already on the
@@ -48,7 +48,9 @@ class Entity {
   absl::StatusOr<absl::Duration> Flush(absl::Duration timeout);
 
   uint64_t fence_context() const { return context_; }
-  Priority priority() const { return priority_; }
+  Priority priority() const { return priority_.load(std::memory_order_relaxed); }
+  // drm_sched_entity_set_priority: takes effect at the next selection. Any thread.
+  void SetPriority(Priority p) { priority_.store(p, std::memory_order_relaxed); }
   Scheduler* scheduler() const { return scheduler_; }
 
  private:
@@ -57,7 +59,7 @@ class Entity {
   Entity(Scheduler* scheduler, Priority priority);
 
   Scheduler* const scheduler_;
-  const Priority priority_;
+  std::atomic<Priority> priority_;
   const uint64_t context_;  // scheduled fences; finished fences use context_ + 1
 
   // Held from Job::Arm to Job::Push: arm and push of one entity are one atomic step.
@@ -67,6 +69,7 @@ class Entity {
   // The scheduler's state for this entity lives under Scheduler::mu_ (see scheduler.h).
   std::deque<std::unique_ptr<Job>> queue_;
   bool in_rq_ = false;
+  uint64_t last_selected_ = 0;  // round-robin: the scheduler's clock when last selected
   // A dependency callback is installed (one at a time); `dep_signaled_` is set by it.
   bool dep_pending_ = false;
   std::atomic<bool> dep_signaled_{false};

@@ -58,16 +58,52 @@ void Scheduler::WakeUp() {
 
 void Scheduler::ExecutorLoop() {
   for (;;) {
+    absl::Time deadline;
+    {
+      absl::MutexLock l(&mu_);
+      deadline = tdr_deadline_;
+    }
+    bool woken;
     {
       absl::MutexLock l(&wake_mu_);
-      wake_mu_.Await(absl::Condition(
-          +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->wake_ || s->exit_; }, this));
+      woken = wake_mu_.AwaitWithDeadline(
+          absl::Condition(
+              +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->wake_ || s->exit_; },
+              this),
+          deadline);
       if (exit_) return;
       wake_ = false;
     }
+    if (!woken) HandleTimeout();
     while (RunOnce()) {
     }
   }
+}
+
+void Scheduler::ArmTimerLocked() {
+  tdr_deadline_ = (options_.timeout == absl::InfiniteDuration() || tdr_disabled_ || pending_.empty())
+                      ? absl::InfiniteFuture()
+                      : absl::Now() + options_.timeout;
+}
+
+// drm_sched_job_timedout.
+void Scheduler::HandleTimeout() {
+  std::unique_ptr<Job> job;
+  {
+    absl::MutexLock l(&mu_);
+    if (absl::Now() < tdr_deadline_) return;  // progress re-armed it meanwhile
+    if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag()) {
+      ArmTimerLocked();
+      return;
+    }
+    job = std::move(pending_.front());  // off the list: nothing frees it while the backend looks
+    pending_.pop_front();
+  }
+  const TimeoutStatus status = backend_->TimedOutJob(*job);
+  absl::MutexLock l(&mu_);
+  pending_.push_front(std::move(job));  // freed in order once its finished fence signals
+  if (status == TimeoutStatus::kNoDevice) tdr_disabled_ = true;
+  ArmTimerLocked();
 }
 
 bool Scheduler::RunOnce() {
@@ -80,6 +116,10 @@ bool Scheduler::RunOnce() {
   }
   for (auto& j : finished) backend_->FreeJob(std::move(j));
   if (job != nullptr) RunJob(job);
+  if (!finished.empty() || job != nullptr) {
+    absl::MutexLock l(&mu_);
+    ArmTimerLocked();  // progress: a job went to the backend or was freed
+  }
   return !finished.empty() || job != nullptr;
 }
 
@@ -126,6 +166,12 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
 }
 
 Job* Scheduler::PopReadyJobLocked() {
+  // Higher priority first (KERNEL = 0), then the policy's order.
+  auto Before = [this](const Entity& a, const Entity& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (a.priority() != b.priority()) return a.priority() < b.priority();
+    if (options_.policy == Policy::kRoundRobin) return a.last_selected_ < b.last_selected_;
+    return a.queue_.front()->submit_stamp_ < b.queue_.front()->submit_stamp_;
+  };
   Entity* best = nullptr;
   for (Entity* e : rq_) {
     if (e->dep_pending_) {
@@ -135,7 +181,7 @@ Job* Scheduler::PopReadyJobLocked() {
     }
     Job& head = *e->queue_.front();
     if (!DependenciesResolvedLocked(e, head)) continue;
-    if (best == nullptr || head.submit_stamp_ < best->queue_.front()->submit_stamp_) best = e;
+    if (best == nullptr || Before(*e, *best)) best = e;
   }
   if (best == nullptr) return nullptr;
   Job& head = *best->queue_.front();
@@ -148,6 +194,7 @@ Job* Scheduler::PopReadyJobLocked() {
   credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();
+  best->last_selected_ = ++rr_clock_;
   if (best->queue_.empty()) {
     best->in_rq_ = false;
     rq_.remove(best);

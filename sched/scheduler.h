@@ -15,8 +15,15 @@
 // signalled, hardware fence signalled) only touch atomics and `wake_mu_`, so a fence may signal
 // from any thread, even one holding `mu_`.
 //
-// Status of this first slice (issue 4): FIFO selection only; no priorities, fair policy, load
-// balancing, timeouts/recovery, entity kill, trace events.
+// Timeouts: the timer restarts whenever a job is handed to the backend or freed; on expiry the
+// head of the pending list (the oldest job on the hardware) is taken off the list and given to
+// Backend::TimedOutJob on the executor thread, then put back at the head (kNoHang: it is still
+// running; kReset: the backend has failed its hardware fence; either way it is freed once its
+// finished fence signals). The timer is re-armed unless the result is kNoDevice.
+//
+// Status of this first slice (issue 4): FIFO and round-robin selection with priorities, credits,
+// timeouts; not yet the fair policy, load balancing, stop/start/karma recovery, entity kill,
+// trace events.
 //
 // Lifetime: create with Create(); destroy entities first; the destructor (Fini) stops the
 // executor, cancels jobs still on the hardware through Backend::CancelJob and frees them.
@@ -43,9 +50,18 @@ namespace sched {
 class Entity;
 class Job;
 
+// Entity selection among ready entities of the highest priority present (KERNEL first):
+// kFifo — the entity whose head job was pushed first; kRoundRobin — the entity selected least
+// recently. (The 2025 fair, virtual-runtime policy is not implemented yet.)
+enum class Policy { kFifo, kRoundRobin };
+
 struct SchedulerOptions {
   std::string name = "udrm";
   uint32_t credit_limit = std::numeric_limits<uint32_t>::max();
+  Policy policy = Policy::kFifo;
+  // TDR: when no job has been handed to the backend or freed for this long while jobs are on
+  // the hardware, the oldest one is blamed (Backend::TimedOutJob). Infinite: no timeout.
+  absl::Duration timeout = absl::InfiniteDuration();
 };
 
 class Scheduler {
@@ -76,6 +92,9 @@ class Scheduler {
   void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
 
   void ExecutorLoop();
+  // The TDR check: blames the oldest pending job if the timer has expired.
+  void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_);
+  void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One round: free finished jobs, then pick and run at most one job. True if it did anything.
   bool RunOnce() ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<std::unique_ptr<Job>> TakeFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -93,6 +112,9 @@ class Scheduler {
   std::deque<std::unique_ptr<Job>> pending_ ABSL_GUARDED_BY(mu_);  // handed to the backend
   uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t rr_clock_ ABSL_GUARDED_BY(mu_) = 0;                     // round-robin stamps
+  absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;                 // after kNoDevice
 
   absl::Mutex wake_mu_;
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;

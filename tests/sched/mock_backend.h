@@ -12,6 +12,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "fence/fence_context.h"
+#include "absl/status/status.h"
 #include "sched/backend.h"
 #include "sched/job.h"
 
@@ -24,6 +25,10 @@ class MockJob : public Job {
   static inline std::atomic<int> live{0};
   // Set by the mock when RunJob is called (its hardware fence).
   fence::FenceRef hw;
+  // The mock's timeout handling: DONT_RESET -> report no hang (RESET_SKIPPED).
+  bool dont_reset = false;
+  std::atomic<bool> timed_out{false};
+  std::atomic<bool> reset_skipped{false};
 };
 
 class MockBackend : public Backend {
@@ -42,6 +47,24 @@ class MockBackend : public Backend {
   }
 
   void FreeJob(std::unique_ptr<Job> job) override { freed_.fetch_add(1); }
+
+  // The KUnit mock's timedout_job: DONT_RESET jobs report NO_HANG; others are taken off the
+  // hardware and fail with ETIMEDOUT (DeadlineExceeded).
+  TimeoutStatus TimedOutJob(Job& job) override {
+    auto& mj = static_cast<MockJob&>(job);
+    if (mj.dont_reset) {
+      mj.reset_skipped = true;
+      return TimeoutStatus::kNoHang;
+    }
+    {
+      absl::MutexLock l(&mu_);
+      if (mj.hw == nullptr || running_.erase(mj.hw->seqno()) == 0) return TimeoutStatus::kReset;
+    }
+    mj.timed_out = true;
+    mj.hw->SetError(absl::DeadlineExceededError("ETIMEDOUT"));
+    mj.hw->Signal();
+    return TimeoutStatus::kReset;
+  }
 
   void CancelJob(Job& job) override {
     fence::FenceRef hw = static_cast<MockJob&>(job).hw;

@@ -19,9 +19,12 @@ Entity::Entity(Scheduler* scheduler, Priority priority)
     : scheduler_(scheduler), priority_(priority), context_(fence::FenceContext::Allocate(2)) {}
 
 Entity::~Entity() {
-  (void)Flush(absl::InfiniteDuration());
+  (void)Flush(absl::Seconds(1));  // MAX_WAIT_SCHED_ENTITY_Q_EMPTY
+  Kill();
   scheduler_->RemoveEntity(this);
 }
+
+void Entity::Kill() { scheduler_->KillEntity(this); }
 
 absl::StatusOr<absl::Duration> Entity::Flush(absl::Duration timeout) {
   return scheduler_->FlushEntity(this, timeout);

@@ -5,11 +5,13 @@
 // finished fences fence_context() + 1, with seqnos counting up by one per armed job.
 //
 // Status of this first slice: an entity is bound to the first scheduler of its list (load
-// balancing, kill and guilty handling are not implemented yet — issue 4).
+// balancing and guilty handling are not implemented yet — issue 4).
 //
-// Lifetime: destroy entities before their scheduler. The destructor waits until every job pushed
-// to the entity has been handed to the backend (Flush without timeout); jobs already on the
-// hardware finish normally.
+// Lifetime: destroy entities before their scheduler. The destructor (drm_sched_entity_destroy)
+// flushes for up to 1 s, then kills: jobs still queued never run; each waits for its dependencies
+// and for the previous killed job, then its scheduled fence signals and its finished fence signals
+// with NotFoundError ("ESRCH"), and it is freed. Jobs already on the hardware finish normally.
+// Nothing blocks on those dependencies: the destructor returns at once.
 //
 // Thread-safety: Arm/Push of jobs may come from any thread (serialised by the entity's submission
 // lock); Flush from any thread.
@@ -46,6 +48,8 @@ class Entity {
   // drm_sched_entity_flush: waits until every pushed job has been handed to the backend.
   // Returns the remaining time, or DeadlineExceeded.
   absl::StatusOr<absl::Duration> Flush(absl::Duration timeout);
+  // drm_sched_entity_kill: as described above; later pushes fail the same way. Idempotent.
+  void Kill();
 
   uint64_t fence_context() const { return context_; }
   Priority priority() const { return priority_.load(std::memory_order_relaxed); }
@@ -69,6 +73,8 @@ class Entity {
   // The scheduler's state for this entity lives under Scheduler::mu_ (see scheduler.h).
   std::deque<std::unique_ptr<Job>> queue_;
   bool in_rq_ = false;
+  bool stopped_ = false;
+  fence::FenceRef last_killed_;  // under Scheduler::killed_mu_: the chain of this entity's kills
   uint64_t last_selected_ = 0;  // round-robin: the scheduler's clock when last selected
   // A dependency callback is installed (one at a time); `dep_signaled_` is set by it.
   bool dep_pending_ = false;

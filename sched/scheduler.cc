@@ -1,8 +1,10 @@
 #include "sched/scheduler.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "base/check.h"
+#include "fence/unwrap.h"
 #include "sched/entity.h"
 #include "sched/job.h"
 #include "sched/sched_fence.h"
@@ -38,6 +40,19 @@ Scheduler::~Scheduler() {
   }
   for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
     if (!(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
+  }
+  // Killed jobs whose dependencies never signalled: fail them now rather than wait forever.
+  std::vector<std::unique_ptr<Job>> killed;
+  {
+    absl::MutexLock l(&killed_mu_);
+    killed.swap(killed_);
+  }
+  for (auto& job : killed) {
+    if (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_)) {
+      CompleteKilled(job.get());
+    }
+    (void)job->finished_->Wait();
+    backend_->FreeJob(std::move(job));
   }
   for (auto& job : pending) {
     // A backend that did not cancel: detach from the hardware fence so that it can never reach
@@ -114,13 +129,15 @@ bool Scheduler::RunOnce() {
     finished = TakeFinishedLocked();
     if (!stopping_) job = PopReadyJobLocked();
   }
+  std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
+  for (auto& j : killed) backend_->FreeJob(std::move(j));
   for (auto& j : finished) backend_->FreeJob(std::move(j));
   if (job != nullptr) RunJob(job);
   if (!finished.empty() || job != nullptr) {
     absl::MutexLock l(&mu_);
     ArmTimerLocked();  // progress: a job went to the backend or was freed
   }
-  return !finished.empty() || job != nullptr;
+  return !finished.empty() || !killed.empty() || job != nullptr;
 }
 
 // Frees strictly in the order jobs went to the backend: only the head of the pending list.
@@ -227,14 +244,25 @@ void Scheduler::JobDone(Job* job, absl::Status status) {
 }
 
 void Scheduler::Enqueue(Entity* e, std::unique_ptr<Job> job) {
+  bool killed = false;
   {
     absl::MutexLock l(&mu_);
-    job->submit_stamp_ = ++next_submit_stamp_;
-    e->queue_.push_back(std::move(job));
-    if (!e->in_rq_) {
-      e->in_rq_ = true;
-      rq_.push_back(e);
+    if (e->stopped_) {
+      killed = true;  // "Trying to push to a killed entity": the job is killed too
+    } else {
+      job->submit_stamp_ = ++next_submit_stamp_;
+      e->queue_.push_back(std::move(job));
+      if (!e->in_rq_) {
+        e->in_rq_ = true;
+        rq_.push_back(e);
+      }
     }
+  }
+  if (killed) {
+    std::deque<std::unique_ptr<Job>> jobs;
+    jobs.push_back(std::move(job));
+    KillJobs(e, std::move(jobs));
+    return;
   }
   WakeUp();
 }
@@ -248,6 +276,74 @@ absl::StatusOr<absl::Duration> Scheduler::FlushEntity(Entity* e, absl::Duration 
   if (!idle) return absl::DeadlineExceededError("entity still has queued jobs");
   if (timeout == absl::InfiniteDuration()) return timeout;
   return std::max(deadline - absl::Now(), absl::Nanoseconds(1));
+}
+
+void Scheduler::KillEntity(Entity* e) {
+  std::deque<std::unique_ptr<Job>> jobs;
+  {
+    absl::MutexLock l(&mu_);
+    if (e->stopped_) return;
+    e->stopped_ = true;
+    if (e->in_rq_) {
+      rq_.remove(e);
+      e->in_rq_ = false;
+    }
+    if (e->dep_pending_) {
+      // The callback only sets an atomic and wakes the executor: removing it (which waits for a
+      // running callback to return) cannot deadlock with mu_.
+      e->dep_fence_->RemoveCallback(&e->dep_cb_);
+      e->dep_pending_ = false;
+      e->dep_fence_ = nullptr;
+    }
+    jobs.swap(e->queue_);
+  }
+  KillJobs(e, std::move(jobs));
+}
+
+// Signals through local references: once `finished` signals, the executor may free the job (and
+// its fences with it) while this thread is still running the fences' callbacks.
+void Scheduler::CompleteKilled(Job* job) {
+  const fence::FenceRef scheduled = job->scheduled_;
+  const fence::FenceRef finished = job->finished_;
+  scheduled->Signal();
+  finished->SetError(absl::NotFoundError("entity killed (ESRCH)"));
+  finished->Signal();
+}
+
+void Scheduler::KillJobs(Entity* e, std::deque<std::unique_ptr<Job>> jobs) {
+  for (auto& job : jobs) {
+    job->entity_ = nullptr;
+    Job* raw = job.get();
+    std::vector<fence::FenceRef> wait(job->deps_.begin(), job->deps_.end());
+    {
+      absl::MutexLock l(&killed_mu_);
+      // Killed jobs of one entity complete in order (the kernel chains them from last_scheduled).
+      if (e->last_killed_ != nullptr) wait.push_back(e->last_killed_);
+      e->last_killed_ = job->finished_;
+      killed_.push_back(std::move(job));
+    }
+    // The gate is kept in parent_ (a killed job never gets a hardware fence) so it outlives the
+    // callback; the callback completes the job and wakes the executor to free it.
+    raw->parent_ = wait.empty() ? nullptr : fence::Merge(wait);
+    if (raw->parent_ == nullptr ||
+        fence::IsAlreadySignaled(raw->parent_->AddCallback(&raw->hw_cb_, [this, raw](fence::Fence&) {
+          CompleteKilled(raw);
+          WakeUp();
+        }))) {
+      CompleteKilled(raw);
+    }
+  }
+  WakeUp();
+}
+
+std::vector<std::unique_ptr<Job>> Scheduler::TakeKilledDone() {
+  std::vector<std::unique_ptr<Job>> done;
+  absl::MutexLock l(&killed_mu_);
+  for (auto& job : killed_) {
+    if (job->finished_->IsSignaledFlag()) done.push_back(std::move(job));
+  }
+  killed_.erase(std::remove(killed_.begin(), killed_.end(), nullptr), killed_.end());
+  return done;
 }
 
 void Scheduler::RemoveEntity(Entity* e) {

@@ -43,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "fence/fence.h"
 #include "sched/backend.h"
 
 namespace sched {
@@ -86,6 +87,13 @@ class Scheduler {
   // Job::Push: queue `job` on its entity and wake the executor.
   void Enqueue(Entity* entity, std::unique_ptr<Job> job) ABSL_LOCKS_EXCLUDED(mu_);
   void RemoveEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
+  void KillEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
+  // Killed jobs: never run; complete with ESRCH once their dependencies and the previous killed
+  // job have signalled (a callback, no blocking); then the executor frees them.
+  void KillJobs(Entity* entity, std::deque<std::unique_ptr<Job>> jobs)
+      ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+  static void CompleteKilled(Job* job);
+  std::vector<std::unique_ptr<Job>> TakeKilledDone() ABSL_LOCKS_EXCLUDED(killed_mu_);
   absl::StatusOr<absl::Duration> FlushEntity(Entity* entity, absl::Duration timeout)
       ABSL_LOCKS_EXCLUDED(mu_);
   // From fence callbacks: only wake_mu_.
@@ -115,6 +123,10 @@ class Scheduler {
   uint64_t rr_clock_ ABSL_GUARDED_BY(mu_) = 0;                     // round-robin stamps
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;                 // after kNoDevice
+
+  // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).
+  absl::Mutex killed_mu_;
+  std::vector<std::unique_ptr<Job>> killed_ ABSL_GUARDED_BY(killed_mu_);
 
   absl::Mutex wake_mu_;
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;

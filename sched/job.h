@@ -74,6 +74,7 @@ class Job {
   std::vector<fence::FenceRef> deps_;
   size_t next_dep_ = 0;  // scheduler: dependencies checked so far
   uint64_t submit_stamp_ = 0;  // scheduler: FIFO key
+  bool unschedulable_traced_ = false;
   const void* arming_thread_ = nullptr;
   fence::FenceRef scheduled_;
   fence::FenceRef finished_;

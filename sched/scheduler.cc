@@ -5,11 +5,41 @@
 
 #include "base/check.h"
 #include "fence/unwrap.h"
+#include "spdlog/spdlog.h"
 #include "sched/entity.h"
 #include "sched/job.h"
 #include "sched/sched_fence.h"
 
 namespace sched {
+namespace {
+
+// The library's logger. Never called with a scheduler lock held.
+spdlog::logger& Log() {
+  static std::shared_ptr<spdlog::logger> logger = spdlog::default_logger()->clone("udrm.sched");
+  return *logger;
+}
+
+}  // namespace
+
+void Scheduler::Trace(TraceEvent event, const fence::Fence& job_fence, const fence::Fence* dep) {
+  if (options_.trace == nullptr) return;
+  TraceRecord r{event, options_.name, job_fence.context(), job_fence.seqno(),
+                dep != nullptr ? dep->context() : 0, dep != nullptr ? dep->seqno() : 0,
+                absl::Now()};
+  options_.trace->Record(r);
+}
+
+void Scheduler::TraceLocked(TraceEvent event, const fence::Fence& job_fence,
+                            const fence::Fence* dep) {
+  if (options_.trace == nullptr) return;
+  trace_buf_.push_back(TraceRecord{event, options_.name, job_fence.context(), job_fence.seqno(),
+                                   dep != nullptr ? dep->context() : 0,
+                                   dep != nullptr ? dep->seqno() : 0, absl::Now()});
+}
+
+void Scheduler::EmitBuffered(std::vector<TraceRecord>& records) {
+  for (const TraceRecord& r : records) options_.trace->Record(r);
+}
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Backend* backend,
                                                              SchedulerOptions options) {
@@ -124,10 +154,19 @@ void Scheduler::HandleTimeout() {
 bool Scheduler::RunOnce() {
   std::vector<std::unique_ptr<Job>> finished;
   Job* job = nullptr;
+  std::vector<TraceRecord> records;
+  int truncated;
   {
     absl::MutexLock l(&mu_);
     finished = TakeFinishedLocked();
     if (!stopping_) job = PopReadyJobLocked();
+    records.swap(trace_buf_);
+    truncated = std::exchange(truncated_, 0);
+  }
+  if (!records.empty()) EmitBuffered(records);
+  if (truncated > 0) {
+    Log().warn("{}: {} job(s) asked for more credits than the limit {}; truncated", options_.name,
+               truncated, options_.credit_limit);
   }
   std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
   for (auto& j : killed) backend_->FreeJob(std::move(j));
@@ -176,6 +215,7 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
       WakeUp();
     });
     if (fence::IsAlreadySignaled(st)) continue;
+    TraceLocked(TraceEvent::kAddDependency, *job.finished_, dep.get());
     e->dep_fence_ = std::move(dep);
     e->dep_pending_ = true;
     return false;
@@ -204,8 +244,15 @@ Job* Scheduler::PopReadyJobLocked() {
   Job& head = *best->queue_.front();
   // drm_sched_can_queue: a job above the limit is truncated so that it can ever run; if the
   // credits are not there, wait for them (JobDone wakes us) rather than skip this entity.
-  if (head.credits_ > options_.credit_limit) head.credits_ = options_.credit_limit;
+  if (head.credits_ > options_.credit_limit) {
+    head.credits_ = options_.credit_limit;
+    ++truncated_;
+  }
   if (options_.credit_limit - credit_count_.load(std::memory_order_acquire) < head.credits_) {
+    if (!head.unschedulable_traced_) {
+      head.unschedulable_traced_ = true;
+      TraceLocked(TraceEvent::kUnschedulable, *head.finished_);
+    }
     return nullptr;
   }
   credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
@@ -223,6 +270,7 @@ Job* Scheduler::PopReadyJobLocked() {
 }
 
 void Scheduler::RunJob(Job* job) {
+  Trace(TraceEvent::kRun, *job->finished_);
   absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
   if (hw.ok() && *hw != nullptr) job->parent_ = *hw;  // the parent is set before `scheduled`
   job->scheduled_->Signal();
@@ -237,6 +285,7 @@ void Scheduler::RunJob(Job* job) {
 // touch the job after signalling `finished`: the executor may free it right away.
 void Scheduler::JobDone(Job* job, absl::Status status) {
   const fence::FenceRef finished = job->finished_;
+  Trace(TraceEvent::kDone, *finished);
   credit_count_.fetch_sub(job->credits_, std::memory_order_release);
   if (!status.ok()) finished->SetError(std::move(status));
   finished->Signal();
@@ -244,6 +293,7 @@ void Scheduler::JobDone(Job* job, absl::Status status) {
 }
 
 void Scheduler::Enqueue(Entity* e, std::unique_ptr<Job> job) {
+  const fence::FenceRef finished = job->finished_;  // for the trace; the job may be gone below
   bool killed = false;
   {
     absl::MutexLock l(&mu_);
@@ -264,6 +314,7 @@ void Scheduler::Enqueue(Entity* e, std::unique_ptr<Job> job) {
     KillJobs(e, std::move(jobs));
     return;
   }
+  Trace(TraceEvent::kQueue, *finished);
   WakeUp();
 }
 

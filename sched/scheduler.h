@@ -45,6 +45,7 @@
 #include "absl/time/time.h"
 #include "fence/fence.h"
 #include "sched/backend.h"
+#include "sched/trace.h"
 
 namespace sched {
 
@@ -63,6 +64,8 @@ struct SchedulerOptions {
   // TDR: when no job has been handed to the backend or freed for this long while jobs are on
   // the hardware, the oldest one is blamed (Backend::TimedOutJob). Infinite: no timeout.
   absl::Duration timeout = absl::InfiniteDuration();
+  // Trace events (sched/trace.h); null: none. Must outlive the scheduler.
+  TraceSink* trace = nullptr;
 };
 
 class Scheduler {
@@ -110,6 +113,11 @@ class Scheduler {
   bool DependenciesResolvedLocked(Entity* entity, Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
   void JobDone(Job* job, absl::Status status);
+  void Trace(TraceEvent event, const fence::Fence& job_fence, const fence::Fence* dep = nullptr);
+  // Records made under mu_ are buffered and emitted after it is released.
+  void TraceLocked(TraceEvent event, const fence::Fence& job_fence,
+                   const fence::Fence* dep = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EmitBuffered(std::vector<TraceRecord>& records);
 
   Backend* const backend_;
   const SchedulerOptions options_;
@@ -123,6 +131,8 @@ class Scheduler {
   uint64_t rr_clock_ ABSL_GUARDED_BY(mu_) = 0;                     // round-robin stamps
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;                 // after kNoDevice
+  std::vector<TraceRecord> trace_buf_ ABSL_GUARDED_BY(mu_);
+  int truncated_ ABSL_GUARDED_BY(mu_) = 0;  // oversized jobs to warn about, outside mu_
 
   // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).
   absl::Mutex killed_mu_;

@@ -172,7 +172,7 @@ bool Scheduler::RunOnce() {
   for (auto& j : killed) backend_->FreeJob(std::move(j));
   for (auto& j : finished) backend_->FreeJob(std::move(j));
   if (job != nullptr) RunJob(job);
-  if (!finished.empty() || job != nullptr) {
+  if ((!finished.empty() || job != nullptr) && options_.timeout != absl::InfiniteDuration()) {
     absl::MutexLock l(&mu_);
     ArmTimerLocked();  // progress: a job went to the backend or was freed
   }

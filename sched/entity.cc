@@ -1,33 +1,92 @@
 #include "sched/entity.h"
 
+#include <utility>
+
 #include "base/check.h"
 #include "fence/fence_context.h"
 #include "sched/job.h"
 #include "sched/scheduler.h"
 
 namespace sched {
+namespace {
 
-absl::StatusOr<std::unique_ptr<Entity>> Entity::Create(std::vector<Scheduler*> schedulers,
-                                                       Priority priority) {
-  if (schedulers.empty() || schedulers[0] == nullptr) {
-    return absl::InvalidArgumentError("Entity needs at least one scheduler");
+absl::Status CheckList(const std::vector<Scheduler*>& schedulers) {
+  if (schedulers.empty()) return absl::InvalidArgumentError("Entity needs at least one scheduler");
+  for (Scheduler* s : schedulers) {
+    if (s == nullptr) return absl::InvalidArgumentError("Entity scheduler list holds a null");
   }
-  return std::unique_ptr<Entity>(new Entity(schedulers[0], priority));
+  return absl::OkStatus();
 }
 
-Entity::Entity(Scheduler* scheduler, Priority priority)
-    : scheduler_(scheduler), priority_(priority), context_(fence::FenceContext::Allocate(2)) {}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Entity>> Entity::Create(std::vector<Scheduler*> schedulers,
+                                                       Priority priority,
+                                                       std::shared_ptr<std::atomic<bool>> guilty) {
+  if (absl::Status st = CheckList(schedulers); !st.ok()) return st;
+  return std::unique_ptr<Entity>(new Entity(std::move(schedulers), priority, std::move(guilty)));
+}
+
+Entity::Entity(std::vector<Scheduler*> schedulers, Priority priority,
+               std::shared_ptr<std::atomic<bool>> guilty)
+    : priority_(priority),
+      context_(fence::FenceContext::Allocate(2)),
+      stats_(std::make_shared<EntityStats>()),
+      guilty_(std::move(guilty)),
+      scheduler_(schedulers[0]) {
+  // A list of one is used once and then forgotten, as the kernel does.
+  if (schedulers.size() > 1) schedulers_ = std::move(schedulers);
+}
 
 Entity::~Entity() {
   (void)Flush(absl::Seconds(1));  // MAX_WAIT_SCHED_ENTITY_Q_EMPTY
   Kill();
-  scheduler_->RemoveEntity(this);
+  scheduler()->RemoveEntity(this);
 }
 
-void Entity::Kill() { scheduler_->KillEntity(this); }
+Scheduler* Entity::scheduler() {
+  absl::MutexLock l(&submit_mu_);
+  return scheduler_;
+}
+
+void Entity::Kill() {
+  Scheduler* s;
+  {
+    absl::MutexLock l(&submit_mu_);
+    killed_ = true;  // no more migrations: the kill chain stays on one scheduler
+    s = scheduler_;
+  }
+  s->KillEntity(this);
+}
 
 absl::StatusOr<absl::Duration> Entity::Flush(absl::Duration timeout) {
-  return scheduler_->FlushEntity(this, timeout);
+  return scheduler()->FlushEntity(this, timeout);
+}
+
+absl::Status Entity::ModifySched(std::vector<Scheduler*> schedulers) {
+  if (absl::Status st = CheckList(schedulers); !st.ok()) return st;
+  absl::MutexLock l(&submit_mu_);
+  schedulers_ = std::move(schedulers);
+  return absl::OkStatus();
+}
+
+absl::Status Entity::error() { return scheduler()->EntityError(this); }
+
+// drm_sched_entity_select_rq + drm_sched_pick_best.
+Scheduler* Entity::SelectSchedulerLocked() {
+  if (schedulers_.empty() || killed_) return scheduler_;
+  if (!scheduler_->EntityMayMove(this)) return scheduler_;
+  Scheduler* best = nullptr;
+  for (Scheduler* s : schedulers_) {
+    if (!s->ready()) continue;
+    if (best == nullptr || s->score() < best->score()) best = s;
+  }
+  if (best != nullptr && best != scheduler_) {
+    scheduler_->RemoveEntity(this);
+    scheduler_ = best;
+  }
+  if (schedulers_.size() == 1) schedulers_.clear();
+  return scheduler_;
 }
 
 }  // namespace sched

@@ -1,20 +1,27 @@
 // sched::Entity — drm_sched_entity: a FIFO of jobs (normally one per user context per engine).
 //
-// What it is: jobs pushed to an entity reach their scheduler's backend in push order. An entity
-// owns a pair of fence contexts: its jobs' scheduled fences use fence_context() and their
-// finished fences fence_context() + 1, with seqnos counting up by one per armed job.
+// What it is: jobs pushed to an entity reach a backend in push order. An entity owns a pair of
+// fence contexts: its jobs' scheduled fences use fence_context() and their finished fences
+// fence_context() + 1, with seqnos counting up by one per armed job.
 //
-// Status of this first slice: an entity is bound to the first scheduler of its list (load
-// balancing and guilty handling are not implemented yet — issue 4).
+// Load balancing (drm_sched_entity_select_rq): an entity created on several schedulers picks, at
+// every Job::Arm, the one with the smallest score (entities queued + jobs not done) among those
+// still ready — but only when it is idle: nothing queued and its last scheduled job finished, so
+// its jobs never overtake one another across schedulers. Created on one scheduler, it stays there
+// (unless ModifySched gives it another list).
 //
-// Lifetime: destroy entities before their scheduler. The destructor (drm_sched_entity_destroy)
+// Guilty: an entity may share a `guilty` flag with its user context; Scheduler::IncreaseKarma
+// raises it when one of its jobs hung. From then on its jobs' finished fences carry
+// CancelledError ("ECANCELED") — they are still handed to the backend, which should skip them.
+//
+// Lifetime: destroy entities before their schedulers. The destructor (drm_sched_entity_destroy)
 // flushes for up to 1 s, then kills: jobs still queued never run; each waits for its dependencies
 // and for the previous killed job, then its scheduled fence signals and its finished fence signals
 // with NotFoundError ("ESRCH"), and it is freed. Jobs already on the hardware finish normally.
 // Nothing blocks on those dependencies: the destructor returns at once.
 //
 // Thread-safety: Arm/Push of jobs may come from any thread (serialised by the entity's submission
-// lock); Flush from any thread.
+// lock, see sched/job.h); Flush, Kill, SetPriority, ModifySched and error() from any thread.
 #ifndef UDRM_SCHED_ENTITY_H_
 #define UDRM_SCHED_ENTITY_H_
 
@@ -28,59 +35,87 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "fence/fence.h"
+#include "sched/entity_stats.h"
 
 namespace sched {
 
 class Job;
+class RunQueue;
 class Scheduler;
 
 enum class Priority { kKernel = 0, kHigh = 1, kNormal = 2, kLow = 3 };
 
 class Entity {
  public:
-  // drm_sched_entity_init: InvalidArgument without a scheduler.
-  static absl::StatusOr<std::unique_ptr<Entity>> Create(std::vector<Scheduler*> schedulers,
-                                                        Priority priority = Priority::kNormal);
+  // drm_sched_entity_init: InvalidArgument for an empty list or a null scheduler.
+  static absl::StatusOr<std::unique_ptr<Entity>> Create(
+      std::vector<Scheduler*> schedulers, Priority priority = Priority::kNormal,
+      std::shared_ptr<std::atomic<bool>> guilty = nullptr);
   ~Entity();
   Entity(const Entity&) = delete;
   Entity& operator=(const Entity&) = delete;
 
-  // drm_sched_entity_flush: waits until every pushed job has been handed to the backend.
-  // Returns the remaining time, or DeadlineExceeded.
-  absl::StatusOr<absl::Duration> Flush(absl::Duration timeout);
-  // drm_sched_entity_kill: as described above; later pushes fail the same way. Idempotent.
-  void Kill();
+  // drm_sched_entity_flush: blocks until every pushed job has been handed to a backend (or
+  // killed). Returns the remaining time, or DeadlineExceeded.
+  absl::StatusOr<absl::Duration> Flush(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(submit_mu_);
+  // drm_sched_entity_kill: as described above; later pushes are killed the same way. Idempotent.
+  // Waits for an Arm..Push in progress on another thread; does not wait for the killed jobs.
+  void Kill() ABSL_LOCKS_EXCLUDED(submit_mu_);
+  // drm_sched_entity_modify_sched: the schedulers to balance over from the next Arm on
+  // (subject to the idle rule above). InvalidArgument for an empty list or a null scheduler.
+  absl::Status ModifySched(std::vector<Scheduler*> schedulers) ABSL_LOCKS_EXCLUDED(submit_mu_);
+  // drm_sched_entity_error: the error of the last job handed to a backend (OK if none, or if it
+  // has not finished).
+  absl::Status error() ABSL_LOCKS_EXCLUDED(submit_mu_);
 
   uint64_t fence_context() const { return context_; }
   Priority priority() const { return priority_.load(std::memory_order_relaxed); }
-  // drm_sched_entity_set_priority: takes effect at the next selection. Any thread.
+  // drm_sched_entity_set_priority: takes effect at the next selection (fair: the next virtual
+  // runtime update). Any thread. Memory ordering: relaxed (a hint).
   void SetPriority(Priority p) { priority_.store(p, std::memory_order_relaxed); }
-  Scheduler* scheduler() const { return scheduler_; }
+  // The scheduler the entity is on now (it may change at the next Arm).
+  Scheduler* scheduler() ABSL_LOCKS_EXCLUDED(submit_mu_);
+  const std::shared_ptr<std::atomic<bool>>& guilty() const { return guilty_; }
 
  private:
   friend class Job;
+  friend class RunQueue;
   friend class Scheduler;
-  Entity(Scheduler* scheduler, Priority priority);
+  Entity(std::vector<Scheduler*> schedulers, Priority priority,
+         std::shared_ptr<std::atomic<bool>> guilty);
+  // Job::Arm: load balancing; returns the scheduler the job goes to.
+  Scheduler* SelectSchedulerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(submit_mu_);
 
-  Scheduler* const scheduler_;
   std::atomic<Priority> priority_;
   const uint64_t context_;  // scheduled fences; finished fences use context_ + 1
+  const std::shared_ptr<EntityStats> stats_;
+  const std::shared_ptr<std::atomic<bool>> guilty_;
 
   // Held from Job::Arm to Job::Push: arm and push of one entity are one atomic step.
   absl::Mutex submit_mu_;
+  Scheduler* scheduler_ ABSL_GUARDED_BY(submit_mu_);
+  std::vector<Scheduler*> schedulers_ ABSL_GUARDED_BY(submit_mu_);  // empty: stay put
   uint64_t fence_seq_ ABSL_GUARDED_BY(submit_mu_) = 0;
+  bool killed_ ABSL_GUARDED_BY(submit_mu_) = false;
 
-  // The scheduler's state for this entity lives under Scheduler::mu_ (see scheduler.h).
+  // Under the current scheduler's mu_ (see scheduler.h). An entity changes scheduler only when
+  // idle (empty queue, no dependency callback), and the new scheduler's mu_ is then taken by the
+  // arming thread after it took the old one's, so these fields pass between them in order.
   std::deque<std::unique_ptr<Job>> queue_;
   bool in_rq_ = false;
   bool stopped_ = false;
-  fence::FenceRef last_killed_;  // under Scheduler::killed_mu_: the chain of this entity's kills
-  uint64_t last_selected_ = 0;  // round-robin: the scheduler's clock when last selected
+  fence::FenceRef last_scheduled_;  // finished fence of the last job popped
+  uint64_t last_selected_ = 0;      // round-robin key
+  int64_t vruntime_ = 0;            // fair key (virtual ns)
+  absl::Duration prev_runtime_ = absl::ZeroDuration();
+  int64_t saved_relative_ = 0;      // fair: lead or lag kept while idle
   // A dependency callback is installed (one at a time); `dep_signaled_` is set by it.
   bool dep_pending_ = false;
   std::atomic<bool> dep_signaled_{false};
   fence::FenceRef dep_fence_;
   fence::FenceCallback dep_cb_;
+
+  fence::FenceRef last_killed_;  // under the scheduler's killed_mu_: the chain of this entity's kills
 };
 
 }  // namespace sched

@@ -51,9 +51,13 @@ void Job::Arm() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // the lock is released by Pus
   UDRM_CHECK(state_ == State::kInitialized, "Job::Arm of a job that is not initialised (or armed)");
   Entity* e = entity_;
   e->submit_mu_.Lock();
+  scheduler_ = e->SelectSchedulerLocked();
+  priority_ = e->priority();
+  guilty_ = e->guilty_;
+  stats_ = e->stats_;
   const uint64_t seq = ++e->fence_seq_;
   scheduled_ = fence::Fence::Create(e->context_, seq, fence::SeqnoWidth::k64);
-  finished_ = std::make_shared<FinishedFence>(e->context_ + 1, seq, e->scheduler_, scheduled_,
+  finished_ = std::make_shared<FinishedFence>(e->context_ + 1, seq, scheduler_, scheduled_,
                                               dont_pipeline_);
   arming_thread_ = ThisThread();
   state_ = State::kArmed;
@@ -64,7 +68,8 @@ void Job::Push(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // Ar
   UDRM_CHECK(job->arming_thread_ == ThisThread(), "Job::Push on another thread than Arm");
   job->state_ = State::kPushed;
   Entity* e = job->entity_;
-  e->scheduler_->Enqueue(e, std::move(job));  // from here the job may run, finish and be freed
+  Scheduler* s = job->scheduler_;
+  s->Enqueue(e, std::move(job));  // from here the job may run, finish and be freed
   e->submit_mu_.Unlock();
 }
 

@@ -4,8 +4,8 @@
 //   1. Init(entity, credits) — fallible: InvalidArgument for zero credits or no entity.
 //   2. AddDependency / AddResvDependencies — fences the job must wait for. Each call consumes the
 //      reference it is given; for fences of one context only the later one is kept.
-//   3. Arm() — the point of no return: assigns the entity's next seqno and creates the scheduled
-//      and finished fences (publish finished() as the job's out-fence from here on). Arm takes the
+//   3. Arm() — the point of no return: picks the entity's scheduler (load balancing), assigns the
+//      entity's next seqno and creates the scheduled and finished fences (publish finished() as the job's out-fence from here on). Arm takes the
 //      entity's submission lock and Push releases it, so arm-then-push of one entity is atomic
 //      and seqno order equals queue order; another thread arming the same entity waits.
 //   4. Push(std::move(job)) — hands the job to the scheduler. The caller must not touch the job
@@ -20,6 +20,7 @@
 #ifndef UDRM_SCHED_JOB_H_
 #define UDRM_SCHED_JOB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -27,11 +28,13 @@
 #include "absl/status/status.h"
 #include "fence/fence.h"
 #include "fence/resv.h"
+#include "sched/entity.h"
 
 namespace sched {
 
-class Entity;
+class RunQueue;
 class Scheduler;
+struct EntityStats;
 
 class Job {
  public:
@@ -62,13 +65,25 @@ class Job {
   const fence::FenceRef& scheduled() const { return scheduled_; }
   const fence::FenceRef& finished() const { return finished_; }
   const std::vector<fence::FenceRef>& dependencies() const { return deps_; }
+  // From Arm on: the scheduler the job went to, and the entity's priority at Arm (s_priority).
+  Scheduler* scheduler() const { return scheduler_; }
+  Priority priority() const { return priority_; }
+  // How often the job was blamed for a hang (Scheduler::IncreaseKarma). Memory ordering: relaxed.
+  int karma() const { return karma_.load(std::memory_order_relaxed); }
 
  private:
+  friend class RunQueue;
   friend class Scheduler;
   enum class State { kNew, kInitialized, kArmed, kPushed };
 
   State state_ = State::kNew;
   Entity* entity_ = nullptr;  // cleared when the scheduler pops the job
+  // Set by Arm.
+  Scheduler* scheduler_ = nullptr;
+  Priority priority_ = Priority::kNormal;
+  std::shared_ptr<std::atomic<bool>> guilty_;
+  std::shared_ptr<EntityStats> stats_;
+  std::atomic<int> karma_{0};
   uint32_t credits_ = 0;
   bool dont_pipeline_ = false;
   std::vector<fence::FenceRef> deps_;
@@ -78,7 +93,7 @@ class Job {
   const void* arming_thread_ = nullptr;
   fence::FenceRef scheduled_;
   fence::FenceRef finished_;
-  fence::FenceRef parent_;  // the hardware fence
+  fence::FenceRef parent_;  // the hardware fence (scheduler: under its mu_ once pending)
   fence::FenceCallback hw_cb_;
 };
 

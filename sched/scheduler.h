@@ -1,40 +1,41 @@
 // sched::Scheduler — drm_gpu_scheduler: feeds jobs from entities to one backend (a ring).
 //
-// What it does: picks the ready entity whose head job was pushed first (FIFO), resolves that
-// job's dependencies (a fence of the same entity is ignored; a finished fence of a job on this
-// same scheduler is waited for only until that job is scheduled, unless it carries an error or
-// asks not to be pipelined; any other fence is waited for), charges its credits — waiting for
-// credits rather than skipping the chosen entity — and calls Backend::RunJob, then signals the
-// job's scheduled fence; when the hardware fence signals, the finished fence signals with its
-// error and the credits come back; finished jobs are freed (Backend::FreeJob) in the order they
-// were handed to the backend.
+// What it does: picks the first ready entity in its run queue's order (sched/run_queue.h; the
+// fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
+// fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
+// for only until that job is scheduled, unless it carries an error or asks not to be pipelined;
+// any other fence is waited for), charges its credits — waiting for credits rather than skipping
+// the chosen entity — and calls Backend::RunJob, then signals the job's scheduled fence; when the
+// hardware fence signals, the finished fence signals with its error and the credits come back;
+// finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
+// their hardware time is charged to their entity (EntityStats).
 //
-// Threads and locks: one executor thread per scheduler runs selection, RunJob and FreeJob, so run
-// and free never overlap. `mu_` guards the run queue, entity queues and the pending list; it is
-// never held while calling the backend, and no fence callback takes it — callbacks (dependency
-// signalled, hardware fence signalled) only touch atomics and `wake_mu_`, so a fence may signal
-// from any thread, even one holding `mu_`.
+// Threads and locks: one executor thread per scheduler runs selection, RunJob, FreeJob and the
+// timeout handler, so run and free never overlap. `mu_` guards the run queue, entity queues and
+// the pending list; it is never held while calling the backend (except PrepareJob, see
+// backend.h), and no fence callback takes it — callbacks (dependency signalled, hardware fence
+// signalled) only touch atomics and `wake_mu_`, so a fence may signal from any thread.
 //
-// Timeouts: the timer restarts whenever a job is handed to the backend or freed; on expiry the
-// head of the pending list (the oldest job on the hardware) is taken off the list and given to
-// Backend::TimedOutJob on the executor thread, then put back at the head (kNoHang: it is still
-// running; kReset: the backend has failed its hardware fence; either way it is freed once its
-// finished fence signals). The timer is re-armed unless the result is kNoDevice.
+// Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed; on expiry
+// the head of the pending list (the oldest job on the hardware) is taken off the list and given
+// to Backend::TimedOutJob on the executor thread, then put back at the head (so it is freed in
+// order once its finished fence signals — the kernel leaves a reset job to the driver; we never
+// leak it). The timer is re-armed unless the result is kNoDevice.
 //
-// Status of this first slice (issue 4): FIFO and round-robin selection with priorities, credits,
-// timeouts; not yet the fair policy, load balancing, stop/start/karma recovery, entity kill,
-// trace events.
+// Recovery (the kernel's recipe for a hardware scheduler), typically inside TimedOutJob:
+//   Stop(bad) → IncreaseKarma(*bad) → reset the "hardware" → ResubmitJobs() (deprecated in the
+//   kernel but kept) or ForEachPendingJob(...) → Start(status).
 //
-// Lifetime: create with Create(); destroy entities first; the destructor (Fini) stops the
-// executor, cancels jobs still on the hardware through Backend::CancelJob and frees them.
+// Lifetime: create with Create(); destroy entities first; the destructor (drm_sched_fini) stops
+// the executor, cancels jobs still on the hardware through Backend::CancelJob and frees them.
 #ifndef UDRM_SCHED_SCHEDULER_H_
 #define UDRM_SCHED_SCHEDULER_H_
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
-#include <list>
 #include <memory>
 #include <string>
 #include <thread>
@@ -45,6 +46,7 @@
 #include "absl/time/time.h"
 #include "fence/fence.h"
 #include "sched/backend.h"
+#include "sched/run_queue.h"
 #include "sched/trace.h"
 
 namespace sched {
@@ -52,18 +54,15 @@ namespace sched {
 class Entity;
 class Job;
 
-// Entity selection among ready entities of the highest priority present (KERNEL first):
-// kFifo — the entity whose head job was pushed first; kRoundRobin — the entity selected least
-// recently. (The 2025 fair, virtual-runtime policy is not implemented yet.)
-enum class Policy { kFifo, kRoundRobin };
-
 struct SchedulerOptions {
   std::string name = "udrm";
   uint32_t credit_limit = std::numeric_limits<uint32_t>::max();
-  Policy policy = Policy::kFifo;
+  Policy policy = Policy::kFair;
   // TDR: when no job has been handed to the backend or freed for this long while jobs are on
   // the hardware, the oldest one is blamed (Backend::TimedOutJob). Infinite: no timeout.
   absl::Duration timeout = absl::InfiniteDuration();
+  // ResubmitJobs: jobs of the context of the first job with karma above this are cancelled.
+  int hang_limit = 0;
   // Trace events (sched/trace.h); null: none. Must outlive the scheduler.
   TraceSink* trace = nullptr;
 };
@@ -81,12 +80,48 @@ class Scheduler {
   uint32_t credit_limit() const { return options_.credit_limit; }
   // Credits of jobs handed to the backend and not finished. Memory ordering: relaxed (a gauge).
   uint32_t credit_count() const { return credit_count_.load(std::memory_order_relaxed); }
+  // Load-balancing score: entities with queued jobs + jobs pushed and not done. Relaxed.
+  int64_t score() const {
+    return jobs_score_.load(std::memory_order_relaxed) + rq_size_.load(std::memory_order_relaxed);
+  }
+  // False once teardown began; entities stop picking it. Relaxed.
+  bool ready() const { return ready_.load(std::memory_order_relaxed); }
+
+  // drm_sched_fault: run the timeout handler now (if a job is on the hardware). Any thread.
+  void Fault() ABSL_LOCKS_EXCLUDED(mu_, wake_mu_);
+
+  // drm_sched_stop: pauses selection and freeing (blocks until the executor is between jobs,
+  // unless called on it, e.g. from TimedOutJob); detaches every pending job from its hardware
+  // fence and returns its credits; jobs whose hardware fence already signalled are freed here —
+  // except `bad` while it is the job in TimedOutJob, which is freed when that returns. Jobs still
+  // finishing keep signalling their finished fences while stopped. Not for teardown.
+  void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_);
+  // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
+  // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
+  // job whose hardware fence already signalled finishes with that fence's error, else `error`.
+  // Then resumes selection and the timer.
+  void Start(absl::Status error) ABSL_LOCKS_EXCLUDED(mu_);
+  bool IsStopped() const ABSL_LOCKS_EXCLUDED(mu_);
+  // drm_sched_resubmit_jobs (deprecated upstream): calls RunJob again for every pending job, in
+  // order, on this thread; the first job with karma > hang_limit marks its context guilty and
+  // every pending job of that context gets CancelledError. Contract: stopped (crash otherwise).
+  void ResubmitJobs() ABSL_LOCKS_EXCLUDED(mu_);
+  // drm_sched_for_each_pending_job: `fn` for each job on the hardware, oldest first, on this
+  // thread, no lock held. Contract: stopped.
+  void ForEachPendingJob(const std::function<void(Job&)>& fn) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // drm_sched_increase_karma: unless `bad` is a kernel-priority job, raises its karma and marks
+  // its entity's guilty flag (if it has one): the entity's later jobs get CancelledError.
+  static void IncreaseKarma(Job& bad);
+  // drm_sched_invalidate_job: ++karma > threshold.
+  static bool InvalidateJob(Job& job, int threshold);
 
  private:
   friend class Entity;
   friend class Job;
   explicit Scheduler(Backend* backend, SchedulerOptions options);
 
+  // --- entities (scheduler_entity.cc) ---
   // Job::Push: queue `job` on its entity and wake the executor.
   void Enqueue(Entity* entity, std::unique_ptr<Job> job) ABSL_LOCKS_EXCLUDED(mu_);
   void RemoveEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
@@ -95,22 +130,29 @@ class Scheduler {
   // job have signalled (a callback, no blocking); then the executor frees them.
   void KillJobs(Entity* entity, std::deque<std::unique_ptr<Job>> jobs)
       ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
-  static void CompleteKilled(Job* job);
+  void CompleteKilled(Job* job);
   std::vector<std::unique_ptr<Job>> TakeKilledDone() ABSL_LOCKS_EXCLUDED(killed_mu_);
   absl::StatusOr<absl::Duration> FlushEntity(Entity* entity, absl::Duration timeout)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Load balancing: nothing queued and the last scheduled job finished.
+  bool EntityMayMove(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status EntityError(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
+  void UpdateRqSizeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- the executor (scheduler.cc) ---
   // From fence callbacks: only wake_mu_.
   void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
-
   void ExecutorLoop();
-  // The TDR check: blames the oldest pending job if the timer has expired.
-  void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_);
-  void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool OnExecutorThread() const { return std::this_thread::get_id() == executor_.get_id(); }
   // One round: free finished jobs, then pick and run at most one job. True if it did anything.
   bool RunOnce() ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<std::unique_ptr<Job>> TakeFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* PopReadyJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool DependenciesResolvedLocked(Entity* entity, Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Installs the hardware-fence callback (RunJob and Start); `fallback` is the status used when
+  // the hardware fence has already signalled without an error.
+  void AttachHardwareFence(Job* job, const absl::Status& fallback);
   void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
   void JobDone(Job* job, absl::Status status);
   void Trace(TraceEvent event, const fence::Fence& job_fence, const fence::Fence* dep = nullptr);
@@ -119,18 +161,39 @@ class Scheduler {
                    const fence::Fence* dep = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EmitBuffered(std::vector<TraceRecord>& records);
 
+  // --- timeouts and recovery (scheduler_recovery.cc) ---
+  // The TDR check: blames the oldest pending job if the timer has expired.
+  void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_);
+  void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<Job*> PendingSnapshot() ABSL_LOCKS_EXCLUDED(mu_);
+  // Teardown: fail and free whatever is left (Fini).
+  void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+
   Backend* const backend_;
   const SchedulerOptions options_;
   std::atomic<uint32_t> credit_count_{0};
+  std::atomic<int64_t> jobs_score_{0};
+  std::atomic<int64_t> rq_size_{0};
+  std::atomic<bool> ready_{true};
+  std::atomic<bool> fault_{false};
 
   mutable absl::Mutex mu_;
-  std::list<Entity*> rq_ ABSL_GUARDED_BY(mu_);                 // entities with queued jobs
+  RunQueue rq_ ABSL_GUARDED_BY(mu_);                               // entities with queued jobs
   std::deque<std::unique_ptr<Job>> pending_ ABSL_GUARDED_BY(mu_);  // handed to the backend
   uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t rr_clock_ ABSL_GUARDED_BY(mu_) = 0;                     // round-robin stamps
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;   // Stop..Start
+  bool in_work_ ABSL_GUARDED_BY(mu_) = false;  // the executor is in RunOnce or the TDR handler
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;                 // after kNoDevice
+  bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice
+  // The job inside Backend::TimedOutJob (off the pending list), and whether Stop asked for it
+  // to be freed afterwards (its hardware fence had signalled).
+  std::unique_ptr<Job> tdr_job_ ABSL_GUARDED_BY(mu_);
+  bool free_guilty_ ABSL_GUARDED_BY(mu_) = false;
+  // Fair-policy accounting: the scheduler's average job time, and the previous freed job's end
+  // (a job pipelined behind it only started on the ring then).
+  absl::Duration avg_job_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  absl::Time last_freed_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::vector<TraceRecord> trace_buf_ ABSL_GUARDED_BY(mu_);
   int truncated_ ABSL_GUARDED_BY(mu_) = 0;  // oversized jobs to warn about, outside mu_
 

@@ -1,0 +1,143 @@
+// Scheduler: the entity side — push, flush, kill, load-balancing queries.
+#include <algorithm>
+#include <utility>
+
+#include "base/check.h"
+#include "fence/unwrap.h"
+#include "sched/entity.h"
+#include "sched/job.h"
+#include "sched/scheduler.h"
+
+namespace sched {
+
+void Scheduler::Enqueue(Entity* e, std::unique_ptr<Job> job) {
+  const fence::FenceRef finished = job->finished_;  // for the trace; the job may be gone below
+  bool killed = false;
+  {
+    absl::MutexLock l(&mu_);
+    if (e->stopped_) {
+      killed = true;  // "Trying to push to a killed entity": the job is killed too
+    } else {
+      jobs_score_.fetch_add(1, std::memory_order_relaxed);
+      job->submit_stamp_ = ++next_submit_stamp_;
+      e->queue_.push_back(std::move(job));
+      rq_.Add(e, avg_job_);  // no-op if it is there
+      UpdateRqSizeLocked();
+    }
+  }
+  if (killed) {
+    std::deque<std::unique_ptr<Job>> jobs;
+    jobs_score_.fetch_add(1, std::memory_order_relaxed);  // CompleteKilled takes it back
+    jobs.push_back(std::move(job));
+    KillJobs(e, std::move(jobs));
+    return;
+  }
+  Trace(TraceEvent::kQueue, *finished);
+  WakeUp();
+}
+
+absl::StatusOr<absl::Duration> Scheduler::FlushEntity(Entity* e, absl::Duration timeout) {
+  const absl::Time deadline =
+      timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
+  absl::MutexLock l(&mu_);
+  const bool idle = mu_.AwaitWithDeadline(
+      absl::Condition(+[](Entity* x) { return x->queue_.empty(); }, e), deadline);
+  if (!idle) return absl::DeadlineExceededError("entity still has queued jobs");
+  if (timeout == absl::InfiniteDuration()) return timeout;
+  return std::max(deadline - absl::Now(), absl::Nanoseconds(1));
+}
+
+void Scheduler::KillEntity(Entity* e) {
+  std::deque<std::unique_ptr<Job>> jobs;
+  {
+    absl::MutexLock l(&mu_);
+    if (e->stopped_) return;
+    e->stopped_ = true;
+    rq_.Remove(e);
+    UpdateRqSizeLocked();
+    if (e->dep_pending_) {
+      // The callback only sets an atomic and wakes the executor: removing it (which waits for a
+      // running callback to return) cannot deadlock with mu_.
+      e->dep_fence_->RemoveCallback(&e->dep_cb_);
+      e->dep_pending_ = false;
+      e->dep_fence_ = nullptr;
+    }
+    jobs.swap(e->queue_);
+  }
+  KillJobs(e, std::move(jobs));
+}
+
+// Signals through local references: once `finished` signals, the executor may free the job (and
+// its fences with it) while this thread is still running the fences' callbacks.
+void Scheduler::CompleteKilled(Job* job) {
+  const fence::FenceRef scheduled = job->scheduled_;
+  const fence::FenceRef finished = job->finished_;
+  jobs_score_.fetch_sub(1, std::memory_order_relaxed);
+  scheduled->Signal();
+  finished->SetError(absl::NotFoundError("entity killed (ESRCH)"));
+  finished->Signal();
+}
+
+void Scheduler::KillJobs(Entity* e, std::deque<std::unique_ptr<Job>> jobs) {
+  for (auto& job : jobs) {
+    job->entity_ = nullptr;
+    Job* raw = job.get();
+    std::vector<fence::FenceRef> wait(job->deps_.begin(), job->deps_.end());
+    {
+      absl::MutexLock l(&killed_mu_);
+      // Killed jobs of one entity complete in order (the kernel chains them from last_scheduled).
+      if (e->last_killed_ != nullptr) wait.push_back(e->last_killed_);
+      e->last_killed_ = job->finished_;
+      killed_.push_back(std::move(job));
+    }
+    // The gate is kept in parent_ (a killed job never gets a hardware fence) so it outlives the
+    // callback; the callback completes the job and wakes the executor to free it.
+    raw->parent_ = wait.empty() ? nullptr : fence::Merge(wait);
+    if (raw->parent_ == nullptr ||
+        fence::IsAlreadySignaled(raw->parent_->AddCallback(&raw->hw_cb_, [this, raw](fence::Fence&) {
+          CompleteKilled(raw);
+          WakeUp();
+        }))) {
+      CompleteKilled(raw);
+    }
+  }
+  WakeUp();
+}
+
+std::vector<std::unique_ptr<Job>> Scheduler::TakeKilledDone() {
+  std::vector<std::unique_ptr<Job>> done;
+  absl::MutexLock l(&killed_mu_);
+  for (auto& job : killed_) {
+    if (job->finished_->IsSignaledFlag()) done.push_back(std::move(job));
+  }
+  killed_.erase(std::remove(killed_.begin(), killed_.end(), nullptr), killed_.end());
+  return done;
+}
+
+void Scheduler::RemoveEntity(Entity* e) {
+  absl::MutexLock l(&mu_);
+  UDRM_CHECK(e->queue_.empty(), "Entity removed with queued jobs");
+  rq_.Remove(e);
+  UpdateRqSizeLocked();
+}
+
+void Scheduler::UpdateRqSizeLocked() {
+  rq_size_.store(static_cast<int64_t>(rq_.entities().size()), std::memory_order_relaxed);
+}
+
+bool Scheduler::EntityMayMove(Entity* e) {
+  absl::MutexLock l(&mu_);
+  return e->queue_.empty() && (e->last_scheduled_ == nullptr || e->last_scheduled_->IsSignaledFlag());
+}
+
+absl::Status Scheduler::EntityError(Entity* e) {
+  fence::FenceRef last;
+  {
+    absl::MutexLock l(&mu_);
+    last = e->last_scheduled_;
+  }
+  if (last == nullptr || !last->IsSignaledFlag()) return absl::OkStatus();
+  return last->error();
+}
+
+}  // namespace sched

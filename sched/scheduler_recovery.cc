@@ -1,0 +1,211 @@
+// Scheduler: timeouts (TDR), stop/start recovery, karma, and teardown.
+#include <utility>
+
+#include "base/check.h"
+#include "sched/job.h"
+#include "sched/scheduler.h"
+
+namespace sched {
+
+void Scheduler::ArmTimerLocked() {
+  tdr_deadline_ = (options_.timeout == absl::InfiniteDuration() || tdr_disabled_ || paused_ ||
+                   pending_.empty())
+                      ? absl::InfiniteFuture()
+                      : absl::Now() + options_.timeout;
+}
+
+void Scheduler::Fault() {
+  {
+    absl::MutexLock l(&mu_);
+    tdr_deadline_ = absl::Now();
+  }
+  fault_.store(true, std::memory_order_relaxed);
+  WakeUp();
+}
+
+// drm_sched_job_timedout. On the executor thread.
+void Scheduler::HandleTimeout() {
+  Job* job;
+  {
+    absl::MutexLock l(&mu_);
+    if (paused_ || absl::Now() < tdr_deadline_) return;  // progress re-armed it meanwhile
+    if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag()) {
+      ArmTimerLocked();
+      return;
+    }
+    // Off the list: nothing frees it while the backend looks at it.
+    tdr_job_ = std::move(pending_.front());
+    pending_.pop_front();
+    free_guilty_ = false;
+    in_work_ = true;
+    job = tdr_job_.get();
+  }
+  const TimeoutStatus status = backend_->TimedOutJob(*job);  // may Stop/Resubmit/Start
+  std::unique_ptr<Job> to_free;
+  {
+    absl::MutexLock l(&mu_);
+    if (tdr_job_ != nullptr) {
+      if (free_guilty_) {
+        to_free = std::move(tdr_job_);
+      } else {
+        pending_.push_front(std::move(tdr_job_));  // freed in order once its fence signals
+      }
+    }
+    in_work_ = false;
+    if (status == TimeoutStatus::kNoDevice) tdr_disabled_ = true;
+    ArmTimerLocked();
+  }
+  if (to_free != nullptr) {
+    (void)to_free->finished_->Wait();
+    backend_->FreeJob(std::move(to_free));
+  }
+  WakeUp();  // a job put back may be freeable now
+}
+
+void Scheduler::Stop(Job* bad) {
+  std::deque<std::unique_ptr<Job>> jobs;
+  {
+    absl::MutexLock l(&mu_);
+    paused_ = true;
+    if (!OnExecutorThread()) {
+      mu_.Await(absl::Condition(
+          +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !s->in_work_; }, this));
+    }
+    // The job in TimedOutJob goes back at the head, so the walk below covers it.
+    if (tdr_job_ != nullptr) pending_.push_front(std::move(tdr_job_));
+    jobs.swap(pending_);
+    tdr_deadline_ = absl::InfiniteFuture();
+  }
+  // Outside mu_: removing a hardware callback waits for it if it is running, and it signals the
+  // finished fence, whose own callbacks may push jobs.
+  std::deque<std::unique_ptr<Job>> keep;
+  std::vector<std::unique_ptr<Job>> done;
+  std::unique_ptr<Job> guilty;
+  for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {  // newest first, as the kernel
+    std::unique_ptr<Job>& job = *it;
+    const bool detached_before = job->parent_ == nullptr && !job->finished_->IsSignaledFlag();
+    if (detached_before ||
+        (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_))) {
+      if (!detached_before) credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+      job->parent_ = nullptr;
+      keep.push_front(std::move(job));
+    } else if (job.get() == bad && OnExecutorThread()) {
+      guilty = std::move(job);  // in TimedOutJob: freed when it returns
+    } else {
+      done.push_back(std::move(job));
+    }
+  }
+  {
+    absl::MutexLock l(&mu_);
+    UDRM_CHECK(pending_.empty(), "Scheduler::Stop raced with submission");
+    pending_.swap(keep);
+    if (guilty != nullptr) {
+      tdr_job_ = std::move(guilty);
+      free_guilty_ = true;
+    }
+  }
+  for (auto& job : done) {
+    (void)job->finished_->Wait();
+    backend_->FreeJob(std::move(job));
+  }
+}
+
+void Scheduler::Start(absl::Status error) {
+  const absl::Status fallback = error.ok() ? absl::CancelledError("ECANCELED") : error;
+  for (Job* job : PendingSnapshot()) {
+    credit_count_.fetch_add(job->credits_, std::memory_order_relaxed);
+    if (job->parent_ == nullptr) {
+      JobDone(job, fallback);
+    } else {
+      AttachHardwareFence(job, error);
+    }
+  }
+  {
+    absl::MutexLock l(&mu_);
+    paused_ = false;
+    ArmTimerLocked();
+  }
+  WakeUp();
+}
+
+bool Scheduler::IsStopped() const {
+  absl::MutexLock l(&mu_);
+  return paused_;
+}
+
+std::vector<Job*> Scheduler::PendingSnapshot() {
+  absl::MutexLock l(&mu_);
+  UDRM_CHECK(paused_, "Scheduler: pending jobs walked while not stopped");
+  std::vector<Job*> out;
+  for (auto& job : pending_) out.push_back(job.get());
+  return out;
+}
+
+void Scheduler::ResubmitJobs() {
+  bool found_guilty = false;
+  uint64_t guilty_context = 0;
+  for (Job* job : PendingSnapshot()) {
+    if (!found_guilty && job->karma() > options_.hang_limit) {
+      found_guilty = true;
+      guilty_context = job->scheduled_->context();
+    }
+    if (found_guilty && job->scheduled_->context() == guilty_context) {
+      job->finished_->SetError(absl::CancelledError("guilty context (ECANCELED)"));
+    }
+    absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
+    if (!hw.ok()) job->finished_->SetError(hw.status());
+    job->parent_ = hw.ok() ? *hw : nullptr;
+  }
+}
+
+void Scheduler::ForEachPendingJob(const std::function<void(Job&)>& fn) {
+  for (Job* job : PendingSnapshot()) fn(*job);
+}
+
+void Scheduler::IncreaseKarma(Job& bad) {
+  if (bad.priority_ == Priority::kKernel) return;
+  bad.karma_.fetch_add(1, std::memory_order_relaxed);
+  if (bad.guilty_ != nullptr) bad.guilty_->store(true, std::memory_order_release);
+}
+
+bool Scheduler::InvalidateJob(Job& job, int threshold) {
+  return job.karma_.fetch_add(1, std::memory_order_relaxed) + 1 > threshold;
+}
+
+// drm_sched_fini's second half, after the executor stopped: cancel what is still on the hardware
+// (newest first), then free everything.
+void Scheduler::CancelAndFreeAll() {
+  std::deque<std::unique_ptr<Job>> pending;
+  {
+    absl::MutexLock l(&mu_);
+    pending.swap(pending_);
+  }
+  for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
+    if (!(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
+  }
+  // Killed jobs whose dependencies never signalled: fail them now rather than wait forever.
+  std::vector<std::unique_ptr<Job>> killed;
+  {
+    absl::MutexLock l(&killed_mu_);
+    killed.swap(killed_);
+  }
+  for (auto& job : killed) {
+    if (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_)) {
+      CompleteKilled(job.get());
+    }
+    (void)job->finished_->Wait();
+    backend_->FreeJob(std::move(job));
+  }
+  for (auto& job : pending) {
+    // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
+    // can never reach the freed job, and fail the job ourselves.
+    if (!job->finished_->IsSignaledFlag() &&
+        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
+      JobDone(job.get(), absl::CancelledError("scheduler torn down"));
+    }
+    (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
+    backend_->FreeJob(std::move(job));
+  }
+}
+
+}  // namespace sched

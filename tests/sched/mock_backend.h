@@ -125,6 +125,17 @@ class MockBackend : public Backend {
     f->Signal();
   }
 
+  // A "GPU reset": forgets every running job without signalling its hardware fence.
+  int DropAll() {
+    absl::MutexLock l(&mu_);
+    const int n = static_cast<int>(running_.size());
+    running_.clear();
+    cur_ = hw_seq_;  // the timeline moves past what the reset threw away
+    prev_done_ = absl::Now();
+    ++version_;
+    return n;
+  }
+
   void SetRunError(absl::Status s) {
     absl::MutexLock l(&mu_);
     run_error_ = std::move(s);

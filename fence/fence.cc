@@ -29,10 +29,31 @@ bool IsAlreadySignaled(const absl::Status& s) {
   return absl::IsNotFound(s) && s.message() == kAlreadySignaled;
 }
 
+#ifndef NDEBUG
+namespace {
+std::atomic<int64_t> g_live_fences{0};
+}  // namespace
+#endif
+
+int64_t Fence::LiveCount() {
+#ifndef NDEBUG
+  return g_live_fences.load(std::memory_order_relaxed);
+#else
+  return -1;
+#endif
+}
+
 Fence::Fence(uint64_t context, uint64_t seqno, SeqnoWidth width)
-    : context_(context), seqno_(seqno), width_(width) {}
+    : context_(context), seqno_(seqno), width_(width) {
+#ifndef NDEBUG
+  g_live_fences.fetch_add(1, std::memory_order_relaxed);
+#endif
+}
 
 Fence::~Fence() {
+#ifndef NDEBUG
+  g_live_fences.fetch_sub(1, std::memory_order_relaxed);
+#endif
   FenceCallback* pending = nullptr;
   {
     absl::MutexLock l(&mu_);

@@ -88,6 +88,10 @@ class Fence : public std::enable_shared_from_this<Fence> {
   static FenceRef Create(uint64_t context, uint64_t seqno, SeqnoWidth width = SeqnoWidth::k32);
   // dma_fence_get_stub: the global fence of context 0, always signalled.
   static FenceRef GetStub();
+  // How many fences exist right now, for tests' leak checks: counted in debug builds (NDEBUG
+  // unset), -1 in optimised ones, where the shared counter would cost every fence a contended
+  // atomic. The global stub counts once it exists. Memory ordering: relaxed.
+  static int64_t LiveCount();
   // dma_fence_allocate_private_stub: a new fence, already signalled at `timestamp`.
   static FenceRef AllocatePrivateStub(absl::Time timestamp);
 

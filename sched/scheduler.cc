@@ -68,6 +68,8 @@ Scheduler::~Scheduler() {
   }
   executor_.join();
   CancelAndFreeAll();
+  // A callback that signalled the last fence may still be on its way out (JobDone).
+  while (callbacks_running_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
 void Scheduler::WakeUp() {
@@ -249,8 +251,11 @@ void Scheduler::RunJob(Job* job) {
 }
 
 // drm_sched_job_done: may run on any thread (the one signalling the hardware fence). It must not
-// touch the job after signalling `finished`: the executor may free it right away.
+// touch the job after signalling `finished`: the executor may free it right away; and the
+// scheduler itself may be torn down as soon as the last finished fence signalled, so the
+// destructor waits for `callbacks_running_` to drop to zero, its last touch.
 void Scheduler::JobDone(Job* job, absl::Status status) {
+  callbacks_running_.fetch_add(1, std::memory_order_relaxed);
   const fence::FenceRef finished = job->finished_;
   Trace(TraceEvent::kDone, *finished);
   credit_count_.fetch_sub(job->credits_, std::memory_order_release);
@@ -258,6 +263,7 @@ void Scheduler::JobDone(Job* job, absl::Status status) {
   if (!status.ok()) finished->SetError(std::move(status));
   finished->Signal();
   WakeUp();
+  callbacks_running_.fetch_sub(1, std::memory_order_release);
 }
 
 }  // namespace sched

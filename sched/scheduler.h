@@ -176,6 +176,8 @@ class Scheduler {
   std::atomic<int64_t> rq_size_{0};
   std::atomic<bool> ready_{true};
   std::atomic<bool> fault_{false};
+  // Fence callbacks (JobDone, killed-job completion) still running; the destructor waits for 0.
+  std::atomic<int> callbacks_running_{0};
 
   mutable absl::Mutex mu_;
   RunQueue rq_ ABSL_GUARDED_BY(mu_);                               // entities with queued jobs

@@ -95,8 +95,10 @@ void Scheduler::KillJobs(Entity* e, std::deque<std::unique_ptr<Job>> jobs) {
     raw->parent_ = wait.empty() ? nullptr : fence::Merge(wait);
     if (raw->parent_ == nullptr ||
         fence::IsAlreadySignaled(raw->parent_->AddCallback(&raw->hw_cb_, [this, raw](fence::Fence&) {
+          callbacks_running_.fetch_add(1, std::memory_order_relaxed);  // see JobDone
           CompleteKilled(raw);
           WakeUp();
+          callbacks_running_.fetch_sub(1, std::memory_order_release);
         }))) {
       CompleteKilled(raw);
     }

@@ -40,8 +40,8 @@ TEST_F(BalanceTest, PicksLeastLoadedAndStaysWhileBusy) {
   auto busy = *Entity::Create({a_.get()});
   auto a1 = SubmitMock(busy.get());
   auto a2 = SubmitMock(busy.get());
-  ASSERT_TRUE(SignalsWithin(a1.scheduled, kWait));
-  EXPECT_EQ(a_->score(), 2);
+  ASSERT_TRUE(SignalsWithin(a2.scheduled, kWait));
+  EXPECT_EQ(a_->score(), 2);  // two jobs not done, no entity queued
   EXPECT_EQ(b_->score(), 0);
 
   auto e = *Entity::Create({a_.get(), b_.get()});

@@ -54,7 +54,7 @@ class SchedTest : public ::testing::Test {
 
 // upstream: drm_sched_basic_submit — scheduled within 1 s, not finished before Advance,
 // Advance(1) == 1, then finished.
-TEST_F(SchedTest, BasicSubmit) {
+TEST_F(SchedTest, DrmSchedBasicSubmit) {
   auto [scheduled, finished] = Submit(NewEntity());
   EXPECT_TRUE(SignalsWithin(scheduled, absl::Seconds(10)));
   EXPECT_FALSE(SignalsWithin(finished, absl::Milliseconds(100)));
@@ -196,7 +196,7 @@ TEST_F(SchedTest, FailedSameSchedulerDependencyIsNotPipelined) {
 }
 
 // upstream: drm_sched_test_credits — limit 1, two jobs: the second waits for the first's credits.
-TEST(SchedCredits, WaitsForCredits) {
+TEST(SchedCredits, DrmSchedTestCredits) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 1;
@@ -245,7 +245,7 @@ TEST(SchedCredits, OversizedJobIsTruncated) {
 
 // upstream: drm_sched_basic_cancel — tearing the scheduler down with a job on the hardware
 // cancels it through CancelJob (ECANCELED on the hardware fence, hence on finished) and frees it.
-TEST(SchedCancel, FiniCancelsPendingJobs) {
+TEST(SchedCancel, DrmSchedBasicCancel) {
   MockBackend mock;
   auto s = *Scheduler::Create(&mock);
   fence::FenceRef finished;
@@ -268,7 +268,7 @@ TEST(SchedCancel, FiniCancelsPendingJobs) {
 
 // upstream: drm_sched_parallel_submit_test — 16 submitters x 8 jobs released together: all are
 // scheduled, Advance(128) completes them all, and each entity's seqnos follow its run order.
-TEST(SchedConcurrent, ParallelSubmit) {
+TEST(SchedConcurrent, DrmSchedParallelSubmitTest) {
   MockBackend mock;
   auto s = *Scheduler::Create(&mock);
   constexpr int kWorkers = 16, kJobs = 8;

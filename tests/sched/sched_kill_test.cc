@@ -29,7 +29,7 @@ fence::FenceRef SubmitJob(Entity* e, const fence::FenceRef& dep = nullptr) {
 // while about half are still queued (here: held back by a credit limit of 10): the destructors
 // return, queued jobs never reach the backend and end with ESRCH after their dependencies;
 // jobs on the hardware finish normally.
-TEST(SchedKill, EntityCleanupMidRun) {
+TEST(SchedKill, DrmSchedBasicEntityCleanup) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 10;

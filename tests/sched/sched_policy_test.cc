@@ -115,7 +115,7 @@ TEST(SchedPolicy, SetPriorityAppliesToNextSelection) {
 
 // upstream: drm_sched_basic_timeout (timeout 200 ms) — not timed out after 100 ms; after a further
 // 200 ms the backend was asked (TIMEDOUT) and the job's finished fence carries ETIMEDOUT.
-TEST(SchedTimeout, BasicTimeout) {
+TEST(SchedTimeout, DrmSchedBasicTimeout) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.timeout = absl::Milliseconds(200);
@@ -138,7 +138,7 @@ TEST(SchedTimeout, BasicTimeout) {
 
 // upstream: drm_sched_skip_reset — a DONT_RESET job reports no hang: it stays on the hardware,
 // RESET_SKIPPED is set, and Advance(1) still completes it normally (it was put back).
-TEST(SchedTimeout, SkipReset) {
+TEST(SchedTimeout, DrmSchedSkipReset) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.timeout = absl::Milliseconds(200);

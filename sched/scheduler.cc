@@ -7,6 +7,7 @@
 #include "fence/unwrap.h"
 #include "spdlog/spdlog.h"
 #include "sched/entity.h"
+#include "sched/internal/tdr_timer.h"
 #include "sched/job.h"
 #include "sched/sched_fence.h"
 
@@ -52,7 +53,9 @@ Scheduler::Scheduler(Backend* backend, SchedulerOptions options)
     : backend_(backend),
       options_(std::move(options)),
       rq_(options_.policy),
-      executor_([this] { ExecutorLoop(); }) {}
+      own_executor_(options_.executor == nullptr ? std::make_unique<ThreadPoolExecutor>(1)
+                                                 : nullptr),
+      executor_(options_.executor != nullptr ? options_.executor : own_executor_.get()) {}
 
 // drm_sched_fini.
 Scheduler::~Scheduler() {
@@ -64,41 +67,53 @@ Scheduler::~Scheduler() {
   }
   {
     absl::MutexLock l(&wake_mu_);
-    exit_ = true;
+    exiting_ = true;  // no more posts; wait for the work item in flight
+    wake_mu_.Await(absl::Condition(
+        +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->work_ == Work::kIdle; },
+        this));
   }
-  executor_.join();
+  internal::TdrTimer::Get().Clear(this);
   CancelAndFreeAll();
   // A callback that signalled the last fence may still be on its way out (JobDone).
   while (callbacks_running_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
+namespace {
+thread_local const Scheduler* tls_running = nullptr;  // the scheduler whose work item runs here
+}  // namespace
+
+bool Scheduler::OnExecutorThread() const { return tls_running == this; }
+
 void Scheduler::WakeUp() {
   absl::MutexLock l(&wake_mu_);
-  wake_ = true;
+  if (exiting_) return;
+  if (work_ == Work::kIdle) {
+    work_ = Work::kQueued;
+    executor_->Post([this] { RunWork(); });
+  } else if (work_ == Work::kRunning) {
+    work_ = Work::kRunningAgain;  // something happened while it ran: one more round
+  }
 }
 
-void Scheduler::ExecutorLoop() {
+void Scheduler::RunWork() {
+  {
+    absl::MutexLock l(&wake_mu_);
+    work_ = Work::kRunning;
+  }
+  const Scheduler* outer = std::exchange(tls_running, this);
   for (;;) {
-    absl::Time deadline;
-    {
-      absl::MutexLock l(&mu_);
-      deadline = tdr_deadline_;
-    }
-    bool woken;
-    {
-      absl::MutexLock l(&wake_mu_);
-      woken = wake_mu_.AwaitWithDeadline(
-          absl::Condition(
-              +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->wake_ || s->exit_; },
-              this),
-          deadline);
-      if (exit_) return;
-      wake_ = false;
-    }
-    if (!woken || fault_.exchange(false, std::memory_order_relaxed)) HandleTimeout();
+    if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
     while (RunOnce()) {
     }
+    absl::MutexLock l(&wake_mu_);
+    if (work_ == Work::kRunningAgain) {
+      work_ = Work::kRunning;
+      continue;
+    }
+    work_ = Work::kIdle;  // the destructor may go ahead once we release wake_mu_
+    break;
   }
+  tls_running = outer;
 }
 
 bool Scheduler::RunOnce() {

@@ -10,8 +10,11 @@
 // finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
 // their hardware time is charged to their entity (EntityStats).
 //
-// Threads and locks: one executor thread per scheduler runs selection, RunJob, FreeJob and the
-// timeout handler, so run and free never overlap. `mu_` guards the run queue, entity queues and
+// Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
+// handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
+// other schedulers) and is never queued or running twice, so run and free never overlap. A
+// process-wide timer thread (internal/tdr_timer.h) only wakes the work item at TDR deadlines.
+// `mu_` guards the run queue, entity queues and
 // the pending list; it is never held while calling the backend (except PrepareJob, see
 // backend.h), and no fence callback takes it — callbacks (dependency signalled, hardware fence
 // signalled) only touch atomics and `wake_mu_`, so a fence may signal from any thread.
@@ -46,6 +49,7 @@
 #include "absl/time/time.h"
 #include "fence/fence.h"
 #include "sched/backend.h"
+#include "sched/executor.h"
 #include "sched/run_queue.h"
 #include "sched/trace.h"
 
@@ -65,6 +69,9 @@ struct SchedulerOptions {
   int hang_limit = 0;
   // Trace events (sched/trace.h); null: none. Must outlive the scheduler.
   TraceSink* trace = nullptr;
+  // Where the scheduler's work runs; null: a one-thread executor of its own. A shared one must
+  // outlive the scheduler.
+  Executor* executor = nullptr;
 };
 
 class Scheduler {
@@ -139,11 +146,12 @@ class Scheduler {
   absl::Status EntityError(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
   void UpdateRqSizeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- the executor (scheduler.cc) ---
-  // From fence callbacks: only wake_mu_.
+  // --- the work item (scheduler.cc) ---
+  // From fence callbacks too: only wake_mu_ (and the executor's queue).
   void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
-  void ExecutorLoop();
-  bool OnExecutorThread() const { return std::this_thread::get_id() == executor_.get_id(); }
+  void RunWork() ABSL_LOCKS_EXCLUDED(wake_mu_, mu_);
+  // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).
+  bool OnExecutorThread() const;
   // One round: free finished jobs, then pick and run at most one job. True if it did anything.
   bool RunOnce() ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<std::unique_ptr<Job>> TakeFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -175,7 +183,7 @@ class Scheduler {
   std::atomic<int64_t> jobs_score_{0};
   std::atomic<int64_t> rq_size_{0};
   std::atomic<bool> ready_{true};
-  std::atomic<bool> fault_{false};
+  std::atomic<bool> tdr_check_{false};  // the timer fired or Fault(): run HandleTimeout
   // Fence callbacks (JobDone, killed-job completion) still running; the destructor waits for 0.
   std::atomic<int> callbacks_running_{0};
 
@@ -187,6 +195,7 @@ class Scheduler {
   bool paused_ ABSL_GUARDED_BY(mu_) = false;   // Stop..Start
   bool in_work_ ABSL_GUARDED_BY(mu_) = false;  // the executor is in RunOnce or the TDR handler
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::Time timer_set_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // what TdrTimer holds
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice
   // The job inside Backend::TimedOutJob (off the pending list), and whether Stop asked for it
   // to be freed afterwards (its hardware fence had signalled).
@@ -203,11 +212,14 @@ class Scheduler {
   absl::Mutex killed_mu_;
   std::vector<std::unique_ptr<Job>> killed_ ABSL_GUARDED_BY(killed_mu_);
 
-  absl::Mutex wake_mu_;
-  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
-  bool exit_ ABSL_GUARDED_BY(wake_mu_) = false;
+  std::unique_ptr<Executor> own_executor_;
+  Executor* const executor_;
 
-  std::thread executor_;
+  // The work item's state: never queued or running twice.
+  enum class Work { kIdle, kQueued, kRunning, kRunningAgain };
+  absl::Mutex wake_mu_;
+  Work work_ ABSL_GUARDED_BY(wake_mu_) = Work::kIdle;
+  bool exiting_ ABSL_GUARDED_BY(wake_mu_) = false;
 };
 
 }  // namespace sched

@@ -2,6 +2,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "sched/internal/tdr_timer.h"
 #include "sched/job.h"
 #include "sched/scheduler.h"
 
@@ -12,6 +13,12 @@ void Scheduler::ArmTimerLocked() {
                    pending_.empty())
                       ? absl::InfiniteFuture()
                       : absl::Now() + options_.timeout;
+  if (tdr_deadline_ == timer_set_) return;  // infinite and infinite: nothing to tell the timer
+  timer_set_ = tdr_deadline_;
+  internal::TdrTimer::Get().Set(this, tdr_deadline_, [this] {
+    tdr_check_.store(true, std::memory_order_release);
+    WakeUp();
+  });
 }
 
 void Scheduler::Fault() {
@@ -19,7 +26,7 @@ void Scheduler::Fault() {
     absl::MutexLock l(&mu_);
     tdr_deadline_ = absl::Now();
   }
-  fault_.store(true, std::memory_order_relaxed);
+  tdr_check_.store(true, std::memory_order_release);
   WakeUp();
 }
 

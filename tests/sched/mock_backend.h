@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "base/check.h"
 #include "fence/fence_context.h"
 #include "absl/status/status.h"
 #include "sched/backend.h"
@@ -49,7 +50,21 @@ class MockBackend : public Backend {
     timer_.join();
   }
 
+  // Checks the executor contract: RunJob and FreeJob of one scheduler never overlap
+  // (a test's own calls, e.g. Stop from the test thread, happen while the scheduler is stopped).
+  class NoOverlap {
+   public:
+    explicit NoOverlap(std::atomic<int>& n) : n_(n) {
+      UDRM_CHECK(n_.fetch_add(1) == 0, "MockBackend: backend calls of one scheduler overlapped");
+    }
+    ~NoOverlap() { n_.fetch_sub(1); }
+
+   private:
+    std::atomic<int>& n_;
+  };
+
   absl::StatusOr<fence::FenceRef> RunJob(Job& job) override {
+    NoOverlap guard(in_backend_);
     absl::MutexLock l(&mu_);
     if (!run_error_.ok()) return run_error_;
     if (return_null_) return fence::FenceRef(nullptr);
@@ -62,7 +77,10 @@ class MockBackend : public Backend {
     return hw;
   }
 
-  void FreeJob(std::unique_ptr<Job> job) override { freed_.fetch_add(1); }
+  void FreeJob(std::unique_ptr<Job> job) override {
+    NoOverlap guard(in_backend_);
+    freed_.fetch_add(1);
+  }
 
   // The KUnit mock's timedout_job: DONT_RESET jobs report NO_HANG; others are taken off the
   // hardware and fail with ETIMEDOUT (DeadlineExceeded).
@@ -213,6 +231,7 @@ class MockBackend : public Backend {
   absl::Status run_error_ ABSL_GUARDED_BY(mu_);
   bool return_null_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int> freed_{0};
+  std::atomic<int> in_backend_{0};
   std::thread timer_;  // last: starts after the members above exist
 };
 

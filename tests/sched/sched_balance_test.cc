@@ -22,8 +22,8 @@ using testing::SubmitMock;
 class BalanceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    a_ = *Scheduler::Create(&mock_a_, {.name = "a"});
-    b_ = *Scheduler::Create(&mock_b_, {.name = "b"});
+    a_ = *Scheduler::Create(&mock_a_, testing::Opts({.name = "a"}));
+    b_ = *Scheduler::Create(&mock_b_, testing::Opts({.name = "b"}));
   }
   void TearDown() override {
     a_.reset();
@@ -106,7 +106,7 @@ int LowJobsAmongFirst(Policy policy, int first) {
   SchedulerOptions opts;
   opts.credit_limit = 1;
   opts.policy = policy;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   int low = 0;
   {
     auto blocker = *Entity::Create({s.get()});

@@ -13,6 +13,7 @@
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
 #include "tests/sched/mock_backend.h"
+#include "tests/sched/sched_test_util.h"
 
 namespace sched {
 namespace {
@@ -24,7 +25,7 @@ bool SignalsWithin(const fence::FenceRef& f, absl::Duration d) { return f->Wait(
 
 class SchedTest : public ::testing::Test {
  protected:
-  void SetUp() override { sched_ = *Scheduler::Create(&mock_); }
+  void SetUp() override { sched_ = *Scheduler::Create(&mock_, testing::Opts()); }
   void TearDown() override {
     entities_.clear();
     sched_.reset();
@@ -112,7 +113,7 @@ TEST_F(SchedTest, IndependentQueues) {
 // Rule: a dependency on a job of another scheduler waits for its finished fence.
 TEST_F(SchedTest, CrossSchedulerDependencyWaitsForFinished) {
   MockBackend other;
-  auto other_sched = *Scheduler::Create(&other);
+  auto other_sched = *Scheduler::Create(&other, testing::Opts());
   Entity* a = NewEntity(other_sched.get());
   auto [a_sched, a_fin] = Submit(a);
   auto [b_sched, b_fin] = Submit(NewEntity(), {a_fin});
@@ -200,7 +201,7 @@ TEST(SchedCredits, DrmSchedTestCredits) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 1;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   {
     auto e = *Entity::Create({s.get()});
     auto j0 = std::make_unique<MockJob>(), j1 = std::make_unique<MockJob>();
@@ -229,7 +230,7 @@ TEST(SchedCredits, OversizedJobIsTruncated) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 4;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   {
     auto e = *Entity::Create({s.get()});
     auto job = std::make_unique<MockJob>();
@@ -247,7 +248,7 @@ TEST(SchedCredits, OversizedJobIsTruncated) {
 // cancels it through CancelJob (ECANCELED on the hardware fence, hence on finished) and frees it.
 TEST(SchedCancel, DrmSchedBasicCancel) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   fence::FenceRef finished;
   {
     auto e = *Entity::Create({s.get()});
@@ -270,7 +271,7 @@ TEST(SchedCancel, DrmSchedBasicCancel) {
 // scheduled, Advance(128) completes them all, and each entity's seqnos follow its run order.
 TEST(SchedConcurrent, DrmSchedParallelSubmitTest) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   constexpr int kWorkers = 16, kJobs = 8;
   std::vector<std::unique_ptr<Entity>> entities;
   for (int i = 0; i < kWorkers; ++i) entities.push_back(*Entity::Create({s.get()}));
@@ -311,7 +312,7 @@ TEST(SchedConcurrent, DrmSchedParallelSubmitTest) {
 // seqno order == run order.
 TEST(SchedConcurrent, ConcurrentPushersKeepSeqnoOrder) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   auto e = *Entity::Create({s.get()});
   std::vector<std::thread> pushers;
   for (int t = 0; t < 4; ++t) {
@@ -341,7 +342,7 @@ TEST(SchedBadInput, Rejected) {
   zero.credit_limit = 0;
   EXPECT_TRUE(absl::IsInvalidArgument(Scheduler::Create(&mock, zero).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(Entity::Create({}).status()));
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   auto e = *Entity::Create({s.get()});
   MockJob job;
   EXPECT_TRUE(absl::IsInvalidArgument(job.Init(e.get(), 0)));
@@ -353,7 +354,7 @@ TEST(SchedDeathTest, PushWithoutArm) {
   EXPECT_DEATH(
       {
         MockBackend mock;
-        auto s = *Scheduler::Create(&mock);
+        auto s = *Scheduler::Create(&mock, testing::Opts());
         auto e = *Entity::Create({s.get()});
         auto job = std::make_unique<MockJob>();
         (void)job->Init(e.get(), 1);

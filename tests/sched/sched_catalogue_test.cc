@@ -42,7 +42,7 @@ class DrmSchedBasicTest : public ::testing::TestWithParam<BasicCase> {
 TEST_P(DrmSchedBasicTest, HundredJobsOfOneMillisecond) {
   const BasicCase& c = GetParam();
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     std::vector<std::unique_ptr<Entity>> es;
     for (int i = 0; i < c.num_entities; ++i) es.push_back(*Entity::Create({s.get()}));
@@ -76,7 +76,7 @@ INSTANTIATE_TEST_SUITE_P(
 // last job finishes (no priority starves another to death under the default fair policy).
 TEST(DrmSchedBasicPriorityTests, DrmSchedPriorities) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     std::vector<std::unique_ptr<Entity>> es;
     for (Priority p : {Priority::kKernel, Priority::kHigh, Priority::kNormal, Priority::kLow}) {
@@ -94,7 +94,7 @@ TEST(DrmSchedBasicPriorityTests, DrmSchedPriorities) {
 // 200-500 us, one entity's priority rotates: everything completes, nothing crashes or leaks.
 TEST(DrmSchedBasicPriorityTests, DrmSchedChangePriority) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     std::vector<std::unique_ptr<Entity>> es;
     for (Priority p : {Priority::kKernel, Priority::kHigh, Priority::kNormal, Priority::kLow}) {
@@ -132,7 +132,7 @@ TEST(DrmSchedBasicModifySchedTests, DrmSchedTestModifySched) {
   std::vector<std::unique_ptr<Scheduler>> scheds;
   for (int i = 0; i < kScheds; ++i) {
     mocks.push_back(std::make_unique<MockBackend>());
-    scheds.push_back(*Scheduler::Create(mocks.back().get()));
+    scheds.push_back(*Scheduler::Create(mocks.back().get(), testing::Opts()));
   }
   {
     std::vector<std::unique_ptr<Entity>> es;
@@ -176,7 +176,7 @@ TEST(DrmSchedBasicModifySchedTests, DrmSchedTestModifySched) {
 TEST(DrmSchedConcurrentTests, DrmSchedInterleavedSubmitTest) {
   constexpr int kWorkers = 16, kWindow = 8;
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   std::atomic<int> failures{0};
   {
     std::vector<std::thread> workers;

@@ -9,6 +9,7 @@
 #include "sched/entity.h"
 #include "sched/scheduler.h"
 #include "tests/sched/mock_backend.h"
+#include "tests/sched/sched_test_util.h"
 
 namespace sched {
 namespace {
@@ -33,7 +34,7 @@ TEST(SchedKill, DrmSchedBasicEntityCleanup) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 10;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   std::vector<fence::FenceRef> finished;
   {
     std::vector<std::unique_ptr<Entity>> es;
@@ -77,7 +78,7 @@ TEST(SchedKill, KilledJobsWaitForDependenciesAndLaterPushesAreKilled) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 1;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   fence::FenceContext external;
   fence::FenceRef gate = external.NewFence();
   {
@@ -105,7 +106,7 @@ TEST(SchedKill, KilledJobsWaitForDependenciesAndLaterPushesAreKilled) {
 // destructor.
 TEST(SchedKill, TeardownWithUnsignalledDependencyDoesNotHang) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   fence::FenceContext external;
   fence::FenceRef never = external.NewFence();
   fence::FenceRef finished;

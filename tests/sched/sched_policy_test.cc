@@ -8,6 +8,7 @@
 #include "sched/entity.h"
 #include "sched/scheduler.h"
 #include "tests/sched/mock_backend.h"
+#include "tests/sched/sched_test_util.h"
 
 namespace sched {
 namespace {
@@ -33,7 +34,7 @@ std::vector<int> RunOrder(Policy policy, const std::vector<Priority>& prios, int
   SchedulerOptions opts;
   opts.credit_limit = 1;
   opts.policy = policy;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   std::vector<int> order;
   {
     auto blocker_entity = *Entity::Create({s.get()});
@@ -92,7 +93,7 @@ TEST(SchedPolicy, SetPriorityAppliesToNextSelection) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 1;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   {
     auto blocker = *Entity::Create({s.get()});
     SubmitJob(blocker.get());
@@ -119,7 +120,7 @@ TEST(SchedTimeout, DrmSchedBasicTimeout) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.timeout = absl::Milliseconds(200);
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   {
     auto e = *Entity::Create({s.get()});
     MockJob* job;
@@ -142,7 +143,7 @@ TEST(SchedTimeout, DrmSchedSkipReset) {
   MockBackend mock;
   SchedulerOptions opts;
   opts.timeout = absl::Milliseconds(200);
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   {
     auto e = *Entity::Create({s.get()});
     MockJob* job;

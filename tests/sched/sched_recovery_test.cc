@@ -50,7 +50,7 @@ TEST_F(RecoveryTest, StopResubmitStartInTimedOutJob) {
   RecoveringBackend mock;
   SchedulerOptions opts;
   opts.timeout = absl::Milliseconds(100);
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   mock.sched = s.get();
   {
     auto guilty = std::make_shared<std::atomic<bool>>(false);
@@ -85,7 +85,7 @@ TEST_F(RecoveryTest, StopResubmitStartInTimedOutJob) {
 // freed by Stop; a stopped scheduler runs nothing new until Start.
 TEST_F(RecoveryTest, StartFailsDetachedJobsAndStopPausesSubmission) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     auto e = *Entity::Create({s.get()});
     auto done = SubmitMock(e.get());
@@ -120,7 +120,7 @@ TEST_F(RecoveryTest, StartFailsDetachedJobsAndStopPausesSubmission) {
 // Start with OK for a detached job: CancelledError (errno ?: -ECANCELED).
 TEST_F(RecoveryTest, StartWithOkCancelsDetachedJobs) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     auto e = *Entity::Create({s.get()});
     auto a = SubmitMock(e.get());
@@ -136,7 +136,7 @@ TEST_F(RecoveryTest, StartWithOkCancelsDetachedJobs) {
 // Karma: a kernel-priority job is never blamed; InvalidateJob counts past a threshold.
 TEST_F(RecoveryTest, KarmaSparesKernelPriorityJobs) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     auto guilty = std::make_shared<std::atomic<bool>>(false);
     auto k = *Entity::Create({s.get()}, Priority::kKernel, guilty);
@@ -157,7 +157,7 @@ TEST_F(RecoveryTest, KarmaSparesKernelPriorityJobs) {
 // resets the job, which fails with DeadlineExceeded ("ETIMEDOUT").
 TEST_F(RecoveryTest, FaultRunsTimeoutHandlerNow) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     auto e = *Entity::Create({s.get()});
     auto a = SubmitMock(e.get());
@@ -174,7 +174,7 @@ TEST_F(RecoveryTest, FaultRunsTimeoutHandlerNow) {
 // job is lost — everything pushed before and during the stop finishes after Start.
 TEST_F(RecoveryTest, StopStartRacingWithSubmission) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     auto e = *Entity::Create({s.get()});
     std::vector<fence::FenceRef> finished;

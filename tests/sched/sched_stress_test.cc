@@ -10,6 +10,7 @@
 #include "sched/entity.h"
 #include "sched/scheduler.h"
 #include "tests/sched/mock_backend.h"
+#include "tests/sched/sched_test_util.h"
 
 namespace sched {
 namespace {
@@ -29,7 +30,7 @@ fence::FenceRef SubmitJob(Entity* e) {
 // flight for about a second while a GPU thread completes jobs as they run; every job finishes.
 TEST(SchedStress, WindowOfJobsInFlight) {
   MockBackend mock;
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   std::atomic<bool> stop_gpu{false};
   std::thread gpu([&] {
     while (!stop_gpu.load()) {
@@ -69,7 +70,7 @@ TEST(SchedStress, WindowOfJobsInFlight) {
 TEST(SchedStress, KillRacesWithPush) {
   MockBackend mock;
   mock.SetReturnNull(true);  // jobs complete as soon as they run
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   for (int round = 0; round < 50; ++round) {
     auto e = *Entity::Create({s.get()});
     std::vector<fence::FenceRef> fences;
@@ -95,7 +96,7 @@ TEST(SchedStress, KillRacesWithPush) {
 TEST(SchedStress, PushRacesWithCompletionAndFree) {
   MockBackend mock;
   mock.SetReturnNull(true);
-  auto s = *Scheduler::Create(&mock);
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   {
     std::vector<std::unique_ptr<Entity>> es;
     for (int i = 0; i < 4; ++i) es.push_back(*Entity::Create({s.get()}));

@@ -13,6 +13,7 @@
 #include "sched/entity.h"
 #include "sched/scheduler.h"
 #include "tests/sched/mock_backend.h"
+#include "tests/sched/sched_test_util.h"
 
 namespace sched {
 namespace {
@@ -27,7 +28,7 @@ TEST(SchedTrace, EventsKeyedByFenceInOrder) {
   opts.name = "gfx";
   opts.credit_limit = 1;
   opts.trace = &sink;
-  auto s = *Scheduler::Create(&mock, opts);
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
   fence::FenceContext external;
   fence::FenceRef gate = external.NewFence();
   fence::FenceRef f1, f2;

@@ -1,0 +1,48 @@
+#include "sched/tbb_executor.h"
+
+#include <utility>
+
+namespace sched {
+
+// The oneTBB task: carries only the executor's address. oneTBB writes it into its task object on
+// the posting thread and the worker reads it back; that hand-off is synchronised inside libtbb,
+// where ThreadSanitizer cannot see, so this one read is not instrumented. Everything the work
+// needs travels through `mu_`, which TSan does see.
+struct TbbExecutor::Kick {
+  TbbExecutor* self;
+  __attribute__((no_sanitize("thread"), noinline)) void operator()() const {
+    TbbExecutor* e = self;
+    e->RunOne();
+  }
+};
+
+TbbExecutor::TbbExecutor(int max_concurrency) : arena_(max_concurrency) { arena_.initialize(); }
+
+TbbExecutor::~TbbExecutor() {
+  absl::MutexLock l(&mu_);
+  mu_.Await(absl::Condition(
+      +[](TbbExecutor* e) ABSL_NO_THREAD_SAFETY_ANALYSIS { return e->in_flight_ == 0; }, this));
+}
+
+void TbbExecutor::Post(absl::AnyInvocable<void()> work) {
+  {
+    absl::MutexLock l(&mu_);
+    queue_.push_back(std::move(work));
+    ++in_flight_;
+  }
+  arena_.enqueue(Kick{this});
+}
+
+void TbbExecutor::RunOne() {
+  absl::AnyInvocable<void()> work;
+  {
+    absl::MutexLock l(&mu_);
+    work = std::move(queue_.front());
+    queue_.pop_front();
+  }
+  work();
+  absl::MutexLock l(&mu_);
+  --in_flight_;
+}
+
+}  // namespace sched

@@ -20,6 +20,7 @@
 #include "sched/entity.h"
 #include "sched/job.h"
 #include "sched/scheduler.h"
+#include "sched/tbb_executor.h"
 #include "tbb/flow_graph.h"
 
 namespace {
@@ -37,9 +38,11 @@ class NoopBackend : public sched::Backend {
 
 struct Udrm {
   NoopBackend backend;
-  std::unique_ptr<sched::Scheduler> sched = *sched::Scheduler::Create(&backend);
+  std::unique_ptr<sched::Scheduler> sched;
   std::vector<std::unique_ptr<sched::Entity>> entities;
-  explicit Udrm(int n) {
+  explicit Udrm(int n, sched::Policy policy = sched::Policy::kFair,
+                sched::Executor* executor = nullptr)
+      : sched(*sched::Scheduler::Create(&backend, {.policy = policy, .executor = executor})) {
     for (int i = 0; i < n; ++i) entities.push_back(*sched::Entity::Create({sched.get()}));
   }
   fence::FenceRef Submit(int entity, const std::vector<fence::FenceRef>& deps = {}) {
@@ -63,8 +66,24 @@ void BM_Udrm_S1(benchmark::State& state) {
 }
 BENCHMARK(BM_Udrm_S1)->Arg(1)->Arg(8)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// S1 through one entity with the scheduler's work on a shared oneTBB executor (2 threads).
+void BM_UdrmTbbExecutor_S1(benchmark::State& state) {
+  static sched::TbbExecutor* executor = new sched::TbbExecutor(2);
+  Udrm u(1, sched::Policy::kFair, executor);
+  for (auto _ : state) {
+    std::vector<fence::FenceRef> done;
+    done.reserve(kS1Jobs);
+    for (int i = 0; i < kS1Jobs; ++i) done.push_back(u.Submit(0));
+    for (auto& f : done) (void)f->Wait();
+  }
+  state.SetItemsProcessed(state.iterations() * kS1Jobs);
+}
+BENCHMARK(BM_UdrmTbbExecutor_S1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Arg: 0 the default fair policy, 1 FIFO (the same graph; the policies order the 4 entities
+// differently, and a chain pays for running in an order other than its own).
 void BM_Udrm_S2(benchmark::State& state) {
-  Udrm u(4);
+  Udrm u(4, state.range(0) == 0 ? sched::Policy::kFair : sched::Policy::kFifo);
   for (auto _ : state) {
     fence::FenceRef prev;
     for (int i = 0; i < kS2Jobs; ++i) prev = u.Submit(i % 4, {prev});
@@ -72,7 +91,7 @@ void BM_Udrm_S2(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kS2Jobs);
 }
-BENCHMARK(BM_Udrm_S2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Udrm_S2)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_Udrm_S3(benchmark::State& state) {
   Udrm u(8);
@@ -255,8 +274,12 @@ int main(int argc, char** argv) {
       {"s1_1_entity", "BM_Udrm_S1/1/real_time", "thread_queue", "BM_Queue_S1/real_time"},
       {"s1_8_entities", "BM_Udrm_S1/8/real_time", "tbb_flow_graph", "BM_Tbb_S1/8/real_time"},
       {"s1_8_entities", "BM_Udrm_S1/8/real_time", "thread_queue", "BM_Queue_S1/real_time"},
-      {"s2_chain", "BM_Udrm_S2/real_time", "tbb_flow_graph", "BM_Tbb_S2/real_time"},
-      {"s2_chain", "BM_Udrm_S2/real_time", "thread_queue", "BM_Queue_S2/real_time"},
+      {"s1_1_entity_tbb_executor", "BM_UdrmTbbExecutor_S1/real_time", "tbb_flow_graph",
+       "BM_Tbb_S1/1/real_time"},
+      {"s2_chain", "BM_Udrm_S2/0/real_time", "tbb_flow_graph", "BM_Tbb_S2/real_time"},
+      {"s2_chain", "BM_Udrm_S2/0/real_time", "thread_queue", "BM_Queue_S2/real_time"},
+      {"s2_chain_fifo_policy", "BM_Udrm_S2/1/real_time", "tbb_flow_graph", "BM_Tbb_S2/real_time"},
+      {"s2_chain_fair", "BM_Udrm_S2/0/real_time", "fifo_policy", "BM_Udrm_S2/1/real_time"},
       {"s3_fan_out_in", "BM_Udrm_S3/real_time", "tbb_flow_graph", "BM_Tbb_S3/real_time"},
       {"s3_fan_out_in", "BM_Udrm_S3/real_time", "thread_queue", "BM_Queue_S3/real_time"},
   };
@@ -264,7 +287,8 @@ int main(int argc, char** argv) {
       {"s1_per_job_1_entity", "BM_Udrm_S1/1/real_time", 1.0 / kS1Jobs},
       {"s1_per_job_8_entities", "BM_Udrm_S1/8/real_time", 1.0 / kS1Jobs},
       {"s1_jobs_per_s_1_entity", "BM_Udrm_S1/1/real_time", 1, "jobs/s", double(kS1Jobs)},
-      {"s2_per_hop", "BM_Udrm_S2/real_time", 1.0 / kS2Jobs},
+      {"s2_per_hop", "BM_Udrm_S2/0/real_time", 1.0 / kS2Jobs},
+      {"s2_per_hop_fifo_policy", "BM_Udrm_S2/1/real_time", 1.0 / kS2Jobs},
       {"s2_per_hop_tbb_flow_graph", "BM_Tbb_S2/real_time", 1.0 / kS2Jobs},
       {"s3_per_job", "BM_Udrm_S3/real_time", 1.0 / (kFan + 2)},
   };

@@ -5,7 +5,9 @@
 // + 1) signals when the job's hardware fence signals, with its error. `finished` is the job's
 // out-fence: drivers publish it (in a Resv, a syncobj) from Arm() on. A FinishedFence knows its
 // scheduler and its scheduled twin, which is how a dependency on a job of the same scheduler is
-// pipelined (waited for only until it is scheduled).
+// pipelined (waited for only until it is scheduled). It also knows its parent, the hardware
+// fence, once the job runs: a deadline set on the finished fence (DRM_SCHED_FENCE_FLAG_HAS_
+// DEADLINE_BIT) is kept and forwarded to the parent as soon as it exists.
 //
 // Lifetime: shared (fence::FenceRef); the finished fence keeps the scheduled one alive.
 // Thread-safety and memory ordering: as fence::Fence.
@@ -15,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "fence/fence.h"
 
 namespace sched {
@@ -40,10 +44,37 @@ class FinishedFence final : public fence::Fence {
   // DRM_SCHED_FENCE_DONT_PIPELINE: dependants wait for this fence itself, never its twin.
   bool dont_pipeline() const { return dont_pipeline_; }
 
+  // The scheduler, when the job's RunJob returned a hardware fence (before `scheduled` signals):
+  // forwards a deadline set earlier.
+  void SetParent(fence::FenceRef parent) ABSL_LOCKS_EXCLUDED(parent_mu_) {
+    absl::Time deadline;
+    {
+      absl::MutexLock l(&parent_mu_);
+      parent_ = parent;
+      deadline = deadline_;
+    }
+    if (deadline != absl::InfiniteFuture()) parent->SetDeadline(deadline);
+  }
+
  protected:
   std::string_view DriverNameHook() const override { return "drm_sched"; }
+  // drm_sched_fence_set_deadline_finished: keep the earliest deadline; forward it to the parent
+  // if the job already runs.
+  void SetDeadlineHook(absl::Time deadline) override ABSL_LOCKS_EXCLUDED(parent_mu_) {
+    fence::FenceRef parent;
+    {
+      absl::MutexLock l(&parent_mu_);
+      if (deadline >= deadline_) return;
+      deadline_ = deadline;
+      parent = parent_;
+    }
+    if (parent != nullptr) parent->SetDeadline(deadline);
+  }
 
  private:
+  absl::Mutex parent_mu_;
+  fence::FenceRef parent_ ABSL_GUARDED_BY(parent_mu_);
+  absl::Time deadline_ ABSL_GUARDED_BY(parent_mu_) = absl::InfiniteFuture();
   const Scheduler* const scheduler_;
   const fence::FenceRef scheduled_;
   const bool dont_pipeline_;

@@ -258,7 +258,10 @@ void Scheduler::AttachHardwareFence(Job* job, const absl::Status& fallback) {
 void Scheduler::RunJob(Job* job) {
   Trace(TraceEvent::kRun, *job->finished_);
   absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
-  if (hw.ok() && *hw != nullptr) job->parent_ = *hw;  // the parent is set before `scheduled`
+  if (hw.ok() && *hw != nullptr) {  // the parent is set before `scheduled` signals
+    job->parent_ = *hw;
+    static_cast<FinishedFence&>(*job->finished_).SetParent(*hw);
+  }
   job->scheduled_->Signal();
   if (!hw.ok()) return JobDone(job, hw.status());
   if (*hw == nullptr) return JobDone(job, absl::OkStatus());

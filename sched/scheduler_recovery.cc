@@ -4,6 +4,7 @@
 #include "base/check.h"
 #include "sched/internal/tdr_timer.h"
 #include "sched/job.h"
+#include "sched/sched_fence.h"
 #include "sched/scheduler.h"
 
 namespace sched {
@@ -162,6 +163,7 @@ void Scheduler::ResubmitJobs() {
     absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
     if (!hw.ok()) job->finished_->SetError(hw.status());
     job->parent_ = hw.ok() ? *hw : nullptr;
+    if (job->parent_ != nullptr) static_cast<FinishedFence&>(*job->finished_).SetParent(*hw);
   }
 }
 

@@ -365,3 +365,78 @@ TEST(SchedDeathTest, PushWithoutArm) {
 
 }  // namespace
 }  // namespace sched
+
+namespace sched {
+namespace {
+
+// A hardware fence that records the deadline hints it receives.
+class DeadlineFence final : public fence::Fence {
+ public:
+  using Fence::Fence;
+  absl::Time deadline() {
+    absl::MutexLock l(&mu_);
+    return deadline_;
+  }
+
+ protected:
+  void SetDeadlineHook(absl::Time d) override {
+    absl::MutexLock l(&mu_);
+    deadline_ = d;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::Time deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+};
+
+class DeadlineBackend final : public Backend {
+ public:
+  absl::StatusOr<fence::FenceRef> RunJob(Job&) override {
+    auto f = std::make_shared<DeadlineFence>(context_, 1, fence::SeqnoWidth::k64);
+    absl::MutexLock l(&mu_);
+    hw_ = f;
+    return fence::FenceRef(f);
+  }
+  std::shared_ptr<DeadlineFence> hw() {
+    absl::MutexLock l(&mu_);
+    return hw_;
+  }
+
+ private:
+  const uint64_t context_ = fence::FenceContext::Allocate();
+  absl::Mutex mu_;
+  std::shared_ptr<DeadlineFence> hw_ ABSL_GUARDED_BY(mu_);
+};
+
+// DRM_SCHED_FENCE_FLAG_HAS_DEADLINE_BIT: a deadline set on the finished fence before the job runs
+// reaches the hardware fence when it exists; an earlier one set later is forwarded at once.
+TEST(SchedFence, DeadlineForwardedToParent) {
+  DeadlineBackend backend;
+  auto s = *Scheduler::Create(&backend, testing::Opts());
+  {
+    auto e = *Entity::Create({s.get()});
+    fence::FenceRef gate = fence::Fence::Create(fence::FenceContext::Allocate(), 1);
+    auto job = std::make_unique<Job>();
+    ASSERT_TRUE(job->Init(e.get(), 1).ok());
+    ASSERT_TRUE(job->AddDependency(gate).ok());
+    job->Arm();
+    fence::FenceRef scheduled = job->scheduled(), finished = job->finished();
+    Job::Push(std::move(job));
+    const absl::Time t1 = absl::Now() + absl::Seconds(5);
+    finished->SetDeadline(t1);
+    gate->Signal();
+    ASSERT_TRUE(scheduled->Wait(absl::Seconds(10)).ok());
+    EXPECT_EQ(backend.hw()->deadline(), t1);
+    finished->SetDeadline(t1 + absl::Seconds(1));  // later: not forwarded
+    EXPECT_EQ(backend.hw()->deadline(), t1);
+    const absl::Time t0 = t1 - absl::Seconds(1);
+    finished->SetDeadline(t0);
+    EXPECT_EQ(backend.hw()->deadline(), t0);
+    backend.hw()->Signal();
+    ASSERT_TRUE(finished->Wait(absl::Seconds(10)).ok());
+  }
+  s.reset();
+}
+
+}  // namespace
+}  // namespace sched

@@ -103,8 +103,7 @@ void Scheduler::RunWork() {
   const Scheduler* outer = std::exchange(tls_running, this);
   for (;;) {
     if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
-    while (RunOnce()) {
-    }
+    RunRounds();
     absl::MutexLock l(&wake_mu_);
     if (work_ == Work::kRunningAgain) {
       work_ = Work::kRunning;
@@ -116,34 +115,38 @@ void Scheduler::RunWork() {
   tls_running = outer;
 }
 
-bool Scheduler::RunOnce() {
+// Rounds of: free finished jobs, then pick and run at most one job — until a round does nothing.
+// The end of one round and the start of the next share one hold of mu_.
+void Scheduler::RunRounds() {
   std::vector<std::unique_ptr<Job>> finished;
-  Job* job = nullptr;
   std::vector<TraceRecord> records;
-  int truncated;
-  {
-    absl::MutexLock l(&mu_);
-    if (paused_) return false;
+  mu_.Lock();
+  while (!paused_) {
     in_work_ = true;
     finished = TakeFinishedLocked();
-    if (!stopping_) job = PopReadyJobLocked();
+    Job* job = stopping_ ? nullptr : PopReadyJobLocked();
+    // Progress (a job goes to the backend or was freed) restarts the timer.
+    if (!finished.empty() || job != nullptr) ArmTimerLocked();
     records.swap(trace_buf_);
-    truncated = std::exchange(truncated_, 0);
+    const int truncated = std::exchange(truncated_, 0);
+    mu_.Unlock();
+    if (!records.empty()) EmitBuffered(records);
+    if (truncated > 0) {
+      Log().warn("{}: {} job(s) asked for more credits than the limit {}; truncated",
+                 options_.name, truncated, options_.credit_limit);
+    }
+    std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
+    for (auto& j : killed) backend_->FreeJob(std::move(j));
+    for (auto& j : finished) backend_->FreeJob(std::move(j));
+    if (job != nullptr) RunJob(job);
+    const bool progress = !finished.empty() || !killed.empty() || job != nullptr;
+    finished.clear();
+    records.clear();
+    mu_.Lock();
+    if (!progress) break;
   }
-  if (!records.empty()) EmitBuffered(records);
-  if (truncated > 0) {
-    Log().warn("{}: {} job(s) asked for more credits than the limit {}; truncated", options_.name,
-               truncated, options_.credit_limit);
-  }
-  std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
-  for (auto& j : killed) backend_->FreeJob(std::move(j));
-  for (auto& j : finished) backend_->FreeJob(std::move(j));
-  if (job != nullptr) RunJob(job);
-  absl::MutexLock l(&mu_);
   in_work_ = false;
-  // Progress (a job went to the backend or was freed) restarts the timer.
-  if (!finished.empty() || job != nullptr) ArmTimerLocked();
-  return !finished.empty() || !killed.empty() || job != nullptr;
+  mu_.Unlock();
 }
 
 // Frees strictly in the order jobs went to the backend: only the head of the pending list.

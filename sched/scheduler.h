@@ -152,8 +152,8 @@ class Scheduler {
   void RunWork() ABSL_LOCKS_EXCLUDED(wake_mu_, mu_);
   // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).
   bool OnExecutorThread() const;
-  // One round: free finished jobs, then pick and run at most one job. True if it did anything.
-  bool RunOnce() ABSL_LOCKS_EXCLUDED(mu_);
+  // Rounds of: free finished jobs, then pick and run at most one job, until one does nothing.
+  void RunRounds() ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<std::unique_ptr<Job>> TakeFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* PopReadyJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -193,7 +193,7 @@ class Scheduler {
   uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;   // Stop..Start
-  bool in_work_ ABSL_GUARDED_BY(mu_) = false;  // the executor is in RunOnce or the TDR handler
+  bool in_work_ ABSL_GUARDED_BY(mu_) = false;  // the work item is in RunRounds or the TDR handler
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time timer_set_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // what TdrTimer holds
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice
@@ -211,6 +211,7 @@ class Scheduler {
   // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).
   absl::Mutex killed_mu_;
   std::vector<std::unique_ptr<Job>> killed_ ABSL_GUARDED_BY(killed_mu_);
+  std::atomic<int> killed_count_{0};  // killed_.size(), to skip killed_mu_ when there are none
 
   std::unique_ptr<Executor> own_executor_;
   Executor* const executor_;

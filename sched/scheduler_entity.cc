@@ -89,6 +89,7 @@ void Scheduler::KillJobs(Entity* e, std::deque<std::unique_ptr<Job>> jobs) {
       if (e->last_killed_ != nullptr) wait.push_back(e->last_killed_);
       e->last_killed_ = job->finished_;
       killed_.push_back(std::move(job));
+      killed_count_.fetch_add(1, std::memory_order_release);
     }
     // The gate is kept in parent_ (a killed job never gets a hardware fence) so it outlives the
     // callback; the callback completes the job and wakes the executor to free it.
@@ -108,11 +109,13 @@ void Scheduler::KillJobs(Entity* e, std::deque<std::unique_ptr<Job>> jobs) {
 
 std::vector<std::unique_ptr<Job>> Scheduler::TakeKilledDone() {
   std::vector<std::unique_ptr<Job>> done;
+  if (killed_count_.load(std::memory_order_acquire) == 0) return done;  // the common case
   absl::MutexLock l(&killed_mu_);
   for (auto& job : killed_) {
     if (job->finished_->IsSignaledFlag()) done.push_back(std::move(job));
   }
   killed_.erase(std::remove(killed_.begin(), killed_.end(), nullptr), killed_.end());
+  killed_count_.store(static_cast<int>(killed_.size()), std::memory_order_relaxed);
   return done;
 }
 

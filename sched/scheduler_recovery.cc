@@ -197,6 +197,7 @@ void Scheduler::CancelAndFreeAll() {
   {
     absl::MutexLock l(&killed_mu_);
     killed.swap(killed_);
+    killed_count_.store(0, std::memory_order_relaxed);
   }
   for (auto& job : killed) {
     if (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_)) {

@@ -1,14 +1,19 @@
 #include "bench/report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "benchmark/benchmark.h"
 
 namespace udrm::bench {
 namespace {
 
-// Console output as usual, plus a record of each benchmark's real time per iteration (ns).
+// Console output as usual, plus a record of each benchmark's real time per iteration (ns). With
+// --benchmark_repetitions=N every repetition is recorded and the median is used, which keeps
+// a noisy 2-core machine's outliers out of the ratios.
 class RecordingReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -16,14 +21,21 @@ class RecordingReporter : public benchmark::ConsoleReporter {
       if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
       const double ns = run.GetAdjustedRealTime() *
                         (1e9 / benchmark::GetTimeUnitMultiplier(run.time_unit));
-      times_[run.benchmark_name()] = ns;
+      samples_[run.benchmark_name()].push_back(ns);
     }
     ConsoleReporter::ReportRuns(runs);
   }
-  const std::map<std::string, double>& times() const { return times_; }
+  std::map<std::string, double> times() const {
+    std::map<std::string, double> median;
+    for (auto [name, v] : samples_) {
+      std::sort(v.begin(), v.end());
+      median[name] = v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    }
+    return median;
+  }
 
  private:
-  std::map<std::string, double> times_;
+  std::map<std::string, std::vector<double>> samples_;
 };
 
 }  // namespace
@@ -35,7 +47,7 @@ int RunAndReport(int argc, char** argv, const std::vector<Comparison>& compariso
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
-  const auto& t = reporter.times();
+  const std::map<std::string, double> t = reporter.times();
   std::printf("\n");
   for (const Comparison& c : comparisons) {
     auto u = t.find(c.udrm);

@@ -1,7 +1,7 @@
-// sched/ first slice: ports of drm_sched KUnit tests_basic.c scenarios that this slice supports
-// (basic submit, queue/chain variants, parallel submit, credits, cancel) and one test per rule of
-// dependency resolution, error propagation and the job contract. All on MockBackend, whose
-// hardware timeline moves only on Advance(n).
+// sched/: ports of drm_sched KUnit tests_basic.c scenarios on a timeline that moves only on
+// Advance(n) (basic submit, queue/chain variants, parallel submit, credits, cancel), one test per
+// rule of dependency resolution, error propagation and the job contract, and deadline forwarding.
+// The scenarios that need jobs with durations are in sched_catalogue_test.cc.
 #include <thread>
 #include <vector>
 

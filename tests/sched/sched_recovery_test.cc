@@ -46,11 +46,11 @@ class RecoveringBackend : public MockBackend {
 // (karma 1 > hang_limit 0), so after resubmission it finishes with CancelledError; the innocent
 // job queued behind it on the same ring is resubmitted and finishes normally; the guilty
 // entity's later jobs are cancelled too but still reach the backend.
+// The handler is triggered with Fault() once both jobs are on the hardware: with a 100 ms timer a
+// loaded machine (TSan) once let it expire before the innocent job ran, and expire again later.
 TEST_F(RecoveryTest, StopResubmitStartInTimedOutJob) {
   RecoveringBackend mock;
-  SchedulerOptions opts;
-  opts.timeout = absl::Milliseconds(100);
-  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
+  auto s = *Scheduler::Create(&mock, testing::Opts());
   mock.sched = s.get();
   {
     auto guilty = std::make_shared<std::atomic<bool>>(false);
@@ -60,6 +60,7 @@ TEST_F(RecoveryTest, StopResubmitStartInTimedOutJob) {
     ASSERT_TRUE(SignalsWithin(hung.scheduled, kWait));  // the oldest on the ring: blamed
     auto innocent = SubmitMock(good_entity.get());
     ASSERT_TRUE(SignalsWithin(innocent.scheduled, kWait));
+    s->Fault();
     while (mock.timeouts.load() == 0) absl::SleepFor(absl::Milliseconds(5));
     EXPECT_TRUE(guilty->load());
     // Resubmitted: both are on the hardware again (run order: hung, innocent, hung, innocent).

@@ -21,6 +21,8 @@
 #include <memory>
 #include <utility>
 
+#include "base/cpu_relax.h"
+
 namespace udrm {
 
 template <typename T>
@@ -47,11 +49,7 @@ class AtomicSharedPtr {
  private:
   void Lock() const {
     while (latch_.exchange(true, std::memory_order_acquire)) {
-      while (latch_.load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-      }
+      while (latch_.load(std::memory_order_relaxed)) udrm::CpuRelax();
     }
   }
   void Unlock() const { latch_.store(false, std::memory_order_release); }

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "base/check.h"
+#include "base/cpu_relax.h"
 
 namespace exec {
 namespace {
@@ -40,11 +41,7 @@ void WaitNode::Sleep() {
   // Long enough to catch a short hold time, short enough not to steal the holder's CPU when
   // threads outnumber cores: 2000 spins made 16 threads on 2 cores 3x slower (exec_bench).
   constexpr int kSpins = 128;
-  for (int i = 0; i < kSpins && !Woken(); ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
+  for (int i = 0; i < kSpins && !Woken(); ++i) udrm::CpuRelax();
   absl::MutexLock l(&mu_);
   mu_.Await(absl::Condition(this, &WaitNode::Woken));
   woken_.store(false, std::memory_order_relaxed);

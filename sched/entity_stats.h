@@ -8,34 +8,41 @@
 //
 // Lifetime: shared by the entity and each of its armed jobs — a job can be freed after its entity
 // is gone, and its runtime is still accounted.
-// Thread-safety: every field is guarded by `mu` (jobs of one entity may be freed by two
-// schedulers at once after the entity migrated). Lock order: Scheduler::mu_ before `mu`.
+// Thread-safety: lock-free; any thread. Jobs of one entity may be freed by two schedulers at once
+// after the entity migrated, so AddJobTime is a compare-and-swap loop. The two fields are each
+// atomic, not a consistent pair (the policy reads them separately). Memory ordering: relaxed
+// (statistics; nothing is published through them).
 #ifndef UDRM_SCHED_ENTITY_STATS_H_
 #define UDRM_SCHED_ENTITY_STATS_H_
 
-#include "absl/synchronization/mutex.h"
+#include <atomic>
+#include <cstdint>
+
 #include "absl/time/time.h"
 
 namespace sched {
 
-struct EntityStats {
-  absl::Mutex mu;
-  absl::Duration runtime ABSL_GUARDED_BY(mu) = absl::ZeroDuration();
-  absl::Duration avg_job ABSL_GUARDED_BY(mu) = absl::ZeroDuration();
-
-  struct Snapshot {
-    absl::Duration runtime, avg_job;
-  };
-  Snapshot Read() ABSL_LOCKS_EXCLUDED(mu) {
-    absl::MutexLock l(&mu);
-    return {runtime, avg_job};
+class EntityStats {
+ public:
+  absl::Duration runtime() const {
+    return absl::Nanoseconds(runtime_ns_.load(std::memory_order_relaxed));
+  }
+  absl::Duration avg_job() const {
+    return absl::Nanoseconds(avg_job_ns_.load(std::memory_order_relaxed));
   }
 
-  void AddJobTime(absl::Duration d) ABSL_LOCKS_EXCLUDED(mu) {
-    absl::MutexLock l(&mu);
-    runtime += d;
-    avg_job = avg_job == absl::ZeroDuration() ? d : avg_job + (d - avg_job) / 4;
+  void AddJobTime(absl::Duration d) {
+    const int64_t ns = absl::ToInt64Nanoseconds(d);
+    runtime_ns_.fetch_add(ns, std::memory_order_relaxed);
+    int64_t avg = avg_job_ns_.load(std::memory_order_relaxed);
+    while (!avg_job_ns_.compare_exchange_weak(avg, avg == 0 ? ns : avg + (ns - avg) / 4,
+                                              std::memory_order_relaxed)) {
+    }
   }
+
+ private:
+  std::atomic<int64_t> runtime_ns_{0};
+  std::atomic<int64_t> avg_job_ns_{0};
 };
 
 }  // namespace sched

@@ -56,9 +56,10 @@ void Job::Arm() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // the lock is released by Pus
   guilty_ = e->guilty_;
   stats_ = e->stats_;
   const uint64_t seq = ++e->fence_seq_;
-  scheduled_ = fence::Fence::Create(e->context_, seq, fence::SeqnoWidth::k64);
-  finished_ = std::make_shared<FinishedFence>(e->context_ + 1, seq, scheduler_, scheduled_,
-                                              dont_pipeline_);
+  FinishedFence::Pair fences =
+      FinishedFence::CreatePair(e->context_, seq, scheduler_, dont_pipeline_);
+  scheduled_ = std::move(fences.scheduled);
+  finished_ = std::move(fences.finished);
   arming_thread_ = ThisThread();
   state_ = State::kArmed;
 }

@@ -25,7 +25,9 @@
 #include <memory>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "fence/fence.h"
 #include "fence/resv.h"
 #include "sched/entity.h"
@@ -34,7 +36,7 @@ namespace sched {
 
 class RunQueue;
 class Scheduler;
-struct EntityStats;
+class EntityStats;
 
 class Job {
  public:
@@ -64,7 +66,7 @@ class Job {
   uint32_t credits() const { return credits_; }
   const fence::FenceRef& scheduled() const { return scheduled_; }
   const fence::FenceRef& finished() const { return finished_; }
-  const std::vector<fence::FenceRef>& dependencies() const { return deps_; }
+  absl::Span<const fence::FenceRef> dependencies() const { return deps_; }
   // From Arm on: the scheduler the job went to, and the entity's priority at Arm (s_priority).
   Scheduler* scheduler() const { return scheduler_; }
   Priority priority() const { return priority_; }
@@ -86,7 +88,7 @@ class Job {
   std::atomic<int> karma_{0};
   uint32_t credits_ = 0;
   bool dont_pipeline_ = false;
-  std::vector<fence::FenceRef> deps_;
+  absl::InlinedVector<fence::FenceRef, 2> deps_;  // most jobs have 0-2: no allocation
   size_t next_dep_ = 0;  // scheduler: dependencies checked so far
   uint64_t submit_stamp_ = 0;  // scheduler: FIFO key
   bool unschedulable_traced_ = false;

@@ -1,6 +1,7 @@
 #include "sched/run_queue.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "sched/entity.h"
 #include "sched/job.h"
@@ -40,7 +41,7 @@ void RunQueue::PlaceFair(Entity* e, absl::Duration sched_avg_job) {
   if (e->saved_relative_ == 0 && head != nullptr) {
     const int prio = static_cast<int>(e->priority());
     const int head_prio = static_cast<int>(head->priority());
-    const absl::Duration avg = e->stats_->Read().avg_job;
+    const absl::Duration avg = e->stats_->avg_job();
     if (prio > head_prio) {  // lower priority: about one average job behind
       const int64_t us = 1 + absl::ToInt64Microseconds(avg) +
                          absl::ToInt64Microseconds(sched_avg_job);
@@ -59,7 +60,7 @@ void RunQueue::OnPop(Entity* e) {
   e->last_selected_ = ++rr_clock_;
   if (!e->queue_.empty()) {
     if (policy_ == Policy::kFair) {  // drm_sched_entity_update_vruntime
-      const absl::Duration runtime = e->stats_->Read().runtime;
+      const absl::Duration runtime = e->stats_->runtime();
       const int64_t delta = absl::ToInt64Nanoseconds(runtime - e->prev_runtime_);
       e->prev_runtime_ = runtime;
       e->vruntime_ += delta << Shift(e->priority());
@@ -72,7 +73,7 @@ void RunQueue::OnPop(Entity* e) {
 void RunQueue::Remove(Entity* e) {
   if (!e->in_rq_) return;
   e->in_rq_ = false;
-  entities_.remove(e);
+  entities_.erase(std::find(entities_.begin(), entities_.end(), e));
   if (policy_ != Policy::kFair) return;
   // Keep the entity's lead or lag behind the queue's minimum for when it comes back.
   const Entity* head = Leftmost();

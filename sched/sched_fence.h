@@ -9,7 +9,10 @@
 // fence, once the job runs: a deadline set on the finished fence (DRM_SCHED_FENCE_FLAG_HAS_
 // DEADLINE_BIT) is kept and forwarded to the parent as soon as it exists.
 //
-// Lifetime: shared (fence::FenceRef); the finished fence keeps the scheduled one alive.
+// Lifetime: the two fences are one allocation (CreatePair) owned through fence::FenceRefs that
+// share one reference count: either keeps both alive. The scheduled fence is a member of the
+// finished one, reached through an aliasing FenceRef, so shared_from_this() does not work on it
+// (nothing in udrm calls it on a fence it did not create itself).
 // Thread-safety and memory ordering: as fence::Fence.
 #ifndef UDRM_SCHED_SCHED_FENCE_H_
 #define UDRM_SCHED_SCHED_FENCE_H_
@@ -27,11 +30,22 @@ class Scheduler;
 
 class FinishedFence final : public fence::Fence {
  public:
-  FinishedFence(uint64_t context, uint64_t seqno, const Scheduler* scheduler,
-                fence::FenceRef scheduled, bool dont_pipeline)
-      : Fence(context, seqno, fence::SeqnoWidth::k64),
+  struct Pair {
+    fence::FenceRef scheduled, finished;
+  };
+  // drm_sched_fence_alloc + init: the scheduled fence on `context`, the finished one on
+  // `context` + 1, both with `seqno` (64-bit), in one allocation.
+  static Pair CreatePair(uint64_t context, uint64_t seqno, const Scheduler* scheduler,
+                         bool dont_pipeline) {
+    auto finished = std::make_shared<FinishedFence>(context, seqno, scheduler, dont_pipeline);
+    fence::FenceRef scheduled(finished, &finished->scheduled_);
+    return {std::move(scheduled), std::move(finished)};
+  }
+  // Use CreatePair.
+  FinishedFence(uint64_t context, uint64_t seqno, const Scheduler* scheduler, bool dont_pipeline)
+      : Fence(context + 1, seqno, fence::SeqnoWidth::k64),
+        scheduled_(context, seqno, fence::SeqnoWidth::k64),
         scheduler_(scheduler),
-        scheduled_(std::move(scheduled)),
         dont_pipeline_(dont_pipeline) {}
 
   // to_drm_sched_fence for a finished fence: the FinishedFence `f` is, or null.
@@ -40,7 +54,10 @@ class FinishedFence final : public fence::Fence {
   }
 
   const Scheduler* scheduler() const { return scheduler_; }
-  const fence::FenceRef& scheduled() const { return scheduled_; }
+  // The scheduled twin of `finished` (a reference to this fence).
+  static fence::FenceRef ScheduledOf(const fence::FenceRef& finished) {
+    return fence::FenceRef(finished, &static_cast<FinishedFence&>(*finished).scheduled_);
+  }
   // DRM_SCHED_FENCE_DONT_PIPELINE: dependants wait for this fence itself, never its twin.
   bool dont_pipeline() const { return dont_pipeline_; }
 
@@ -75,8 +92,8 @@ class FinishedFence final : public fence::Fence {
   absl::Mutex parent_mu_;
   fence::FenceRef parent_ ABSL_GUARDED_BY(parent_mu_);
   absl::Time deadline_ ABSL_GUARDED_BY(parent_mu_) = absl::InfiniteFuture();
+  fence::Fence scheduled_;  // the scheduled twin (see Lifetime above)
   const Scheduler* const scheduler_;
-  const fence::FenceRef scheduled_;
   const bool dont_pipeline_;
 };
 

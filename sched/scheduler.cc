@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "base/cpu_relax.h"
 #include "fence/unwrap.h"
 #include "spdlog/spdlog.h"
 #include "sched/entity.h"
@@ -85,6 +86,12 @@ thread_local const Scheduler* tls_running = nullptr;  // the scheduler whose wor
 bool Scheduler::OnExecutorThread() const { return tls_running == this; }
 
 void Scheduler::WakeUp() {
+  if (OnExecutorThread()) {
+    // A callback run by the work item itself (e.g. RunJob completing at once): RunWork checks
+    // self_wake_ after the rounds, so wake_mu_ is not needed.
+    self_wake_ = true;
+    return;
+  }
   absl::MutexLock l(&wake_mu_);
   if (exiting_) return;
   if (work_ == Work::kIdle) {
@@ -92,6 +99,17 @@ void Scheduler::WakeUp() {
     executor_->Post([this] { RunWork(); });
   } else if (work_ == Work::kRunning) {
     work_ = Work::kRunningAgain;  // something happened while it ran: one more round
+    run_again_.store(true, std::memory_order_relaxed);
+  }
+}
+
+void Scheduler::SpinBeforeIdle() const {
+  if (options_.idle_spin <= absl::ZeroDuration()) return;
+  const int64_t until = absl::GetCurrentTimeNanos() + absl::ToInt64Nanoseconds(options_.idle_spin);
+  for (int i = 1;; ++i) {
+    if (run_again_.load(std::memory_order_relaxed)) return;
+    udrm::CpuRelax();
+    if (i % 64 == 0 && absl::GetCurrentTimeNanos() >= until) return;
   }
 }
 
@@ -104,9 +122,12 @@ void Scheduler::RunWork() {
   for (;;) {
     if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
     RunRounds();
+    if (std::exchange(self_wake_, false)) continue;
+    SpinBeforeIdle();
     absl::MutexLock l(&wake_mu_);
     if (work_ == Work::kRunningAgain) {
       work_ = Work::kRunning;
+      run_again_.store(false, std::memory_order_relaxed);
       continue;
     }
     work_ = Work::kIdle;  // the destructor may go ahead once we release wake_mu_
@@ -118,12 +139,12 @@ void Scheduler::RunWork() {
 // Rounds of: free finished jobs, then pick and run at most one job — until a round does nothing.
 // The end of one round and the start of the next share one hold of mu_.
 void Scheduler::RunRounds() {
-  std::vector<std::unique_ptr<Job>> finished;
+  std::vector<std::unique_ptr<Job>>& finished = to_free_;
   std::vector<TraceRecord> records;
   mu_.Lock();
   while (!paused_) {
     in_work_ = true;
-    finished = TakeFinishedLocked();
+    TakeFinishedLocked(finished);
     Job* job = stopping_ ? nullptr : PopReadyJobLocked();
     // Progress (a job goes to the backend or was freed) restarts the timer.
     if (!finished.empty() || job != nullptr) ArmTimerLocked();
@@ -150,14 +171,12 @@ void Scheduler::RunRounds() {
 }
 
 // Frees strictly in the order jobs went to the backend: only the head of the pending list.
-std::vector<std::unique_ptr<Job>> Scheduler::TakeFinishedLocked() {
-  std::vector<std::unique_ptr<Job>> out;
+void Scheduler::TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) {
   while (!pending_.empty() && pending_.front()->finished_->IsSignaledFlag()) {
     AccountLocked(*pending_.front());
     out.push_back(std::move(pending_.front()));
     pending_.pop_front();
   }
-  return out;
 }
 
 // The free worker's accounting for the fair policy: the job's time on the ring, which began when
@@ -189,7 +208,7 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
     // dependency failed or asked not to be pipelined.
     if (const FinishedFence* f = FinishedFence::Cast(dep.get());
         f != nullptr && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
-      dep = f->scheduled();
+      dep = FinishedFence::ScheduledOf(dep);
     }
     if (dep->IsSignaled()) continue;
     e->dep_signaled_.store(false, std::memory_order_relaxed);

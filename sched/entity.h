@@ -99,9 +99,14 @@ class Entity {
   bool killed_ ABSL_GUARDED_BY(submit_mu_) = false;
 
   // Under the current scheduler's mu_ (see scheduler.h). An entity changes scheduler only when
-  // idle (empty queue, no dependency callback), and the new scheduler's mu_ is then taken by the
-  // arming thread after it took the old one's, so these fields pass between them in order.
+  // idle (nothing queued, no dependency callback): the arming thread takes the old scheduler's
+  // mu_ to check, then pushes to the new one's inbox (release), which the new one takes under
+  // its mu_ (acquire), so these fields pass between them in order.
   std::deque<std::unique_ptr<Job>> queue_;
+  // Jobs pushed and not yet popped or killed, counting those still in the scheduler's inbox.
+  // Incremented by Push, decremented under the scheduler's mu_. Memory ordering: relaxed (the
+  // readers hold mu_ or submit_mu_, which order it).
+  std::atomic<int64_t> queued_{0};
   bool in_rq_ = false;
   bool stopped_ = false;
   fence::FenceRef last_scheduled_;  // finished fence of the last job popped

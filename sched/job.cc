@@ -3,6 +3,8 @@
 #include <utility>
 
 #include "base/check.h"
+#include "base/sanitizers.h"
+#include "tbb/scalable_allocator.h"
 #include "sched/entity.h"
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
@@ -16,6 +18,28 @@ const void* ThisThread() {
 }  // namespace
 
 Job::~Job() = default;
+
+#if UDRM_SANITIZED
+void* Job::operator new(std::size_t size) { return ::operator new(size); }
+void* Job::operator new(std::size_t size, std::align_val_t align) {
+  return ::operator new(size, align);
+}
+void Job::operator delete(void* p) noexcept { ::operator delete(p); }
+void Job::operator delete(void* p, std::align_val_t align) noexcept { ::operator delete(p, align); }
+#else
+void* Job::operator new(std::size_t size) {
+  void* p = scalable_malloc(size);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void* Job::operator new(std::size_t size, std::align_val_t align) {
+  void* p = scalable_aligned_malloc(size, static_cast<std::size_t>(align));
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void Job::operator delete(void* p) noexcept { scalable_free(p); }
+void Job::operator delete(void* p, std::align_val_t) noexcept { scalable_aligned_free(p); }
+#endif
 
 absl::Status Job::Init(Entity* entity, uint32_t credits) {
   UDRM_CHECK(state_ == State::kNew, "Job::Init called twice");

@@ -21,7 +21,9 @@
 #define UDRM_SCHED_JOB_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <memory>
 #include <vector>
 
@@ -44,6 +46,16 @@ class Job {
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
   virtual ~Job();
+
+  // Jobs (and classes derived from Job) are allocated from oneTBB's scalable allocator: a job is
+  // made on the submitting thread and freed on the scheduler's (Backend::FreeJob), and glibc's
+  // malloc serialises such cross-thread frees on the allocating thread's arena lock, which
+  // perf showed as the top cost of sched_bench once submission no longer took a scheduler lock.
+  // Sanitizer builds use the global allocator (base/sanitizers.h).
+  static void* operator new(std::size_t size);
+  static void* operator new(std::size_t size, std::align_val_t align);
+  static void operator delete(void* p) noexcept;
+  static void operator delete(void* p, std::align_val_t align) noexcept;
 
   // drm_sched_job_init.
   absl::Status Init(Entity* entity, uint32_t credits);
@@ -91,6 +103,7 @@ class Job {
   absl::InlinedVector<fence::FenceRef, 2> deps_;  // most jobs have 0-2: no allocation
   size_t next_dep_ = 0;  // scheduler: dependencies checked so far
   uint64_t submit_stamp_ = 0;  // scheduler: FIFO key
+  Job* inbox_next_ = nullptr;  // scheduler: the submission inbox's link (see Scheduler::Enqueue)
   bool unschedulable_traced_ = false;
   const void* arming_thread_ = nullptr;
   fence::FenceRef scheduled_;

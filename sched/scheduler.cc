@@ -63,7 +63,8 @@ Scheduler::~Scheduler() {
   ready_.store(false, std::memory_order_relaxed);
   {
     absl::MutexLock l(&mu_);
-    UDRM_CHECK(rq_.empty(), "Scheduler destroyed before its entities");
+    UDRM_CHECK(rq_.empty() && inbox_.load(std::memory_order_relaxed) == nullptr,
+               "Scheduler destroyed before its entities");
     stopping_ = true;
   }
   {
@@ -226,6 +227,7 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
 
 // drm_sched_select_entity + drm_sched_entity_pop_job.
 Job* Scheduler::PopReadyJobLocked() {
+  DrainInboxLocked();
   Entity* best = nullptr;
   for (Entity* e : rq_.entities()) {
     if (e->dep_pending_) {
@@ -255,6 +257,7 @@ Job* Scheduler::PopReadyJobLocked() {
   credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();
+  best->queued_.fetch_sub(1, std::memory_order_relaxed);
   // A guilty context's jobs are cancelled, but still go to the backend (which should skip them).
   if (job->guilty_ != nullptr && job->guilty_->load(std::memory_order_acquire)) {
     job->finished_->SetError(absl::CancelledError("entity is guilty (ECANCELED)"));

@@ -14,8 +14,9 @@
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
 // other schedulers) and is never queued or running twice, so run and free never overlap. A
 // process-wide timer thread (internal/tdr_timer.h) only wakes the work item at TDR deadlines.
-// `mu_` guards the run queue, entity queues and
-// the pending list; it is never held while calling the backend (except PrepareJob, see
+// Job::Push does not take `mu_`: jobs
+// arrive through a lock-free inbox that the work item drains under `mu_`. `mu_` guards the run
+// queue, entity queues and the pending list; it is never held while calling the backend (except PrepareJob, see
 // backend.h), and no fence callback takes it — callbacks (dependency signalled, hardware fence
 // signalled) only touch atomics and `wake_mu_`, so a fence may signal from any thread.
 //
@@ -135,8 +136,11 @@ class Scheduler {
   explicit Scheduler(Backend* backend, SchedulerOptions options);
 
   // --- entities (scheduler_entity.cc) ---
-  // Job::Push: queue `job` on its entity and wake the executor.
+  // Job::Push: hand `job` to the scheduler through the inbox (no mu_) and wake the executor; a
+  // job of a killed entity is killed instead. Called with the entity's submit_mu_ held (Job::Push).
   void Enqueue(Entity* entity, std::unique_ptr<Job> job) ABSL_LOCKS_EXCLUDED(mu_);
+  // Moves the inbox's jobs, in push order, onto their entities' queues.
+  void DrainInboxLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
   void KillEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
   // Killed jobs: never run; complete with ESRCH once their dependencies and the previous killed
@@ -195,6 +199,11 @@ class Scheduler {
   std::atomic<bool> tdr_check_{false};  // the timer fired or Fault(): run HandleTimeout
   // Fence callbacks (JobDone, killed-job completion) still running; the destructor waits for 0.
   std::atomic<int> callbacks_running_{0};
+
+  // Submission inbox: a lock-free stack (Treiber push by Enqueue, linked through
+  // Job::inbox_next_; taken whole with one exchange under mu_), so a push never contends for mu_
+  // with the work item. Push: release; take: acquire.
+  std::atomic<Job*> inbox_{nullptr};
 
   mutable absl::Mutex mu_;
   RunQueue rq_ ABSL_GUARDED_BY(mu_);                               // entities with queued jobs

@@ -145,6 +145,10 @@ void Scheduler::RunRounds() {
   mu_.Lock();
   while (!paused_) {
     in_work_ = true;
+    // Pushed jobs join their entities before finished jobs are accounted: an entity that
+    // arrived before a completion is placed (fair policy) with the statistics of that moment,
+    // as the kernel places it at push time.
+    DrainInboxLocked();
     TakeFinishedLocked(finished);
     Job* job = stopping_ ? nullptr : PopReadyJobLocked();
     // Progress (a job goes to the backend or was freed) restarts the timer.
@@ -227,7 +231,6 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
 
 // drm_sched_select_entity + drm_sched_entity_pop_job.
 Job* Scheduler::PopReadyJobLocked() {
-  DrainInboxLocked();
   Entity* best = nullptr;
   for (Entity* e : rq_.entities()) {
     if (e->dep_pending_) {

@@ -21,7 +21,7 @@
 #include <memory>
 #include <utility>
 
-#include "base/cpu_relax.h"
+#include "base/spin.h"
 
 namespace udrm {
 

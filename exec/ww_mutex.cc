@@ -4,7 +4,7 @@
 #include <limits>
 
 #include "base/check.h"
-#include "base/cpu_relax.h"
+#include "base/spin.h"
 
 namespace exec {
 namespace {

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "base/check.h"
-#include "base/cpu_relax.h"
+#include "base/spin.h"
 #include "fence/internal/waiter.h"
 #include "spdlog/spdlog.h"
 
@@ -249,12 +249,7 @@ absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout,
                                                                 : std::max(timeout, kMinRemaining);
   if (timeout == absl::ZeroDuration()) return absl::DeadlineExceededError("fence not signaled");
   const absl::Time deadline = absl::Now() + timeout;
-  const int64_t spin_until =
-      absl::GetCurrentTimeNanos() + absl::ToInt64Nanoseconds(std::min(timeout, kWaitSpin));
-  for (int i = 1; !IsSignaledFlag(); ++i) {
-    udrm::CpuRelax();
-    if (i % 64 == 0 && absl::GetCurrentTimeNanos() >= spin_until) break;
-  }
+  udrm::SpinUntil(std::min(timeout, kWaitSpin), [this] { return IsSignaledFlag(); });
   internal::Waiter waiter(cancel);
   FenceCallback cb;
   const bool added = AddCallback(&cb, [&waiter](Fence&) { waiter.Wake(); }).ok();

@@ -3,7 +3,6 @@
 #include <utility>
 
 #include "base/check.h"
-#include "base/sanitizers.h"
 #include "tbb/scalable_allocator.h"
 #include "sched/entity.h"
 #include "sched/sched_fence.h"
@@ -19,14 +18,7 @@ const void* ThisThread() {
 
 Job::~Job() = default;
 
-#if UDRM_SANITIZED
-void* Job::operator new(std::size_t size) { return ::operator new(size); }
-void* Job::operator new(std::size_t size, std::align_val_t align) {
-  return ::operator new(size, align);
-}
-void Job::operator delete(void* p) noexcept { ::operator delete(p); }
-void Job::operator delete(void* p, std::align_val_t align) noexcept { ::operator delete(p, align); }
-#else
+#if !UDRM_SANITIZED
 void* Job::operator new(std::size_t size) {
   void* p = scalable_malloc(size);
   if (p == nullptr) throw std::bad_alloc();

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "base/check.h"
-#include "base/cpu_relax.h"
+#include "base/spin.h"
 #include "fence/unwrap.h"
 #include "spdlog/spdlog.h"
 #include "sched/entity.h"
@@ -71,7 +71,7 @@ Scheduler::~Scheduler() {
     absl::MutexLock l(&wake_mu_);
     exiting_ = true;  // no more posts; wait for the work item in flight
     wake_mu_.Await(absl::Condition(
-        +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->work_ == Work::kIdle; },
+        +[](Scheduler* s) { return s->work_.load(std::memory_order_relaxed) == Work::kIdle; },
         this));
   }
   internal::TdrTimer::Get().Clear(this);
@@ -95,43 +95,37 @@ void Scheduler::WakeUp() {
   }
   absl::MutexLock l(&wake_mu_);
   if (exiting_) return;
-  if (work_ == Work::kIdle) {
-    work_ = Work::kQueued;
+  const Work w = work_.load(std::memory_order_relaxed);
+  if (w == Work::kIdle) {
+    work_.store(Work::kQueued, std::memory_order_relaxed);
     executor_->Post([this] { RunWork(); });
-  } else if (work_ == Work::kRunning) {
-    work_ = Work::kRunningAgain;  // something happened while it ran: one more round
-    run_again_.store(true, std::memory_order_relaxed);
-  }
-}
-
-void Scheduler::SpinBeforeIdle() const {
-  if (options_.idle_spin <= absl::ZeroDuration()) return;
-  const int64_t until = absl::GetCurrentTimeNanos() + absl::ToInt64Nanoseconds(options_.idle_spin);
-  for (int i = 1;; ++i) {
-    if (run_again_.load(std::memory_order_relaxed)) return;
-    udrm::CpuRelax();
-    if (i % 64 == 0 && absl::GetCurrentTimeNanos() >= until) return;
+  } else if (w == Work::kRunning) {
+    // Something happened while it ran: one more round.
+    work_.store(Work::kRunningAgain, std::memory_order_relaxed);
   }
 }
 
 void Scheduler::RunWork() {
   {
     absl::MutexLock l(&wake_mu_);
-    work_ = Work::kRunning;
+    work_.store(Work::kRunning, std::memory_order_relaxed);
   }
   const Scheduler* outer = std::exchange(tls_running, this);
   for (;;) {
     if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
     RunRounds();
     if (std::exchange(self_wake_, false)) continue;
-    SpinBeforeIdle();
+    // Before going idle, give a submitter idle_spin to wake us without a thread wake-up (the
+    // decision below is still made under wake_mu_).
+    udrm::SpinUntil(options_.idle_spin, [this] {
+      return work_.load(std::memory_order_relaxed) == Work::kRunningAgain;
+    });
     absl::MutexLock l(&wake_mu_);
-    if (work_ == Work::kRunningAgain) {
-      work_ = Work::kRunning;
-      run_again_.store(false, std::memory_order_relaxed);
+    if (work_.load(std::memory_order_relaxed) == Work::kRunningAgain) {
+      work_.store(Work::kRunning, std::memory_order_relaxed);
       continue;
     }
-    work_ = Work::kIdle;  // the destructor may go ahead once we release wake_mu_
+    work_.store(Work::kIdle, std::memory_order_relaxed);  // the destructor may go ahead
     break;
   }
   tls_running = outer;

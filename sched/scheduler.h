@@ -14,10 +14,9 @@
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
 // other schedulers) and is never queued or running twice, so run and free never overlap. A
 // process-wide timer thread (internal/tdr_timer.h) only wakes the work item at TDR deadlines.
-// Job::Push does not take `mu_`: jobs
-// arrive through a lock-free inbox that the work item drains under `mu_`. `mu_` guards the run
-// queue, entity queues and the pending list; it is never held while calling the backend (except PrepareJob, see
-// backend.h), and no fence callback takes it — callbacks (dependency signalled, hardware fence
+// Job::Push does not take `mu_`: jobs arrive through a lock-free inbox that the work item drains
+// under `mu_`. `mu_` guards the run queue, entity queues and the pending list; it is never held
+// while calling the backend (except PrepareJob, see backend.h), and no fence callback takes it — callbacks (dependency signalled, hardware fence
 // signalled) only touch atomics and `wake_mu_`, so a fence may signal from any thread.
 //
 // Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed; on expiry
@@ -160,8 +159,6 @@ class Scheduler {
   // From fence callbacks too: only wake_mu_ (and the executor's queue).
   void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
   void RunWork() ABSL_LOCKS_EXCLUDED(wake_mu_, mu_);
-  // Polls run_again_ for up to options_.idle_spin.
-  void SpinBeforeIdle() const;
   // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).
   bool OnExecutorThread() const;
   // Rounds of: free finished jobs, then pick and run at most one job, until one does nothing.
@@ -238,12 +235,11 @@ class Scheduler {
 
   // The work item's state: never queued or running twice.
   enum class Work { kIdle, kQueued, kRunning, kRunningAgain };
-  // True while work_ is kRunningAgain: what the idle spin polls. A hint; work_ decides.
-  std::atomic<bool> run_again_{false};
   // WakeUp called by the work item itself (a callback it ran); only the work item touches it.
   bool self_wake_ = false;
   absl::Mutex wake_mu_;
-  Work work_ ABSL_GUARDED_BY(wake_mu_) = Work::kIdle;
+  // Written only under wake_mu_; atomic so that the idle spin can poll it without the lock.
+  std::atomic<Work> work_{Work::kIdle};
   bool exiting_ ABSL_GUARDED_BY(wake_mu_) = false;
 };
 

@@ -4,7 +4,9 @@
 // Every entry is tagged with the page table's generation when it was filled; a lookup first reads
 // the current generation (one acquire load) and treats every entry of an older generation as
 // invalid, so a Map/Unmap that removed mappings (which bumps the generation) invalidates all
-// caches at once without touching them. The RCU grace period in PageTable::Release() then
+// caches at once without touching them. Only valid translations are cached (a fault always walks
+// the table), because a map into a hole does not move the generation: after a fault, a map of the
+// address and a retry see the new mapping. The RCU grace period in PageTable::Release() then
 // guarantees that no thread still uses a translation from before the change.
 //
 // Thread-safety: one thread only (no sharing). Contract as for Translate(): used inside an
@@ -34,6 +36,10 @@ class TranslationCache {
       return t;
     }
     Translation t = table_->Translate(va);
+    // Faults are not cached: a fresh map into a hole does not move the generation (that would
+    // drop every thread's cache on every bind), so a cached fault would outlive the map that
+    // fixes it and a fault -> bind -> retry loop would fault forever.
+    if (!t.valid) return t;
     e.generation = gen;
     e.vpn = vpn;
     e.page = t;

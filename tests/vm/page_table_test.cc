@@ -212,6 +212,35 @@ TEST_F(PageTableTest, TranslationCacheInvalidatedByGeneration) {
   }
 }
 
+// Issue 10 defect 5: a fault is not remembered. An emulated GPU that faults, has the page bound
+// (a fresh map: the generation does not move) and retries must see the new mapping — with the
+// fault cached it faulted forever (a livelock of fault -> bind -> retry).
+TEST_F(PageTableTest, TranslationCacheFaultThenMapThenRetry) {
+  TranslationCache tlb(pt_.get());
+  {
+    RcuReadSection s;
+    EXPECT_FALSE(tlb.Translate(0x9004).valid);
+    EXPECT_FALSE(tlb.Translate(0x9008).valid);  // a second miss on the same page
+  }
+  ASSERT_TRUE(Map(*pt_, 0x9000, 4 * KiB, 0xc000, kRW, PageSize::k4K).ok());
+  {
+    RcuReadSection s;
+    const Translation t = tlb.Translate(0x9004);
+    ASSERT_TRUE(t.valid) << "the cached fault survived the map";
+    EXPECT_EQ(t.address, 0xc004u);
+  }
+  // The same through a large page whose first access faulted, from a different page of it.
+  {
+    RcuReadSection s;
+    EXPECT_FALSE(tlb.Translate(0x40001000).valid);
+  }
+  ASSERT_TRUE(Map(*pt_, 0x40000000, 2 * MiB, 0x80000000, kRW, PageSize::k2M).ok());
+  {
+    RcuReadSection s;
+    EXPECT_EQ(tlb.Translate(0x40001010).address, 0x80001010u);
+  }
+}
+
 // Other VA sizes: 39 bits (3 levels) and 57 bits (5 levels).
 TEST(PageTableShapes, ThreeAndFiveLevels) {
   RcuReaderThread reader;

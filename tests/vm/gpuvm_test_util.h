@@ -43,6 +43,10 @@ class VaPool {
     va->offset = offset;
     return va;
   }
+  // Frees the VAs in no tree (call when no op list points at them).
+  void FreeUnused() {
+    std::erase_if(vas_, [](const std::unique_ptr<Gpuva>& va) { return va->vm == nullptr; });
+  }
   // Removes every VA still in `vm` (not the kernel node).
   static void Clear(Gpuvm& vm) {
     std::vector<Gpuva*> all;

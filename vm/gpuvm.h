@@ -146,7 +146,8 @@ class Gpuvm {
 
  private:
   friend class VmBo;
-  friend class GpuvmExec;
+  friend absl::Status PrepareObjects(Gpuvm&, exec::Exec&, size_t);
+  friend absl::Status Validate(Gpuvm&, exec::Exec&);
   enum class List { kExtobj, kEvict };
 
   Gpuvm(std::string name, uint64_t start, uint64_t range, Options options);

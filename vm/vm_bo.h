@@ -86,7 +86,8 @@ class VmBo {
 
  private:
   friend class Gpuvm;
-  friend class GpuvmExec;
+  friend absl::Status PrepareObjects(Gpuvm&, exec::Exec&, size_t);
+  friend absl::Status Validate(Gpuvm&, exec::Exec&);
   VmBo(Gpuvm& vm, Bo& bo);
   ~VmBo();
   // kref_get_unless_zero.

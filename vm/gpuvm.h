@@ -1,0 +1,214 @@
+// vm::Gpuvm — the GPU VA manager (drm_gpuvm): the VA space [start, start+range) of one GPU VM,
+// the tree of its mappings (Gpuva), the kernel-reserved node, the resv object whose resv every
+// VM-private BO shares, and the lists of external and evicted BOs (VmBo).
+//
+// Ranges: [addr, addr+range), unit-agnostic, aligned to Options::granule. RangeValid() is the
+// kernel's check (overflow, inside the VM, not overlapping the kernel node). Every entry point
+// that takes a range from a driver validates it first and changes nothing on error:
+// InvalidArgument for overflow, outside the VM, overlapping the kernel node, size 0, or
+// misalignment (the kernel leaves zero and alignment to drivers; we reject them here).
+//
+// The tree is an absl::btree_map keyed by start address: the VAs of one VM never overlap, so the
+// ordered map answers every query of the kernel's interval tree.
+//
+// Lifetime: reference counted. Create() returns the first reference; every inserted VA (not the
+// kernel node) and every VmBo holds one. The last Put() runs Fini: it removes the kernel node and
+// CRASHES (a contract check, the kernel WARNs) if a VA, an extobj, an evicted VmBo or a deferred
+// VmBo is left — none can be, unless a reference was dropped without removing what held it.
+// Because VAs hold references, tear VAs down in an explicit close path, never from a destructor.
+//
+// Thread-safety: the tree (Insert/Remove/Find*/iteration/split-merge/apply) is NOT synchronised:
+// the driver serialises it (its VM lock). The extobj, evict and deferred lists have an internal
+// mutex (lists_mu_), so VmBos may join or leave them from any thread.
+#ifndef UDRM_VM_GPUVM_H_
+#define UDRM_VM_GPUVM_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "exec/exec.h"
+#include "vm/bo.h"
+#include "vm/gpuva.h"
+#include "vm/gpuvm_ref.h"
+
+namespace vm {
+
+class VmBo;
+
+class Gpuvm {
+ public:
+  enum Flags : uint32_t {
+    // DRM_GPUVM_RESV_PROTECTED: the extobj/evict lists are only changed with the VM resv held;
+    // VmBo::Evict of an external BO then only sets its flag, and PrepareObjects moves evicted
+    // extobjs onto the evict list.
+    kResvProtected = 1u << 0,
+    // DRM_GPUVM_IMMEDIATE_MODE: the gpuva lock of a BO is Bo::gpuva_mu() (not its resv), so the
+    // VM may change on the fence-signalling path; the last VmBo put may be deferred.
+    kImmediateMode = 1u << 1,
+    kUserBits = 1u << 2,
+  };
+
+  struct Options {
+    uint32_t flags = 0;
+    // Every address and range must be a multiple (a power of two; 1 = no alignment).
+    uint64_t granule = 1;
+    // The resv object (r_obj). Default: a new BO of size 0 with its own resv.
+    Ref<Bo> r_obj;
+    // ops->vm_bo_validate, called by Validate() for every VmBo on the evict list.
+    std::function<absl::Status(VmBo&, exec::Exec&)> vm_bo_validate;
+  };
+
+  // drm_gpuvm_init. InvalidArgument (nothing created) if start+range overflows, range is 0, the
+  // granule is not a power of two, or anything is misaligned. The kernel node
+  // [reserve_offset, reserve_offset+reserve_range) is inserted if reserve_range != 0; it must
+  // then lie inside the VM (InvalidArgument otherwise).
+  static absl::StatusOr<Ref<Gpuvm>> Create(std::string name, uint64_t start, uint64_t range,
+                                           uint64_t reserve_offset, uint64_t reserve_range,
+                                           Options options);
+  static absl::StatusOr<Ref<Gpuvm>> Create(std::string name, uint64_t start, uint64_t range,
+                                           uint64_t reserve_offset, uint64_t reserve_range);
+  Gpuvm(const Gpuvm&) = delete;
+  Gpuvm& operator=(const Gpuvm&) = delete;
+
+  void Get() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // The last Put runs Fini (see top) and frees the VM.
+  void Put();
+
+  const std::string& name() const { return name_; }
+  uint64_t start() const { return start_; }
+  uint64_t range() const { return range_; }
+  uint32_t flags() const { return flags_; }
+  uint64_t granule() const { return granule_; }
+  bool immediate_mode() const { return (flags_ & kImmediateMode) != 0; }
+  bool resv_protected() const { return (flags_ & kResvProtected) != 0; }
+  const Gpuva& kernel_node() const { return kernel_node_; }
+
+  // The resv object and its resv (drm_gpuvm_resv_obj / drm_gpuvm_resv).
+  Bo& r_obj() const { return *r_obj_; }
+  fence::Resv& resv() const { return r_obj_->resv(); }
+  // drm_gpuvm_is_extobj: the BO does not share the VM's resv.
+  bool IsExtobj(const Bo& bo) const { return &bo.resv() != &r_obj_->resv(); }
+
+  // drm_gpuvm_range_valid, exactly (a zero range passes).
+  bool RangeValid(uint64_t addr, uint64_t range) const;
+  // RangeValid plus size != 0 and granule alignment, as a status (InvalidArgument).
+  absl::Status CheckRange(uint64_t addr, uint64_t range) const;
+  // CheckRange plus, for a non-null `bo`, [offset, offset+range) inside it and offset aligned.
+  absl::Status CheckMapping(uint64_t addr, uint64_t range, const Bo* bo, uint64_t offset) const;
+
+  // drm_gpuva_insert: InvalidArgument (see CheckMapping), AlreadyExists if it overlaps a VA.
+  // Takes a VM reference and sets va->vm. Contract: va is not in a tree.
+  absl::Status Insert(Gpuva* va);
+  // drm_gpuva_remove: drops the VM reference (which may free the VM: hold your own). Contracts
+  // (crash): va is in this VM's tree and is not the kernel node.
+  void Remove(Gpuva* va);
+
+  // drm_gpuva_find_first: the first VA overlapping [addr, addr+range); nullptr for range 0.
+  Gpuva* FindFirst(uint64_t addr, uint64_t range) const;
+  // drm_gpuva_find: the VA exactly [addr, addr+range), or nullptr.
+  Gpuva* Find(uint64_t addr, uint64_t range) const;
+  // drm_gpuva_find_prev: the VA containing start-1 (nullptr if none or start-1 is not valid).
+  Gpuva* FindPrev(uint64_t start) const;
+  // drm_gpuva_find_next: the VA containing `end` (nullptr if none or `end` is not valid).
+  Gpuva* FindNext(uint64_t end) const;
+  // drm_gpuvm_interval_empty.
+  bool IntervalEmpty(uint64_t addr, uint64_t range) const { return FindFirst(addr, range) == nullptr; }
+  // VAs in the tree, kernel node included.
+  size_t va_count() const { return tree_.size(); }
+
+  // drm_gpuvm_for_each_va_range_safe: the VAs overlapping [start, end) in address order, the
+  // kernel node included. The body may remove (and free) the current VA, and insert VAs outside
+  // [current VA's end, end); it must not touch VAs later in the range.
+  class RangeIterator;
+  class VaRange;
+  VaRange Range(uint64_t start, uint64_t end) const;
+  // Every VA, in address order (same removal rule).
+  VaRange All() const;
+
+  // --- VmBo lists (vm/vm_bo.h uses these) ---
+  // drm_gpuvm_bo_deferred_cleanup: frees the VmBos whose last reference went by
+  // VmBo::PutDeferred. Blocks (BO gpuva locks). Contract: the caller holds a VM reference.
+  void DeferredCleanup() ABSL_LOCKS_EXCLUDED(lists_mu_);
+  // Snapshots with a reference on each VmBo still alive (kref_get_unless_zero).
+  std::vector<Ref<VmBo>> ExtobjsForTesting() const ABSL_LOCKS_EXCLUDED(lists_mu_);
+  std::vector<Ref<VmBo>> EvictedForTesting() const ABSL_LOCKS_EXCLUDED(lists_mu_);
+
+  static int64_t live_count();
+
+ private:
+  friend class VmBo;
+  friend absl::Status PrepareObjects(Gpuvm&, exec::Exec&, size_t);
+  friend absl::Status Validate(Gpuvm&, exec::Exec&);
+  enum class List { kExtobj, kEvict };
+
+  Gpuvm(std::string name, uint64_t start, uint64_t range, Options options);
+  ~Gpuvm();
+  void InsertUnchecked(Gpuva* va);
+  std::vector<Ref<VmBo>> Snapshot(List which) const ABSL_LOCKS_EXCLUDED(lists_mu_);
+  // The first VA starting at or after `key` and before `end`.
+  Gpuva* FirstAtOrAfter(uint64_t key, uint64_t end) const;
+
+  std::atomic<int> refs_{1};
+  const std::string name_;
+  const uint64_t start_;
+  const uint64_t range_;
+  const uint32_t flags_;
+  const uint64_t granule_;
+  Ref<Bo> r_obj_;
+  Gpuva kernel_node_;
+  absl::btree_map<uint64_t, Gpuva*> tree_;  // by addr; driver-serialised (see top)
+
+  mutable absl::Mutex lists_mu_;
+  std::list<VmBo*> extobjs_ ABSL_GUARDED_BY(lists_mu_);
+  std::list<VmBo*> evicted_ ABSL_GUARDED_BY(lists_mu_);
+  std::vector<VmBo*> deferred_ ABSL_GUARDED_BY(lists_mu_);
+  std::function<absl::Status(VmBo&, exec::Exec&)> vm_bo_validate_;
+};
+
+// Iteration that tolerates removal of the current VA: the iterator remembers where the current
+// VA ends and looks the next one up from there (O(log n) per step).
+class Gpuvm::RangeIterator {
+ public:
+  Gpuva* operator*() const { return va_; }
+  RangeIterator& operator++() {
+    va_ = vm_->FirstAtOrAfter(next_, end_);
+    if (va_ != nullptr) next_ = va_->end();
+    return *this;
+  }
+  bool operator!=(const RangeIterator& o) const { return va_ != o.va_; }
+
+ private:
+  friend class Gpuvm;
+  RangeIterator(const Gpuvm* vm, Gpuva* va, uint64_t end)
+      : vm_(vm), va_(va), next_(va != nullptr ? va->end() : 0), end_(end) {}
+  const Gpuvm* vm_;
+  Gpuva* va_;
+  uint64_t next_;
+  uint64_t end_;
+};
+
+class Gpuvm::VaRange {
+ public:
+  RangeIterator begin() const { return RangeIterator(vm_, first_, end_); }
+  RangeIterator end() const { return RangeIterator(vm_, nullptr, end_); }
+
+ private:
+  friend class Gpuvm;
+  VaRange(const Gpuvm* vm, Gpuva* first, uint64_t end) : vm_(vm), first_(first), end_(end) {}
+  const Gpuvm* vm_;
+  Gpuva* first_;
+  uint64_t end_;
+};
+
+}  // namespace vm
+
+#endif  // UDRM_VM_GPUVM_H_

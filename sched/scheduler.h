@@ -141,11 +141,23 @@ class Scheduler {
   // Moves the inbox's jobs, in push order, onto their entities' queues.
   void DrainInboxLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
-  void KillEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
-  // Killed jobs: never run; complete with ESRCH once their dependencies and the previous killed
-  // job have signalled (a callback, no blocking); then the executor frees them.
-  void KillJobs(Entity* entity, std::deque<std::unique_ptr<Job>> jobs)
+  // A killed job and the fences it waits for before it completes.
+  struct KilledJob {
+    Job* job;
+    std::vector<fence::FenceRef> wait;
+  };
+  // drm_sched_entity_kill, first half (Entity::Kill, under the entity's submit lock): takes the
+  // entity's queued jobs and links them into its kill chain, which starts at its last scheduled
+  // job. Signals nothing: pass the result to ArmKilled once the submit lock is released.
+  [[nodiscard]] std::vector<KilledJob> KillEntity(Entity* entity)
       ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+  // Killed jobs: never run; complete with ESRCH once their dependencies have finished and the
+  // previous killed job (or the entity's last scheduled job) has signalled.
+  [[nodiscard]] std::vector<KilledJob> LinkKilled(Entity* entity,
+                                                  std::deque<std::unique_ptr<Job>> jobs)
+      ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+  // Installs the completion callbacks (a callback, no blocking); then the executor frees them.
+  void ArmKilled(std::vector<KilledJob> jobs) ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
   void CompleteKilled(Job* job);
   std::vector<std::unique_ptr<Job>> TakeKilledDone() ABSL_LOCKS_EXCLUDED(killed_mu_);
   absl::StatusOr<absl::Duration> FlushEntity(Entity* entity, absl::Duration timeout)

@@ -121,7 +121,7 @@ class ResetWorkerBackend : public MockBackend {
 // Defect 2: Stop from a reset worker that the timeout handler waits for does not hang (the
 // kernel's drm_sched_stop parks the work items, it does not wait for the handler); the hung job
 // finishes with the Start error and the scheduler runs new jobs afterwards.
-TEST_F(ReviewTest, DISABLED_StopFromResetWorkerWhileHandlerWaits) {
+TEST_F(ReviewTest, StopFromResetWorkerWhileHandlerWaits) {
   ResetWorkerBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   mock.sched = s.get();
@@ -176,7 +176,7 @@ class SignalledResetWorkerBackend : public MockBackend {
   absl::Notification worker_done;
 };
 
-TEST_F(ReviewTest, DISABLED_StopFromWorkerKeepsTheHandlersJob) {
+TEST_F(ReviewTest, StopFromWorkerKeepsTheHandlersJob) {
   SignalledResetWorkerBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   mock.sched = s.get();

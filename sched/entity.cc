@@ -51,12 +51,15 @@ Scheduler* Entity::scheduler() {
 
 void Entity::Kill() {
   Scheduler* s;
+  std::vector<Scheduler::KilledJob> killed;
   {
+    // The chain is linked under the submit lock: a push after it is chained behind these jobs.
     absl::MutexLock l(&submit_mu_);
     killed_ = true;  // no more migrations: the kill chain stays on one scheduler
     s = scheduler_;
+    killed = s->KillEntity(this);
   }
-  s->KillEntity(this);
+  s->ArmKilled(std::move(killed));  // may signal fences: no lock of ours held
 }
 
 absl::StatusOr<absl::Duration> Entity::Flush(absl::Duration timeout) {

@@ -29,6 +29,22 @@
 namespace sched {
 
 class Scheduler;
+class FinishedFence;
+
+// The scheduled twin of a FinishedFence: a plain fence that knows its pair (to_drm_sched_fence
+// for a scheduled fence), so a killed job can wait for the finished fence instead.
+class ScheduledFence final : public fence::Fence {
+ public:
+  ScheduledFence(uint64_t context, uint64_t seqno, FinishedFence* finished)
+      : Fence(context, seqno, fence::SeqnoWidth::k64), finished_(finished) {}
+  FinishedFence* finished() const { return finished_; }
+
+ protected:
+  std::string_view DriverNameHook() const override { return "drm_sched"; }
+
+ private:
+  FinishedFence* const finished_;
+};
 
 class FinishedFence final : public fence::Fence {
  public:
@@ -51,7 +67,7 @@ class FinishedFence final : public fence::Fence {
   // Use CreatePair.
   FinishedFence(uint64_t context, uint64_t seqno, const Scheduler* scheduler, bool dont_pipeline)
       : Fence(context + 1, seqno, fence::SeqnoWidth::k64),
-        scheduled_(context, seqno, fence::SeqnoWidth::k64),
+        scheduled_(context, seqno, this),
         scheduler_(scheduler),
         dont_pipeline_(dont_pipeline) {}
 
@@ -64,6 +80,14 @@ class FinishedFence final : public fence::Fence {
   // The scheduled twin of `finished` (a reference to this fence).
   static fence::FenceRef ScheduledOf(const fence::FenceRef& finished) {
     return fence::FenceRef(finished, &static_cast<FinishedFence&>(*finished).scheduled_);
+  }
+  // `f` itself, or the finished twin if `f` is a job's scheduled fence (drm_sched_entity_kill_jobs_cb:
+  // a killed job waits for its dependencies to finish, never merely to be scheduled).
+  static fence::FenceRef FinishedOf(const fence::FenceRef& f) {
+    if (const auto* s = dynamic_cast<const ScheduledFence*>(f.get()); s != nullptr) {
+      return fence::FenceRef(f, s->finished());
+    }
+    return f;
   }
   // DRM_SCHED_FENCE_DONT_PIPELINE: dependants wait for this fence itself, never its twin.
   bool dont_pipeline() const { return dont_pipeline_; }
@@ -99,7 +123,7 @@ class FinishedFence final : public fence::Fence {
   absl::Mutex parent_mu_;
   fence::FenceRef parent_ ABSL_GUARDED_BY(parent_mu_);
   absl::Time deadline_ ABSL_GUARDED_BY(parent_mu_) = absl::InfiniteFuture();
-  fence::Fence scheduled_;  // the scheduled twin (see Lifetime above)
+  ScheduledFence scheduled_;  // the scheduled twin (see Lifetime above)
   const Scheduler* const scheduler_;
   const bool dont_pipeline_;
 };

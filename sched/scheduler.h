@@ -104,10 +104,12 @@ class Scheduler {
   void Fault() ABSL_LOCKS_EXCLUDED(mu_, wake_mu_);
 
   // drm_sched_stop: pauses selection and freeing (blocks until the executor is between jobs,
-  // unless called on it, e.g. from TimedOutJob); detaches every pending job from its hardware
-  // fence and returns its credits; jobs whose hardware fence already signalled are freed here —
-  // except `bad` while it is the job in TimedOutJob, which is freed when that returns. Jobs still
-  // finishing keep signalling their finished fences while stopped. Not for teardown.
+  // unless called on it; it does not wait for a running Backend::TimedOutJob, so it may be
+  // called from the handler itself or from a reset worker the handler waits for); detaches every
+  // pending job from its hardware fence and returns its credits; jobs whose hardware fence
+  // already signalled are freed here (FreeJob on this thread) — except the job in TimedOutJob,
+  // which is freed when that returns. Jobs still finishing keep signalling their finished fences
+  // while stopped. Not for teardown.
   void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_);
   // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
   // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
@@ -141,11 +143,23 @@ class Scheduler {
   // Moves the inbox's jobs, in push order, onto their entities' queues.
   void DrainInboxLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
-  void KillEntity(Entity* entity) ABSL_LOCKS_EXCLUDED(mu_);
-  // Killed jobs: never run; complete with ESRCH once their dependencies and the previous killed
-  // job have signalled (a callback, no blocking); then the executor frees them.
-  void KillJobs(Entity* entity, std::deque<std::unique_ptr<Job>> jobs)
+  // A killed job and the fences it waits for before it completes.
+  struct KilledJob {
+    Job* job;
+    std::vector<fence::FenceRef> wait;
+  };
+  // drm_sched_entity_kill, first half (Entity::Kill, under the entity's submit lock): takes the
+  // entity's queued jobs and links them into its kill chain, which starts at its last scheduled
+  // job. Signals nothing: pass the result to ArmKilled once the submit lock is released.
+  [[nodiscard]] std::vector<KilledJob> KillEntity(Entity* entity)
       ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+  // Killed jobs: never run; complete with ESRCH once their dependencies have finished and the
+  // previous killed job (or the entity's last scheduled job) has signalled.
+  [[nodiscard]] std::vector<KilledJob> LinkKilled(Entity* entity,
+                                                  std::deque<std::unique_ptr<Job>> jobs)
+      ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+  // Installs the completion callbacks (a callback, no blocking); then the executor frees them.
+  void ArmKilled(std::vector<KilledJob> jobs) ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
   void CompleteKilled(Job* job);
   std::vector<std::unique_ptr<Job>> TakeKilledDone() ABSL_LOCKS_EXCLUDED(killed_mu_);
   absl::StatusOr<absl::Duration> FlushEntity(Entity* entity, absl::Duration timeout)
@@ -208,7 +222,9 @@ class Scheduler {
   uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;   // Stop..Start
-  bool in_work_ ABSL_GUARDED_BY(mu_) = false;  // the work item is in RunRounds or the TDR handler
+  // The work item is in RunRounds or freeing the guilty job (not while in TimedOutJob: a Stop
+  // from a reset worker the handler waits for must not wait for the handler).
+  bool in_work_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time timer_set_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // what TdrTimer holds
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice
@@ -216,6 +232,8 @@ class Scheduler {
   // to be freed afterwards (its hardware fence had signalled).
   std::unique_ptr<Job> tdr_job_ ABSL_GUARDED_BY(mu_);
   bool free_guilty_ ABSL_GUARDED_BY(mu_) = false;
+  // The job the backend's TimedOutJob is looking at, while it runs (a Stop never frees it).
+  Job* handler_job_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Fair-policy accounting: the scheduler's average job time, and the previous freed job's end
   // (a job pipelined behind it only started on the ring then).
   absl::Duration avg_job_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();

@@ -6,6 +6,7 @@
 #include "fence/unwrap.h"
 #include "sched/entity.h"
 #include "sched/job.h"
+#include "sched/sched_fence.h"
 #include "sched/scheduler.h"
 
 namespace sched {
@@ -21,7 +22,7 @@ void Scheduler::Enqueue(Entity* e, std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFE
     // score back).
     std::deque<std::unique_ptr<Job>> jobs;
     jobs.push_back(std::move(job));
-    KillJobs(e, std::move(jobs));
+    ArmKilled(LinkKilled(e, std::move(jobs)));
     return;
   }
   e->queued_.fetch_add(1, std::memory_order_relaxed);
@@ -71,13 +72,18 @@ absl::StatusOr<absl::Duration> Scheduler::FlushEntity(Entity* e, absl::Duration 
   return std::max(deadline - absl::Now(), absl::Nanoseconds(1));
 }
 
-void Scheduler::KillEntity(Entity* e) {
+// Called by Entity::Kill with the entity's submit_mu_ held, so no push of this entity slips
+// between the drain and the links of the kill chain (a push after it sees killed_ and is chained
+// behind these jobs). Nothing here signals a fence; the caller arms the returned jobs after
+// releasing submit_mu_.
+std::vector<Scheduler::KilledJob> Scheduler::KillEntity(Entity* e) {
   std::deque<std::unique_ptr<Job>> jobs;
+  fence::FenceRef last_scheduled;
   {
     absl::MutexLock l(&mu_);
-    if (e->stopped_) return;
+    if (e->stopped_) return {};
     DrainInboxLocked();  // every job pushed before the kill (see Enqueue)
-    e->stopped_ = true;
+    e->stopped_ = true;  // from here on the entity's last_scheduled_ does not change
     rq_.Remove(e);
     UpdateRqSizeLocked();
     if (e->dep_pending_) {
@@ -89,8 +95,19 @@ void Scheduler::KillEntity(Entity* e) {
     }
     jobs.swap(e->queue_);
     e->queued_.fetch_sub(static_cast<int64_t>(jobs.size()), std::memory_order_relaxed);
+    last_scheduled = e->last_scheduled_;
   }
-  KillJobs(e, std::move(jobs));
+  {
+    // drm_sched_entity_kill: the chain starts at the last job that went to the hardware, so no
+    // killed job signals before it (a Resv holding the killed job's fence must not look idle
+    // while the hardware still writes).
+    absl::MutexLock l(&killed_mu_);
+    if (e->last_killed_ == nullptr && last_scheduled != nullptr &&
+        !last_scheduled->IsSignaledFlag()) {
+      e->last_killed_ = std::move(last_scheduled);
+    }
+  }
+  return LinkKilled(e, std::move(jobs));
 }
 
 // Signals through local references: once `finished` signals, the executor may free the job (and
@@ -104,22 +121,33 @@ void Scheduler::CompleteKilled(Job* job) {
   finished->Signal();
 }
 
-void Scheduler::KillJobs(Entity* e, std::deque<std::unique_ptr<Job>> jobs) {
+std::vector<Scheduler::KilledJob> Scheduler::LinkKilled(Entity* e,
+                                                        std::deque<std::unique_ptr<Job>> jobs) {
+  std::vector<KilledJob> out;
+  out.reserve(jobs.size());
   for (auto& job : jobs) {
     job->entity_ = nullptr;
-    Job* raw = job.get();
-    std::vector<fence::FenceRef> wait(job->deps_.begin(), job->deps_.end());
-    {
-      absl::MutexLock l(&killed_mu_);
-      // Killed jobs of one entity complete in order (the kernel chains them from last_scheduled).
-      if (e->last_killed_ != nullptr) wait.push_back(e->last_killed_);
-      e->last_killed_ = job->finished_;
-      killed_.push_back(std::move(job));
-      killed_count_.fetch_add(1, std::memory_order_release);
-    }
+    KilledJob k{job.get(), {}};
+    // Every dependency must have finished ("to avoid data corruptions"): a scheduled fence of a
+    // job is replaced by that job's finished fence.
+    for (const fence::FenceRef& dep : job->deps_) k.wait.push_back(FinishedFence::FinishedOf(dep));
+    absl::MutexLock l(&killed_mu_);
+    // Killed jobs of one entity complete in order, after its last scheduled job.
+    if (e->last_killed_ != nullptr) k.wait.push_back(e->last_killed_);
+    e->last_killed_ = job->finished_;
+    killed_.push_back(std::move(job));
+    killed_count_.fetch_add(1, std::memory_order_release);
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+void Scheduler::ArmKilled(std::vector<KilledJob> jobs) {
+  for (KilledJob& k : jobs) {
+    Job* raw = k.job;
     // The gate is kept in parent_ (a killed job never gets a hardware fence) so it outlives the
     // callback; the callback completes the job and wakes the executor to free it.
-    raw->parent_ = wait.empty() ? nullptr : fence::Merge(wait);
+    raw->parent_ = k.wait.empty() ? nullptr : fence::Merge(k.wait);
     if (raw->parent_ == nullptr ||
         fence::IsAlreadySignaled(raw->parent_->AddCallback(&raw->hw_cb_, [this, raw](fence::Fence&) {
           callbacks_running_.fetch_add(1, std::memory_order_relaxed);  // see JobDone

@@ -31,7 +31,9 @@ void Scheduler::Fault() {
   WakeUp();
 }
 
-// drm_sched_job_timedout. On the executor thread.
+// drm_sched_job_timedout. On the executor thread. The handler does not count as work (in_work_):
+// a Stop from another thread — a reset worker the handler waits for — must not wait for it, as
+// the kernel's drm_sched_stop only parks the work items.
 void Scheduler::HandleTimeout() {
   Job* job;
   {
@@ -45,33 +47,37 @@ void Scheduler::HandleTimeout() {
     tdr_job_ = std::move(pending_.front());
     pending_.pop_front();
     free_guilty_ = false;
-    in_work_ = true;
     job = tdr_job_.get();
+    handler_job_ = job;
   }
   const TimeoutStatus status = backend_->TimedOutJob(*job);  // may Stop/Resubmit/Start
   std::unique_ptr<Job> to_free;
   {
     absl::MutexLock l(&mu_);
+    handler_job_ = nullptr;
     if (tdr_job_ != nullptr) {
       if (free_guilty_) {
         to_free = std::move(tdr_job_);
+        in_work_ = true;  // a Stop from another thread waits: FreeJob calls never overlap
       } else {
         pending_.push_front(std::move(tdr_job_));  // freed in order once its fence signals
       }
     }
-    in_work_ = false;
     if (status == TimeoutStatus::kNoDevice) tdr_disabled_ = true;
     ArmTimerLocked();
   }
   if (to_free != nullptr) {
     (void)to_free->finished_->Wait();
     backend_->FreeJob(std::move(to_free));
+    absl::MutexLock l(&mu_);
+    in_work_ = false;
   }
   WakeUp();  // a job put back may be freeable now
 }
 
 void Scheduler::Stop(Job* bad) {
   std::deque<std::unique_ptr<Job>> jobs;
+  Job* in_handler;
   {
     absl::MutexLock l(&mu_);
     paused_ = true;
@@ -81,6 +87,7 @@ void Scheduler::Stop(Job* bad) {
     }
     // The job in TimedOutJob goes back at the head, so the walk below covers it.
     if (tdr_job_ != nullptr) pending_.push_front(std::move(tdr_job_));
+    in_handler = handler_job_;
     jobs.swap(pending_);
     tdr_deadline_ = absl::InfiniteFuture();
   }
@@ -97,8 +104,9 @@ void Scheduler::Stop(Job* bad) {
       if (!detached_before) credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
       job->parent_ = nullptr;
       keep.push_front(std::move(job));
-    } else if (job.get() == bad && OnExecutorThread()) {
-      guilty = std::move(job);  // in TimedOutJob: freed when it returns
+    } else if (job.get() == in_handler) {
+      // The timeout handler still holds it (whether or not it is `bad`): freed when it returns.
+      guilty = std::move(job);
     } else {
       done.push_back(std::move(job));
     }
@@ -108,8 +116,12 @@ void Scheduler::Stop(Job* bad) {
     UDRM_CHECK(pending_.empty(), "Scheduler::Stop raced with submission");
     pending_.swap(keep);
     if (guilty != nullptr) {
-      tdr_job_ = std::move(guilty);
-      free_guilty_ = true;
+      if (handler_job_ == guilty.get()) {
+        tdr_job_ = std::move(guilty);
+        free_guilty_ = true;
+      } else {
+        done.push_back(std::move(guilty));  // the handler returned meanwhile
+      }
     }
   }
   for (auto& job : done) {

@@ -49,7 +49,7 @@ struct Udrm {
     auto job = std::make_unique<sched::Job>();
     (void)job->Init(entities[entity].get(), 1);
     for (const auto& d : deps) (void)job->AddDependency(d);
-    return sched::Job::ArmAndPush(std::move(job));
+    return entities[entity]->Submit(std::move(job));
   }
 };
 

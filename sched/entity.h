@@ -55,6 +55,10 @@ class Entity {
   Entity(const Entity&) = delete;
   Entity& operator=(const Entity&) = delete;
 
+  // Arm + Push of `job`, which Init() bound to this entity (a contract: crash otherwise): the
+  // common path in one call. Returns the job's finished fence. Blocks as Job::Arm.
+  fence::FenceRef Submit(std::unique_ptr<Job> job) ABSL_LOCKS_EXCLUDED(submit_mu_);
+
   // drm_sched_entity_flush: blocks until every pushed job has been handed to a backend (or
   // killed). Returns the remaining time, or DeadlineExceeded.
   absl::StatusOr<absl::Duration> Flush(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(submit_mu_);
@@ -96,6 +100,8 @@ class Entity {
   Scheduler* scheduler_ ABSL_GUARDED_BY(submit_mu_);
   std::vector<Scheduler*> schedulers_ ABSL_GUARDED_BY(submit_mu_);  // empty: stay put
   uint64_t fence_seq_ ABSL_GUARDED_BY(submit_mu_) = 0;
+  // The finished fence of the last armed job: a job cancelled after it signals after it.
+  fence::FenceRef last_armed_ ABSL_GUARDED_BY(submit_mu_);
   bool killed_ ABSL_GUARDED_BY(submit_mu_) = false;
 
   // Under the current scheduler's mu_ (see scheduler.h). An entity changes scheduler only when

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "spdlog/spdlog.h"
 #include "tbb/scalable_allocator.h"
 #include "sched/entity.h"
 #include "sched/sched_fence.h"
@@ -63,26 +64,28 @@ absl::Status Job::AddResvDependencies(const fence::Resv& resv, fence::ResvUsage 
   return st;
 }
 
-void Job::Arm() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // the lock is released by Push
-  UDRM_CHECK(state_ == State::kInitialized, "Job::Arm of a job that is not initialised (or armed)");
-  Entity* e = entity_;
+ArmedJob Job::Arm(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // held by ArmedJob
+  UDRM_CHECK(job != nullptr && job->state_ == State::kInitialized,
+             "Job::Arm of a job that is not initialised (or armed)");
+  Entity* e = job->entity_;
   e->submit_mu_.Lock();
-  scheduler_ = e->SelectSchedulerLocked();
-  priority_ = e->priority();
-  guilty_ = e->guilty_;
-  stats_ = e->stats_;
+  job->scheduler_ = e->SelectSchedulerLocked();
+  job->priority_ = e->priority();
+  job->guilty_ = e->guilty_;
+  job->stats_ = e->stats_;
   const uint64_t seq = ++e->fence_seq_;
   FinishedFence::Pair fences =
-      FinishedFence::CreatePair(e->context_, seq, scheduler_, dont_pipeline_);
-  scheduled_ = std::move(fences.scheduled);
-  finished_ = std::move(fences.finished);
-  arming_thread_ = ThisThread();
-  state_ = State::kArmed;
+      FinishedFence::CreatePair(e->context_, seq, job->scheduler_, job->dont_pipeline_);
+  job->scheduled_ = std::move(fences.scheduled);
+  job->finished_ = std::move(fences.finished);
+  fence::FenceRef prev = std::exchange(e->last_armed_, job->finished_);
+  job->arming_thread_ = ThisThread();
+  job->state_ = State::kArmed;
+  return ArmedJob(std::move(job), std::move(prev));
 }
 
 void Job::Push(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // Arm took the lock
-  UDRM_CHECK(job != nullptr && job->state_ == State::kArmed, "Job::Push of a job that is not armed");
-  UDRM_CHECK(job->arming_thread_ == ThisThread(), "Job::Push on another thread than Arm");
+  UDRM_CHECK(job->arming_thread_ == ThisThread(), "ArmedJob::Push on another thread than Arm");
   job->state_ = State::kPushed;
   Entity* e = job->entity_;
   Scheduler* s = job->scheduler_;
@@ -90,10 +93,73 @@ void Job::Push(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // Ar
   e->submit_mu_.Unlock();
 }
 
-fence::FenceRef Job::ArmAndPush(std::unique_ptr<Job> job) {
-  job->Arm();
-  fence::FenceRef finished = job->finished_;
-  Push(std::move(job));
+namespace {
+
+// A cancelled job waiting, one fence at a time, for the fences that must signal before its own;
+// then it signals them and destroys the job (and itself).
+class Cancellation {
+ public:
+  Cancellation(std::unique_ptr<Job> job, std::vector<fence::FenceRef> wait)
+      : job_(std::move(job)), wait_(std::move(wait)) {}
+
+  // Deletes `this` when the job is complete (maybe before returning).
+  void Next() {
+    while (next_ < wait_.size()) {
+      fence::Fence& f = *wait_[next_++];
+      if (f.AddCallback(&cb_, [this](fence::Fence&) { Next(); }).ok()) return;
+    }
+    // Through local references: `wait_` (destroyed with `this`) may hold the fence whose
+    // callback runs this.
+    const fence::FenceRef scheduled = job_->scheduled(), finished = job_->finished();
+    scheduled->Signal();
+    finished->SetError(absl::CancelledError("armed job destroyed without Push"));
+    finished->Signal();
+    std::vector<fence::FenceRef> keep = std::move(wait_);
+    delete this;  // destroys the job
+  }
+
+ private:
+  std::unique_ptr<Job> job_;
+  std::vector<fence::FenceRef> wait_;
+  size_t next_ = 0;
+  fence::FenceCallback cb_;
+};
+
+}  // namespace
+
+void Job::Cancel(std::unique_ptr<Job> job, fence::FenceRef prev) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  UDRM_CHECK(job->arming_thread_ == ThisThread(),
+             "ArmedJob destroyed on another thread than Arm");
+  job->state_ = State::kCancelled;
+  Entity* e = job->entity_;
+  job->entity_ = nullptr;
+  e->submit_mu_.Unlock();  // the entity is usable again: its next job takes the next seqno
+#ifndef NDEBUG
+  spdlog::warn("sched: job {}:{} was armed and destroyed without Push; cancelled",
+               job->finished_->context(), job->finished_->seqno());
+#endif
+  // Like a killed job: after the previous job of the entity (seqno order) and the job's own
+  // dependencies (whoever waits for its out-fence may rely on those being done).
+  std::vector<fence::FenceRef> wait(job->deps_.begin(), job->deps_.end());
+  if (prev != nullptr) wait.push_back(std::move(prev));
+  (new Cancellation(std::move(job), std::move(wait)))->Next();
+}
+
+ArmedJob::~ArmedJob() {
+  if (job_ != nullptr) Job::Cancel(std::move(job_), std::move(prev_));
+}
+
+void ArmedJob::Push() && {
+  UDRM_CHECK(job_ != nullptr, "ArmedJob::Push of a moved-from or pushed handle");
+  prev_ = nullptr;
+  Job::Push(std::move(job_));
+}
+
+fence::FenceRef Entity::Submit(std::unique_ptr<Job> job) {
+  UDRM_CHECK(job != nullptr && job->entity_ == this, "Entity::Submit of a job of another entity");
+  ArmedJob armed = Job::Arm(std::move(job));
+  fence::FenceRef finished = armed.finished();
+  std::move(armed).Push();
   return finished;
 }
 

@@ -4,19 +4,27 @@
 //   1. Init(entity, credits) — fallible: InvalidArgument for zero credits or no entity.
 //   2. AddDependency / AddResvDependencies — fences the job must wait for. Each call consumes the
 //      reference it is given; for fences of one context only the later one is kept.
-//   3. Arm() — the point of no return: picks the entity's scheduler (load balancing), assigns the
-//      entity's next seqno and creates the scheduled and finished fences (publish finished() as the job's out-fence from here on). Arm takes the
-//      entity's submission lock and Push releases it, so arm-then-push of one entity is atomic
-//      and seqno order equals queue order; another thread arming the same entity waits.
-//   4. Push(std::move(job)) — hands the job to the scheduler. The caller must not touch the job
-//      afterwards (it may already be running, done and freed). ArmAndPush does 3 and 4.
+//   3. Job::Arm(std::move(job)) — the point of no return: picks the entity's scheduler (load
+//      balancing), assigns the entity's next seqno and creates the scheduled and finished fences
+//      (publish finished() as the job's out-fence from here on). It returns an ArmedJob, a
+//      move-only handle that holds the entity's submission lock until it is pushed or destroyed,
+//      so arm-then-push of one entity is atomic and seqno order equals queue order; another
+//      thread arming the same entity waits.
+//   4. std::move(armed).Push() — hands the job to the scheduler. The caller must not touch the
+//      job afterwards (it may already be running, done and freed). Entity::Submit(std::move(job))
+//      does 3 and 4 in one call and returns the finished fence: the common case.
+//   An ArmedJob destroyed without Push cancels the job: the submission lock is released at once
+//   (the entity stays usable), and once the entity's previously armed job has finished and the
+//   job's dependencies have signalled (so its fences never signal ahead of seqno order), its
+//   scheduled fence signals and its finished fence signals with CancelledError; then the job is
+//   destroyed. The backend never sees it (no RunJob, no FreeJob). Debug builds log a warning.
 //   5. The scheduler resolves dependencies, runs the job (Backend::RunJob), signals scheduled(),
 //      then finished() when the hardware fence signals, then calls Backend::FreeJob.
 // A job's failure travels on finished(), never as a return value.
 //
 // Thread-safety: a job belongs to the thread that builds it until Push; then to the scheduler.
-// Broken contracts (dependencies after Arm, Push without Arm, Push on another thread than Arm,
-// double Arm) crash.
+// Broken contracts (dependencies after Arm, Push or destruction of an ArmedJob on another thread
+// than Arm, Arm of a job not initialised) crash.
 #ifndef UDRM_SCHED_JOB_H_
 #define UDRM_SCHED_JOB_H_
 
@@ -37,6 +45,7 @@
 
 namespace sched {
 
+class ArmedJob;
 class RunQueue;
 class Scheduler;
 class EntityStats;
@@ -71,12 +80,10 @@ class Job {
   // Before Arm.
   void SetDontPipeline() { dont_pipeline_ = true; }
 
-  // drm_sched_job_arm. Takes the entity's submission lock until Push.
-  void Arm();
-  // drm_sched_entity_push_job. Releases the lock Arm took.
-  static void Push(std::unique_ptr<Job> job);
-  // Arm + Push; returns the finished fence.
-  static fence::FenceRef ArmAndPush(std::unique_ptr<Job> job);
+  // drm_sched_job_arm: takes the entity's submission lock, held by the returned handle until it
+  // is pushed or destroyed (see ArmedJob). Blocks while another thread holds an ArmedJob of the
+  // same entity.
+  [[nodiscard]] static ArmedJob Arm(std::unique_ptr<Job> job);
 
   uint32_t credits() const { return credits_; }
   const fence::FenceRef& scheduled() const { return scheduled_; }
@@ -89,9 +96,14 @@ class Job {
   int karma() const { return karma_.load(std::memory_order_relaxed); }
 
  private:
+  friend class ArmedJob;
+  friend class Entity;  // Submit checks the job is its own
   friend class RunQueue;
   friend class Scheduler;
-  enum class State { kNew, kInitialized, kArmed, kPushed };
+  enum class State { kNew, kInitialized, kArmed, kPushed, kCancelled };
+  // ArmedJob's two ends. `prev` is the finished fence of the entity's previously armed job.
+  static void Push(std::unique_ptr<Job> job);
+  static void Cancel(std::unique_ptr<Job> job, fence::FenceRef prev);
 
   State state_ = State::kNew;
   Entity* entity_ = nullptr;  // cleared when the scheduler pops the job
@@ -113,6 +125,36 @@ class Job {
   fence::FenceRef finished_;
   fence::FenceRef parent_;  // the hardware fence (scheduler: under its mu_ once pending)
   fence::FenceCallback hw_cb_;
+};
+
+// An armed job that must be pushed: the type-level form of "after arm the job must be pushed".
+// Move-only; holds the entity's submission lock (see Job above). Push or destroy it on the thread
+// that armed it. Destroying it without Push cancels the job (see the life of a job above).
+class [[nodiscard]] ArmedJob {
+ public:
+  ArmedJob(ArmedJob&& other) noexcept = default;
+  ArmedJob& operator=(ArmedJob&&) = delete;  // replacing a live handle would cancel it silently
+  ArmedJob(const ArmedJob&) = delete;
+  ArmedJob& operator=(const ArmedJob&) = delete;
+  ~ArmedJob();
+
+  // drm_sched_entity_push_job: hands the job to its scheduler and releases the submission lock.
+  // Does not block. Writes made before Push are visible to the backend's RunJob for the job.
+  void Push() &&;
+
+  // The armed job, for its fences and fields until Push.
+  Job& job() const { return *job_; }
+  Job* operator->() const { return job_.get(); }
+  const fence::FenceRef& scheduled() const { return job_->scheduled(); }
+  const fence::FenceRef& finished() const { return job_->finished(); }
+
+ private:
+  friend class Job;
+  ArmedJob(std::unique_ptr<Job> job, fence::FenceRef prev)
+      : job_(std::move(job)), prev_(std::move(prev)) {}
+
+  std::unique_ptr<Job> job_;  // null once pushed (or moved from)
+  fence::FenceRef prev_;      // the entity's previously armed job's finished fence, or null
 };
 
 }  // namespace sched

@@ -42,9 +42,9 @@ class SchedTest : public ::testing::Test {
     EXPECT_TRUE(job->Init(e, credits).ok());
     for (auto& d : deps) EXPECT_TRUE(job->AddDependency(d).ok());
     if (dont_pipeline) job->SetDontPipeline();
-    job->Arm();
-    auto fences = std::make_pair(job->scheduled(), job->finished());
-    Job::Push(std::move(job));
+    ArmedJob armed = Job::Arm(std::move(job));
+    auto fences = std::make_pair(armed.scheduled(), armed.finished());
+    std::move(armed).Push();
     return fences;
   }
 
@@ -207,12 +207,12 @@ TEST(SchedCredits, DrmSchedTestCredits) {
     auto j0 = std::make_unique<MockJob>(), j1 = std::make_unique<MockJob>();
     ASSERT_TRUE(j0->Init(e.get(), 1).ok());
     ASSERT_TRUE(j1->Init(e.get(), 1).ok());
-    j0->Arm();
-    fence::FenceRef s0 = j0->scheduled();
-    Job::Push(std::move(j0));
-    j1->Arm();
-    fence::FenceRef s1 = j1->scheduled(), f1 = j1->finished();
-    Job::Push(std::move(j1));
+    ArmedJob a0 = Job::Arm(std::move(j0));
+    fence::FenceRef s0 = a0.scheduled();
+    std::move(a0).Push();
+    ArmedJob a1 = Job::Arm(std::move(j1));
+    fence::FenceRef s1 = a1.scheduled(), f1 = a1.finished();
+    std::move(a1).Push();
     EXPECT_TRUE(SignalsWithin(s0, absl::Seconds(10)));
     EXPECT_FALSE(SignalsWithin(s1, absl::Milliseconds(200)));
     EXPECT_EQ(s->credit_count(), 1u);
@@ -235,7 +235,7 @@ TEST(SchedCredits, OversizedJobIsTruncated) {
     auto e = *Entity::Create({s.get()});
     auto job = std::make_unique<MockJob>();
     ASSERT_TRUE(job->Init(e.get(), 100).ok());
-    fence::FenceRef f = Job::ArmAndPush(std::move(job));
+    fence::FenceRef f = e->Submit(std::move(job));
     while (mock.run_order().empty()) absl::SleepFor(absl::Milliseconds(1));
     EXPECT_EQ(s->credit_count(), 4u);
     EXPECT_EQ(mock.Advance(1), 1);
@@ -254,10 +254,10 @@ TEST(SchedCancel, DrmSchedBasicCancel) {
     auto e = *Entity::Create({s.get()});
     auto job = std::make_unique<MockJob>();
     ASSERT_TRUE(job->Init(e.get(), 1).ok());
-    job->Arm();
-    fence::FenceRef scheduled = job->scheduled();
-    finished = job->finished();
-    Job::Push(std::move(job));
+    ArmedJob armed = Job::Arm(std::move(job));
+    fence::FenceRef scheduled = armed.scheduled();
+    finished = armed.finished();
+    std::move(armed).Push();
     ASSERT_TRUE(SignalsWithin(scheduled, absl::Seconds(10)));
   }
   s.reset();
@@ -287,10 +287,10 @@ TEST(SchedConcurrent, DrmSchedParallelSubmitTest) {
     workers.emplace_back([&, w, jobs = std::move(jobs)]() mutable {
       go.WaitForNotification();
       for (auto& job : jobs) {
-        job->Arm();
-        scheduled[w].push_back(job->scheduled());
-        finished[w].push_back(job->finished());
-        Job::Push(std::move(job));
+        ArmedJob armed = Job::Arm(std::move(job));
+        scheduled[w].push_back(armed.scheduled());
+        finished[w].push_back(armed.finished());
+        std::move(armed).Push();
       }
     });
   }
@@ -320,7 +320,7 @@ TEST(SchedConcurrent, ConcurrentPushersKeepSeqnoOrder) {
       for (int i = 0; i < 50; ++i) {
         auto job = std::make_unique<MockJob>();
         ASSERT_TRUE(job->Init(e.get(), 1).ok());
-        Job::ArmAndPush(std::move(job));
+        e->Submit(std::move(job));
       }
     });
   }
@@ -347,20 +347,6 @@ TEST(SchedBadInput, Rejected) {
   MockJob job;
   EXPECT_TRUE(absl::IsInvalidArgument(job.Init(e.get(), 0)));
   EXPECT_TRUE(absl::IsInvalidArgument(job.Init(nullptr, 1)));
-}
-
-// Contract: Push without Arm crashes.
-TEST(SchedDeathTest, PushWithoutArm) {
-  EXPECT_DEATH(
-      {
-        MockBackend mock;
-        auto s = *Scheduler::Create(&mock, testing::Opts());
-        auto e = *Entity::Create({s.get()});
-        auto job = std::make_unique<MockJob>();
-        (void)job->Init(e.get(), 1);
-        Job::Push(std::move(job));
-      },
-      "not armed");
 }
 
 }  // namespace
@@ -419,9 +405,9 @@ TEST(SchedFence, DeadlineForwardedToParent) {
     auto job = std::make_unique<Job>();
     ASSERT_TRUE(job->Init(e.get(), 1).ok());
     ASSERT_TRUE(job->AddDependency(gate).ok());
-    job->Arm();
-    fence::FenceRef scheduled = job->scheduled(), finished = job->finished();
-    Job::Push(std::move(job));
+    ArmedJob armed = Job::Arm(std::move(job));
+    fence::FenceRef scheduled = armed.scheduled(), finished = armed.finished();
+    std::move(armed).Push();
     const absl::Time t1 = absl::Now() + absl::Seconds(5);
     finished->SetDeadline(t1);
     gate->Signal();

@@ -23,7 +23,7 @@ fence::FenceRef SubmitJob(Entity* e, const fence::FenceRef& dep = nullptr) {
   auto job = std::make_unique<MockJob>();
   EXPECT_TRUE(job->Init(e, 1).ok());
   EXPECT_TRUE(job->AddDependency(dep).ok());
-  return Job::ArmAndPush(std::move(job));
+  return e->Submit(std::move(job));
 }
 
 // upstream: drm_sched_basic_entity_cleanup — 4 entities, 100 chained jobs, destroy the entities

@@ -23,7 +23,7 @@ fence::FenceRef SubmitJob(Entity* e, MockJob** out = nullptr, bool dont_reset = 
   EXPECT_TRUE(job->Init(e, 1).ok());
   job->dont_reset = dont_reset;
   if (out != nullptr) *out = job.get();
-  return Job::ArmAndPush(std::move(job));
+  return e->Submit(std::move(job));
 }
 
 // Blocks the scheduler (credit limit 1) with one job, queues `per_entity` jobs on each entity,

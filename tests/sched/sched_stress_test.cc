@@ -23,7 +23,7 @@ constexpr absl::Duration kLong = absl::Seconds(30);
 fence::FenceRef SubmitJob(Entity* e) {
   auto job = std::make_unique<MockJob>();
   EXPECT_TRUE(job->Init(e, 1).ok());
-  return Job::ArmAndPush(std::move(job));
+  return e->Submit(std::move(job));
 }
 
 // upstream: drm_sched_interleaved_submit_test (shape) — 8 submitters keep a window of 8 jobs in

@@ -60,9 +60,10 @@ inline Submitted SubmitMock(Entity* e, absl::Duration duration = absl::ZeroDurat
   EXPECT_TRUE(job->Init(e, 1).ok());
   job->duration = duration;
   for (auto& d : deps) EXPECT_TRUE(job->AddDependency(std::move(d)).ok());
-  job->Arm();
-  Submitted out{job.get(), job->scheduled(), job->finished()};
-  Job::Push(std::move(job));
+  MockJob* raw = job.get();
+  ArmedJob armed = Job::Arm(std::move(job));
+  Submitted out{raw, armed.scheduled(), armed.finished()};
+  std::move(armed).Push();
   return out;
 }
 

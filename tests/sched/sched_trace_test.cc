@@ -37,11 +37,11 @@ TEST(SchedTrace, EventsKeyedByFenceInOrder) {
     auto j1 = std::make_unique<MockJob>();
     ASSERT_TRUE(j1->Init(e.get(), 1).ok());
     ASSERT_TRUE(j1->AddDependency(gate).ok());
-    f1 = Job::ArmAndPush(std::move(j1));
+    f1 = e->Submit(std::move(j1));
     auto other = *Entity::Create({s.get()});
     auto j2 = std::make_unique<MockJob>();
     ASSERT_TRUE(j2->Init(other.get(), 1).ok());
-    f2 = Job::ArmAndPush(std::move(j2));  // runs first (j1 waits for the gate)
+    f2 = other->Submit(std::move(j2));  // runs first (j1 waits for the gate)
     while (mock.run_order().empty()) absl::SleepFor(absl::Milliseconds(1));
     gate->Signal();                       // j1 is now ready but has no credits
     absl::SleepFor(absl::Milliseconds(50));

@@ -270,12 +270,37 @@ absl::Status WwMutex::MaybeInjectBackoff(WwAcquireContext* ctx) {
   return absl::AbortedError(kBackoff);
 }
 
+// ww_mutex_trylock: a context holding no locks starts afresh (a wound from its last transaction
+// is stale); a successful trylock is an acquire like any other, so it is checked against the
+// waiters that are already queued (ww_mutex_set_context_fastpath).
 bool WwMutex::TryLock(WwAcquireContext* ctx) {
   if (ctx != nullptr) CheckCanLock(ctx, false);
   absl::MutexLock l(&mu_);
+  if (ctx != nullptr && ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
   if (locked_) return false;
   AcquireLocked(ctx);
+  if (ctx != nullptr && head_ != nullptr) CheckWaitersLocked(ctx);
   return true;
+}
+
+// __ww_mutex_check_waiters, for a holder `ctx` that took the mutex past queued waiters.
+// Wait-Die: the first context waiter, if younger than us and holding locks, is woken to die.
+// Wound-Wait: an older context waiter holding locks would have wounded us had it queued after we
+// took the mutex, so we wound ourselves: our next blocking lock while holding locks backs off.
+void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
+  for (internal::Waiter* cur = head_; cur != nullptr; cur = cur->next) {
+    if (cur->ctx == nullptr) continue;
+    if (class_->is_wait_die()) {
+      if (cur->ctx->acquired() > 0 && WwAcquireContext::IsYounger(*cur->ctx, *ctx)) {
+        cur->node->Wake();
+      }
+      return;
+    }
+    if (cur->ctx->acquired() > 0 && WwAcquireContext::IsYounger(*ctx, *cur->ctx)) {
+      ctx->wounded_.store(true, std::memory_order_relaxed);
+      return;
+    }
+  }
 }
 
 void WwMutex::Unlock() {

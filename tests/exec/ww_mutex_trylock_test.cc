@@ -53,21 +53,23 @@ class WwTryLockTest : public ::testing::TestWithParam<std::tuple<WwAlgorithm, bo
   WwClass cls_{std::get<0>(GetParam())};
 };
 
-INSTANTIATE_TEST_SUITE_P(
-    AlgorithmsAndInjection, WwTryLockTest,
-    ::testing::Combine(::testing::Values(WwAlgorithm::kWaitDie, WwAlgorithm::kWoundWait),
-                       ::testing::Bool()),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param) == WwAlgorithm::kWaitDie ? "WaitDie"
-                                                                          : "WoundWait") +
-             (std::get<1>(info.param) ? "Injection" : "NoInjection");
-    });
+INSTANTIATE_TEST_SUITE_P(AlgorithmsAndInjection, WwTryLockTest,
+                         ::testing::Combine(::testing::Values(WwAlgorithm::kWaitDie,
+                                                              WwAlgorithm::kWoundWait),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) == WwAlgorithm::kWaitDie
+                                                  ? "WaitDie"
+                                                  : "WoundWait") +
+                                  (std::get<1>(info.param) ? "Injection" : "NoInjection");
+                         });
 
 // Issue 10 defect 3: older A holds M and waits for L (held by young C); C unlocks; young B
 // trylocks L and wins, then locks M. B must back off (wounded by its trylock / dies for A), so both
 // transactions finish; before the fix A and B waited on each other forever.
 TEST_P(WwTryLockTest, TrylockPastAnOlderWaiterDoesNotDeadlock) {
-  constexpr int kAttempts = 200;  // B, spinning, wins the race for L against the woken A nearly always
+  constexpr int kAttempts =
+      200;  // B, spinning, wins the race for L against the woken A nearly always
   bool scenario_ran = false;
   for (int attempt = 0; attempt < kAttempts && !scenario_ran; ++attempt) {
     WwMutex l(&cls_), m(&cls_);
@@ -146,7 +148,7 @@ TEST_P(WwTryLockTest, TrylockWithNoLocksHeldClearsAStaleWound) {
     ASSERT_TRUE(q.Lock(&ctx).ok());
     y_holds_q.Notify();
     x_holds_l.WaitForNotification();
-    absl::Status st = l.Lock(&ctx);  // queues behind X's hold: wounds X (Wound-Wait)
+    absl::Status st = l.Lock(&ctx);               // queues behind X's hold: wounds X (Wound-Wait)
     ASSERT_TRUE(st.ok() || IsBackoff(st)) << st;  // injection may make it back off
     if (st.ok()) l.Unlock();
     q.Unlock();

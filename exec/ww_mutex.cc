@@ -5,12 +5,21 @@
 
 #include "base/check.h"
 #include "base/spin.h"
+#include "base/status_tag.h"
 
 namespace exec {
 namespace {
 
-constexpr absl::string_view kBackoff = "ww_mutex: back off (EDEADLK)";
-constexpr absl::string_view kAlreadyHeld = "ww_mutex: already held by this context (EALREADY)";
+absl::Status BackoffError() {
+  return udrm::WithTag(absl::AbortedError("ww_mutex: back off (EDEADLK)"),
+                       udrm::StatusTag::kBackoff);
+}
+
+absl::Status AlreadyHeldError() {
+  return udrm::WithTag(
+      absl::AlreadyExistsError("ww_mutex: already held by this context (EALREADY)"),
+      udrm::StatusTag::kAlreadyHeld);
+}
 
 std::atomic<bool>& InjectionFlag() {
   static std::atomic<bool> flag{[] {
@@ -49,11 +58,9 @@ void WaitNode::Sleep() {
 
 }  // namespace internal
 
-bool IsBackoff(const absl::Status& s) { return absl::IsAborted(s) && s.message() == kBackoff; }
+bool IsBackoff(const absl::Status& s) { return udrm::HasTag(s, udrm::StatusTag::kBackoff); }
 
-bool IsAlreadyHeld(const absl::Status& s) {
-  return absl::IsAlreadyExists(s) && s.message() == kAlreadyHeld;
-}
+bool IsAlreadyHeld(const absl::Status& s) { return udrm::HasTag(s, udrm::StatusTag::kAlreadyHeld); }
 
 void SetSlowpathInjection(bool on) { InjectionFlag().store(on, std::memory_order_relaxed); }
 bool SlowpathInjection() { return InjectionFlag().load(std::memory_order_relaxed); }
@@ -125,7 +132,7 @@ absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const udrm::CancelToken*
   {
     absl::MutexLock l(&mu_);
     if (ctx != nullptr) {
-      if (owner_ctx_ == ctx) return absl::AlreadyExistsError(kAlreadyHeld);
+      if (owner_ctx_ == ctx) return AlreadyHeldError();
       if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
     }
     if (!locked_ && head_ == nullptr) {
@@ -253,7 +260,7 @@ absl::Status WwMutex::CheckKillLocked(internal::Waiter* w) {
 absl::Status WwMutex::Kill(WwAcquireContext* ctx) {
   if (ctx->acquired() == 0) return absl::OkStatus();
   ctx->contending_lock_ = this;
-  return absl::AbortedError(kBackoff);
+  return BackoffError();
 }
 
 // ww_mutex_deadlock_injection: after a successful lock that is not the context's first.
@@ -267,15 +274,40 @@ absl::Status WwMutex::MaybeInjectBackoff(WwAcquireContext* ctx) {
   ctx->inject_countdown_ = interval;
   Unlock();
   ctx->contending_lock_ = this;
-  return absl::AbortedError(kBackoff);
+  return BackoffError();
 }
 
+// ww_mutex_trylock: a context holding no locks starts afresh (a wound from its last transaction
+// is stale); a successful trylock is an acquire like any other, so it is checked against the
+// waiters that are already queued (ww_mutex_set_context_fastpath).
 bool WwMutex::TryLock(WwAcquireContext* ctx) {
   if (ctx != nullptr) CheckCanLock(ctx, false);
   absl::MutexLock l(&mu_);
+  if (ctx != nullptr && ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
   if (locked_) return false;
   AcquireLocked(ctx);
+  if (ctx != nullptr && head_ != nullptr) CheckWaitersLocked(ctx);
   return true;
+}
+
+// __ww_mutex_check_waiters, for a holder `ctx` that took the mutex past queued waiters.
+// Wait-Die: the first context waiter, if younger than us and holding locks, is woken to die.
+// Wound-Wait: an older context waiter holding locks would have wounded us had it queued after we
+// took the mutex, so we wound ourselves: our next blocking lock while holding locks backs off.
+void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
+  for (internal::Waiter* cur = head_; cur != nullptr; cur = cur->next) {
+    if (cur->ctx == nullptr) continue;
+    if (class_->is_wait_die()) {
+      if (cur->ctx->acquired() > 0 && WwAcquireContext::IsYounger(*cur->ctx, *ctx)) {
+        cur->node->Wake();
+      }
+      return;
+    }
+    if (cur->ctx->acquired() > 0 && WwAcquireContext::IsYounger(*ctx, *cur->ctx)) {
+      ctx->wounded_.store(true, std::memory_order_relaxed);
+      return;
+    }
+  }
 }
 
 void WwMutex::Unlock() {

@@ -15,7 +15,8 @@
 //
 // Waiters: context waiters queue in stamp order (oldest first); waiters without a context queue
 // FIFO and are skipped over by the sort, so they are not starved. A released mutex goes to the
-// first waiter; Lock() does not barge past queued waiters (TryLock() may).
+// first waiter; Lock() does not barge past queued waiters (TryLock() may, and then wounds or
+// kills as an acquire does).
 //
 // Without a context, Lock(nullptr)/Unlock() behave as a plain mutex. Mixing context and
 // context-less locking of one class, or two contexts of one class on one thread, can deadlock
@@ -171,7 +172,11 @@ class WwMutex {
   // ww_mutex_lock_slow_interruptible: OK, or CancelledError.
   absl::Status LockSlowInterruptible(WwAcquireContext* ctx, const udrm::CancelToken* cancel)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // ww_mutex_trylock: never blocks. False if held (also when held by `ctx` itself).
+  // ww_mutex_trylock: never blocks. False if held (also when held by `ctx` itself). It may take a
+  // free mutex past queued waiters; with a context, that is an acquire like Lock(): a context
+  // holding no locks drops an old wound, and the queued waiters are checked against the new
+  // holder (Wound-Wait: an older waiter holding locks wounds it, so its next blocking Lock() while
+  // holding locks backs off; Wait-Die: a younger waiter holding locks is woken to die).
   bool TryLock(WwAcquireContext* ctx = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_unlock. Contract: locked.
   void Unlock() ABSL_LOCKS_EXCLUDED(mu_);
@@ -194,6 +199,7 @@ class WwMutex {
   void RemoveWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckKillLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WoundHolderLocked(WwAcquireContext* waiter_ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckWaitersLocked(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Kill(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MaybeInjectBackoff(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
   void CheckCanLock(const WwAcquireContext* ctx, bool slow) const;

@@ -5,6 +5,7 @@
 
 #include "base/check.h"
 #include "base/spin.h"
+#include "base/status_tag.h"
 #include "fence/internal/waiter.h"
 #include "spdlog/spdlog.h"
 
@@ -17,7 +18,10 @@ const void* ThisThread() {
   return &id;
 }
 
-constexpr absl::string_view kAlreadySignaled = "fence already signaled";
+absl::Status AlreadySignaledError() {
+  return udrm::WithTag(absl::NotFoundError("fence already signaled"),
+                       udrm::StatusTag::kAlreadySignaled);
+}
 
 }  // namespace
 
@@ -27,7 +31,7 @@ bool SeqnoIsLater(uint64_t a, uint64_t b, SeqnoWidth width) {
 }
 
 bool IsAlreadySignaled(const absl::Status& s) {
-  return absl::IsNotFound(s) && s.message() == kAlreadySignaled;
+  return udrm::HasTag(s, udrm::StatusTag::kAlreadySignaled);
 }
 
 #ifndef NDEBUG
@@ -148,8 +152,7 @@ bool Fence::SignalWithError(absl::Status error, absl::Time timestamp) {
   FenceCallback* list;
   {
     absl::MutexLock l(&mu_);
-    if (!(flags_.load(std::memory_order_relaxed) & kSignaledBit) && !error.ok() &&
-        error_.ok()) {
+    if (!(flags_.load(std::memory_order_relaxed) & kSignaledBit) && !error.ok() && error_.ok()) {
       error_ = std::move(error);
     }
     list = SignalLocked(timestamp, &signalled);
@@ -204,7 +207,7 @@ absl::Status Fence::AddCallback(FenceCallback* cb, FenceCallback::Fn fn) {
   EnableSignaling();
   absl::MutexLock l(&mu_);
   if (flags_.load(std::memory_order_relaxed) & kSignaledBit) {
-    return absl::NotFoundError(kAlreadySignaled);
+    return AlreadySignaledError();
   }
   UDRM_CHECK(cb->owner_ == nullptr, "FenceCallback registered twice");
   cb->fn_ = std::move(fn);
@@ -245,16 +248,16 @@ absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout,
   if (timeout < absl::ZeroDuration()) return absl::InvalidArgumentError("negative timeout");
   const absl::Duration kMinRemaining = absl::Nanoseconds(1);
   EnableSignaling();
-  if (IsSignaled()) return timeout == absl::InfiniteDuration() ? timeout
-                                                                : std::max(timeout, kMinRemaining);
+  if (IsSignaled())
+    return timeout == absl::InfiniteDuration() ? timeout : std::max(timeout, kMinRemaining);
   if (timeout == absl::ZeroDuration()) return absl::DeadlineExceededError("fence not signaled");
   const absl::Time deadline = absl::Now() + timeout;
   udrm::SpinUntil(std::min(timeout, kWaitSpin), [this] { return IsSignaledFlag(); });
   internal::Waiter waiter(cancel);
   FenceCallback cb;
   const bool added = AddCallback(&cb, [&waiter](Fence&) { waiter.Wake(); }).ok();
-  absl::Status st = added ? waiter.Block(deadline, [this] { return IsSignaledFlag(); })
-                          : absl::OkStatus();
+  absl::Status st =
+      added ? waiter.Block(deadline, [this] { return IsSignaledFlag(); }) : absl::OkStatus();
   if (added) RemoveCallback(&cb);
   if (!st.ok()) {
     // A signal racing with the timeout or cancellation wins: report what the fence says.

@@ -264,7 +264,7 @@ TEST_P(WwMutexTest, SlowpathInjection) {
   // Countdown `first` is consumed by locks with acquired > 1, i.e. from the second lock on.
   ASSERT_GE(backoffs.size(), 3u);
   EXPECT_EQ(backoffs[0], first + 1);
-  EXPECT_EQ(backoffs[1], backoffs[0] + 3 + 1);   // after LockSlow, the next lock is the 2nd
+  EXPECT_EQ(backoffs[1], backoffs[0] + 3 + 1);  // after LockSlow, the next lock is the 2nd
   EXPECT_EQ(backoffs[2], backoffs[1] + 10 + 1);
   for (auto& mu : m) {
     if (mu->IsHeldBy(&ctx)) mu->Unlock();
@@ -338,6 +338,30 @@ TEST(WaitDie, YoungerHoldingLocksDiesOnOlderHolder) {
   ASSERT_TRUE(a.Lock(&older).ok());
   ASSERT_TRUE(b.Lock(&younger).ok());
   EXPECT_TRUE(IsBackoff(a.Lock(&younger)));
+  b.Unlock();
+  a.Unlock();
+}
+
+// Errors are values: the real back-off and already-held statuses, reworded, are still recognised;
+// the same code and message made elsewhere (no tag) is not.
+TEST(WwStatus, RecognisedByTagNotMessage) {
+  auto reworded = [](const absl::Status& st) {
+    absl::Status out(st.code(), "reworded");
+    st.ForEachPayload([&](absl::string_view url, const absl::Cord& v) { out.SetPayload(url, v); });
+    return out;
+  };
+  WwClass cls(WwAlgorithm::kWaitDie);
+  WwMutex a(&cls), b(&cls);
+  WwAcquireContext older(&cls), younger(&cls);
+  ASSERT_TRUE(a.Lock(&older).ok());
+  ASSERT_TRUE(b.Lock(&younger).ok());
+  absl::Status backoff = a.Lock(&younger);
+  absl::Status held = a.Lock(&older);
+  EXPECT_TRUE(IsBackoff(reworded(backoff))) << backoff;
+  EXPECT_FALSE(IsBackoff(absl::Status(backoff.code(), backoff.message())));
+  EXPECT_TRUE(IsAlreadyHeld(reworded(held))) << held;
+  EXPECT_FALSE(IsAlreadyHeld(absl::Status(held.code(), held.message())));
+  EXPECT_FALSE(IsBackoff(held));
   b.Unlock();
   a.Unlock();
 }

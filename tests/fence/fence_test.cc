@@ -58,6 +58,13 @@ TEST(DmaFence, LateAddCallback) {
   bool seen = false;
   absl::Status st = f->AddCallback(&cb, [&](Fence&) { seen = true; });
   EXPECT_TRUE(IsAlreadySignaled(st)) << st;
+  // Recognised by its tag, not its text: reworded it still is; the same text without the tag is
+  // not.
+  absl::Status reworded(st.code(), "reworded");
+  st.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& v) { reworded.SetPayload(url, v); });
+  EXPECT_TRUE(IsAlreadySignaled(reworded));
+  EXPECT_FALSE(IsAlreadySignaled(absl::Status(st.code(), st.message())));
   f->Signal();
   EXPECT_FALSE(seen);
 }

@@ -63,6 +63,11 @@ struct PageTable::Leaf {
   }
 };
 
+void Prealloc::Append(Prealloc op) {
+  pages_.insert(pages_.end(), op.pages_.begin(), op.pages_.end());
+  op.pages_.clear();
+}
+
 Prealloc::~Prealloc() {
   UDRM_CHECK(pages_.empty(), "Prealloc dropped without PageTable::Unreserve");
 }
@@ -242,6 +247,21 @@ absl::StatusOr<Prealloc> PageTable::ReserveForUnmap(uint64_t va, uint64_t size) 
   if (!st.ok()) return st;
   // Only the two ends can split a large page, each into a chain of at most levels-1 tables.
   return Reserve(2 * (levels_ - 1) + LogPages(UnmapRetireRoots(va, size)));
+}
+
+absl::Status PageTable::ReserveForMap(uint64_t va, uint64_t size, uint64_t target,
+                                      uint32_t flags, PageSize page_size, Prealloc& list) {
+  absl::StatusOr<Prealloc> op = ReserveForMap(va, size, target, flags, page_size);
+  if (!op.ok()) return op.status();
+  list.Append(*std::move(op));
+  return absl::OkStatus();
+}
+
+absl::Status PageTable::ReserveForUnmap(uint64_t va, uint64_t size, Prealloc& list) {
+  absl::StatusOr<Prealloc> op = ReserveForUnmap(va, size);
+  if (!op.ok()) return op.status();
+  list.Append(*std::move(op));
+  return absl::OkStatus();
 }
 
 void PageTable::Unreserve(Prealloc pre) {

@@ -89,6 +89,7 @@ class Prealloc {
 
  private:
   friend class PageTable;
+  void Append(Prealloc op);  // takes over `op`'s pages (both already counted as reserved)
   std::vector<internal::Table*> pages_;
 };
 
@@ -170,6 +171,15 @@ class PageTable {
   absl::StatusOr<Prealloc> ReserveForMap(uint64_t va, uint64_t size, uint64_t target,
                                          uint32_t flags, PageSize page_size);
   absl::StatusOr<Prealloc> ReserveForUnmap(uint64_t va, uint64_t size);
+  // Writer, step 1 for an op LIST (a VM_BIND job): adds one op's worst case to `list`, so that
+  // one reservation covers every op of the list applied in order with the same Prealloc (maps,
+  // unmaps, splits of earlier maps of the list), whatever the table holds when they run: each
+  // op's bound holds in any state, and the pages are interchangeable. The ops' Invalidations
+  // fold into one with Absorb (one Release, one grace period). InvalidArgument on bad input,
+  // and then `list` is unchanged. May allocate; may run while another Prealloc is applied.
+  absl::Status ReserveForMap(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
+                             PageSize page_size, Prealloc& list);
+  absl::Status ReserveForUnmap(uint64_t va, uint64_t size, Prealloc& list);
   // Writer, step 2: cannot fail, never allocates (new tables and the retire log come from
   // `pre`). Contract: the request is the one validated by the matching Reserve* (re-checked; a
   // mismatch crashes), with `pre` from it.

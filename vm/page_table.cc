@@ -63,20 +63,44 @@ struct PageTable::Leaf {
   }
 };
 
+void Prealloc::Append(Prealloc op) {
+  pages_.insert(pages_.end(), op.pages_.begin(), op.pages_.end());
+  op.pages_.clear();
+}
+
 Prealloc::~Prealloc() {
   UDRM_CHECK(pages_.empty(), "Prealloc dropped without PageTable::Unreserve");
 }
 
+Invalidation& Invalidation::operator=(Invalidation&& other) noexcept {
+  UDRM_CHECK(log_head_ == nullptr || this == &other,
+             "Invalidation overwritten without PageTable::Release");
+  generation_ = other.generation_;
+  removed_mappings_ = std::exchange(other.removed_mappings_, false);
+  retired_count_ = std::exchange(other.retired_count_, 0);
+  log_head_ = std::exchange(other.log_head_, nullptr);
+  log_tail_ = std::exchange(other.log_tail_, nullptr);
+  return *this;
+}
+
 void Invalidation::Absorb(Invalidation&& later) {
   generation_ = std::max(generation_, later.generation_);
-  removed_mappings_ = removed_mappings_ || later.removed_mappings_;
-  retired_.insert(retired_.end(), later.retired_.begin(), later.retired_.end());
-  later.retired_.clear();
-  later.removed_mappings_ = false;
+  removed_mappings_ = removed_mappings_ || std::exchange(later.removed_mappings_, false);
+  retired_count_ += std::exchange(later.retired_count_, 0);
+  Table* head = std::exchange(later.log_head_, nullptr);
+  Table* tail = std::exchange(later.log_tail_, nullptr);
+  if (head == nullptr) return;
+  if (log_tail_ == nullptr) {
+    log_head_ = head;
+  } else {
+    log_tail_->e[internal::kLogNext].store(reinterpret_cast<uint64_t>(head),
+                                           std::memory_order_relaxed);
+  }
+  log_tail_ = tail;
 }
 
 Invalidation::~Invalidation() {
-  UDRM_CHECK(retired_.empty(), "Invalidation dropped without PageTable::Release");
+  UDRM_CHECK(log_head_ == nullptr, "Invalidation dropped without PageTable::Release");
 }
 
 absl::StatusOr<std::unique_ptr<PageTable>> PageTable::Create(int va_bits) {
@@ -86,11 +110,22 @@ absl::StatusOr<std::unique_ptr<PageTable>> PageTable::Create(int va_bits) {
   return std::unique_ptr<PageTable>(new PageTable(va_bits));
 }
 
+// Sanitizer builds keep no pool: every released page is really freed, so a premature free would
+// be a use-after-free that ASan/TSan report. The grace-period logic is the same in every build.
+#if defined(__SANITIZE_ADDRESS__) || defined(UDRM_TSAN)
+constexpr size_t kMaxPooledTables = 0;
+#else
+constexpr size_t kMaxPooledTables = 256;  // 1 MiB
+#endif
+
 PageTable::PageTable(int va_bits)
     : va_bits_(va_bits),
       levels_((va_bits - 12) / 9),
       top_shift_(12 + 9 * (levels_ - 1)),
-      root_(new Table) {}
+      root_(new Table) {
+  absl::MutexLock l(&pool_mu_);
+  pool_.reserve(kMaxPooledTables);  // Recycle never allocates
+}
 
 namespace {
 void FreeSubtree(Table* t, int level, int levels) {
@@ -102,15 +137,11 @@ void FreeSubtree(Table* t, int level, int levels) {
   }
   delete t;
 }
-}  // namespace
 
-// Sanitizer builds keep no pool: every released page is really freed, so a premature free would
-// be a use-after-free that ASan/TSan report. The grace-period logic is the same in every build.
-#if defined(__SANITIZE_ADDRESS__) || defined(UDRM_TSAN)
-constexpr size_t kMaxPooledTables = 0;
-#else
-constexpr size_t kMaxPooledTables = 256;  // 1 MiB
-#endif
+int64_t LogPages(int64_t roots) {
+  return (roots + internal::kLogCapacity - 1) / internal::kLogCapacity;
+}
+}  // namespace
 
 PageTable::~PageTable() {
   FreeSubtree(root_, 0, levels_);
@@ -152,14 +183,26 @@ absl::Status PageTable::ValidateRange(uint64_t va, uint64_t size, uint64_t align
   return absl::OkStatus();
 }
 
+// Entries of a table at `level` that [va, va+size) touches (across all tables of that level).
+int64_t PageTable::EntriesTouched(uint64_t va, uint64_t size, int level) const {
+  return static_cast<int64_t>(((va + size - 1) >> Shift(level)) - (va >> Shift(level)) + 1);
+}
+
+// Worst case of subtrees an unmap unhooks: at each level that holds tables, the entries it
+// touches; an unmap descends only into the (at most two) entries it covers partially, so below
+// the root it visits at most 2 tables, 1024 entries, per level.
+int64_t PageTable::UnmapRetireRoots(uint64_t va, uint64_t size) const {
+  int64_t n = 0;
+  for (int l = 0; l + 1 < levels_; ++l) n += std::min<int64_t>(EntriesTouched(va, size, l), 1024);
+  return n;
+}
+
 // Worst case: every table between the root and the leaf level is missing. A table at level l
 // serves one entry of level l-1, so the count at level l is the number of level l-1 entries the
 // range touches. (Splitting a large page creates a table in a position counted here too.)
 int64_t PageTable::TablesForRange(uint64_t va, uint64_t size, int leaf_level) const {
   int64_t n = 0;
-  for (int l = 1; l <= leaf_level; ++l) {
-    n += static_cast<int64_t>(((va + size - 1) >> Shift(l - 1)) - (va >> Shift(l - 1)) + 1);
-  }
+  for (int l = 1; l <= leaf_level; ++l) n += EntriesTouched(va, size, l - 1);
   return n;
 }
 
@@ -192,14 +235,33 @@ absl::StatusOr<Prealloc> PageTable::ReserveForMap(uint64_t va, uint64_t size, ui
     if (target % align != 0) return absl::InvalidArgumentError("target not aligned to the page size");
     if (target + size < target) return absl::InvalidArgumentError("target range overflows");
   }
-  return Reserve(TablesForRange(va, size, LeafLevel(page_size)));
+  // A map unhooks subtrees only where a leaf replaces a table: one per leaf entry above the last
+  // level.
+  const int leaf_level = LeafLevel(page_size);
+  const int64_t roots = leaf_level + 1 < levels_ ? EntriesTouched(va, size, leaf_level) : 0;
+  return Reserve(TablesForRange(va, size, leaf_level) + LogPages(roots));
 }
 
 absl::StatusOr<Prealloc> PageTable::ReserveForUnmap(uint64_t va, uint64_t size) {
   absl::Status st = ValidateRange(va, size, PageBytes(PageSize::k4K));
   if (!st.ok()) return st;
   // Only the two ends can split a large page, each into a chain of at most levels-1 tables.
-  return Reserve(2 * (levels_ - 1));
+  return Reserve(2 * (levels_ - 1) + LogPages(UnmapRetireRoots(va, size)));
+}
+
+absl::Status PageTable::ReserveForMap(uint64_t va, uint64_t size, uint64_t target,
+                                      uint32_t flags, PageSize page_size, Prealloc& list) {
+  absl::StatusOr<Prealloc> op = ReserveForMap(va, size, target, flags, page_size);
+  if (!op.ok()) return op.status();
+  list.Append(*std::move(op));
+  return absl::OkStatus();
+}
+
+absl::Status PageTable::ReserveForUnmap(uint64_t va, uint64_t size, Prealloc& list) {
+  absl::StatusOr<Prealloc> op = ReserveForUnmap(va, size);
+  if (!op.ok()) return op.status();
+  list.Append(*std::move(op));
+  return absl::OkStatus();
 }
 
 void PageTable::Unreserve(Prealloc pre) {
@@ -208,11 +270,18 @@ void PageTable::Unreserve(Prealloc pre) {
   pre.pages_.clear();
 }
 
-Table* PageTable::Take(Prealloc& pre) {
+// A zeroed reserved page, no longer counted as reserved.
+Table* PageTable::TakeRaw(Prealloc& pre) {
   UDRM_CHECK(!pre.pages_.empty(), "page-table reservation exhausted (reserve with Reserve*)");
   Table* t = pre.pages_.back();
   pre.pages_.pop_back();
   reserved_tables_.fetch_sub(1, std::memory_order_relaxed);
+  return t;
+}
+
+// A reserved page that becomes a table of the tree.
+Table* PageTable::Take(Prealloc& pre) {
+  Table* t = TakeRaw(pre);
   live_tables_.fetch_add(1, std::memory_order_relaxed);
   return t;
 }
@@ -231,18 +300,52 @@ Table* PageTable::Split(uint64_t pte, int level, Prealloc& pre) {
   return t;
 }
 
-// Unhooked subtree: its tables are freed by Release() after a grace period.
-void PageTable::Retire(uint64_t table_pte, int level, Invalidation& inv) {
-  Table* t = PteTable(table_pte);
-  if (level + 1 < levels_) {
-    for (auto& slot : t->e) {
-      const uint64_t pte = slot.load(std::memory_order_relaxed);
-      if ((pte & kValid) && (pte & kTableBit)) Retire(pte, level + 1, inv);
-    }
+namespace {
+// Writer-only: the number of tables in the subtree rooted at `t`.
+int64_t CountSubtree(const Table* t) {
+  int64_t n = 1;
+  for (const auto& slot : t->e) {
+    const uint64_t pte = slot.load(std::memory_order_relaxed);
+    if ((pte & kValid) && (pte & kTableBit)) n += CountSubtree(PteTable(pte));
   }
-  inv.retired_.push_back(t);
-  live_tables_.fetch_sub(1, std::memory_order_relaxed);
-  retired_tables_.fetch_add(1, std::memory_order_relaxed);
+  return n;
+}
+
+// After a grace period: zeroes and hands every table of the subtree to `recycle`.
+template <typename F>
+void FreeRetired(Table* t, F& recycle) {
+  for (auto& slot : t->e) {
+    const uint64_t pte = slot.load(std::memory_order_relaxed);
+    if ((pte & kValid) && (pte & kTableBit)) FreeRetired(PteTable(pte), recycle);
+    slot.store(0, std::memory_order_relaxed);
+  }
+  recycle(t);
+}
+}  // namespace
+
+// Unhooked subtree: its root goes to the retire log (a page from `pre` when the current one is
+// full), and its tables are freed by Release() after a grace period.
+void PageTable::Retire(uint64_t table_pte, Prealloc& pre, Invalidation& inv) {
+  using internal::kLogCount;
+  Table* log = inv.log_tail_;
+  if (log == nullptr ||
+      static_cast<int64_t>(log->e[kLogCount].load(std::memory_order_relaxed)) ==
+          internal::kLogCapacity) {
+    Table* page = TakeRaw(pre);
+    if (log == nullptr) {
+      inv.log_head_ = page;
+    } else {
+      log->e[internal::kLogNext].store(reinterpret_cast<uint64_t>(page), std::memory_order_relaxed);
+    }
+    inv.log_tail_ = log = page;
+  }
+  const uint64_t n = log->e[kLogCount].load(std::memory_order_relaxed);
+  log->e[internal::kLogFirst + n].store(table_pte & kAddrMask, std::memory_order_relaxed);
+  log->e[kLogCount].store(n + 1, std::memory_order_relaxed);
+  const int64_t tables = CountSubtree(PteTable(table_pte));
+  inv.retired_count_ += static_cast<size_t>(tables);
+  live_tables_.fetch_sub(tables, std::memory_order_relaxed);
+  retired_tables_.fetch_add(tables, std::memory_order_relaxed);
 }
 
 // Rewrites the entries of 64 KiB blocks that [va, end) cuts through, outside the range, as
@@ -276,7 +379,7 @@ void PageTable::MapLevel(Table* t, int level, uint64_t va, uint64_t end, const L
       slot.store(leaf.Pte(cur), std::memory_order_release);
       if (old & kValid) {
         inv.removed_mappings_ = true;
-        if (old & kTableBit) Retire(old, level, inv);
+        if (old & kTableBit) Retire(old, pre, inv);
       }
     } else {
       Table* child;
@@ -309,7 +412,7 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
       inv.removed_mappings_ = true;
       if (cur == entry_start && stop == entry_start + span) {
         slot.store(0, std::memory_order_release);  // the whole entry goes: unhook
-        if (old & kTableBit) Retire(old, level, inv);
+        if (old & kTableBit) Retire(old, pre, inv);
       } else {
         Table* child;
         if (old & kTableBit) {
@@ -322,7 +425,7 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
         if (IsEmpty(child)) {  // empty now: unhook it so memory stays bounded
           const uint64_t linked = slot.load(std::memory_order_relaxed);
           slot.store(0, std::memory_order_release);
-          Retire(linked, level, inv);
+          Retire(linked, pre, inv);
         }
       }
     }
@@ -366,14 +469,25 @@ Invalidation PageTable::Unmap(uint64_t va, uint64_t size, Prealloc& pre) {
 }
 
 void PageTable::Release(Invalidation inv) {
-  if (!inv.removed_mappings_ && inv.retired_.empty()) return;
-  RcuSynchronize();
-  retired_tables_.fetch_sub(static_cast<int64_t>(inv.retired_.size()), std::memory_order_relaxed);
-  for (Table* t : inv.retired_) {
-    for (auto& slot : t->e) slot.store(0, std::memory_order_relaxed);  // no reader can see it
-    Recycle(t);
+  if (!inv.removed_mappings_ && inv.log_head_ == nullptr) return;
+  RcuSynchronize();  // after it, no reader can see the unhooked tables
+  retired_tables_.fetch_sub(static_cast<int64_t>(inv.retired_count_), std::memory_order_relaxed);
+  auto recycle = [this](Table* t) { Recycle(t); };
+  for (Table* log = inv.log_head_; log != nullptr;) {
+    const uint64_t n = log->e[internal::kLogCount].load(std::memory_order_relaxed);
+    for (uint64_t i = 0; i < n; ++i) {
+      FreeRetired(PteTable(log->e[internal::kLogFirst + i].load(std::memory_order_relaxed)),
+                  recycle);
+    }
+    Table* next = PteTable(log->e[internal::kLogNext].load(std::memory_order_relaxed));
+    for (uint64_t i = 0; i < internal::kLogFirst + n; ++i) {
+      log->e[i].store(0, std::memory_order_relaxed);
+    }
+    Recycle(log);
+    log = next;
   }
-  inv.retired_.clear();
+  inv.log_head_ = inv.log_tail_ = nullptr;
+  inv.retired_count_ = 0;
 }
 
 PageTable::Stats PageTable::stats() const {

@@ -37,6 +37,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -74,8 +75,10 @@ struct Translation {
   PageSize size = PageSize::k4K;
 };
 
-// Table pages reserved for one request. Move-only; must be handed back with
-// PageTable::Unreserve() (what Map/Unmap did not use is freed and un-counted).
+// Table pages reserved for one request: the worst case of new tables (missing levels and split
+// large pages) and of pages for the request's retire log (the unhooked subtrees that its
+// Invalidation carries to Release). Move-only; must be handed back with PageTable::Unreserve()
+// (what Map/Unmap did not use is kept for reuse or freed, and un-counted).
 class Prealloc {
  public:
   Prealloc() = default;
@@ -86,32 +89,39 @@ class Prealloc {
 
  private:
   friend class PageTable;
+  void Append(Prealloc op);  // takes over `op`'s pages (both already counted as reserved)
   std::vector<internal::Table*> pages_;
 };
 
-// The result of a Map or Unmap: what readers must stop using before memory is reused.
+// The result of a Map or Unmap: what readers must stop using before memory is reused. It owns the
+// unhooked tables until PageTable::Release(); dropping or overwriting one that still holds
+// tables is a contract violation (crash).
 class Invalidation {
  public:
   Invalidation() = default;
-  Invalidation(Invalidation&&) = default;
-  Invalidation& operator=(Invalidation&&) = default;
+  Invalidation(Invalidation&& other) noexcept { *this = std::move(other); }
+  Invalidation& operator=(Invalidation&& other) noexcept;
   ~Invalidation();
   // The translation generation after the change: a cached translation tagged with an older
   // generation must not be used.
   uint64_t generation() const { return generation_; }
-  size_t retired_tables() const { return retired_.size(); }
+  size_t retired_tables() const { return retired_count_; }
   // True if the change replaced or removed a valid mapping (so a grace period is needed before
   // the old backing memory is reused).
   bool removed_mappings() const { return removed_mappings_; }
   // Takes over `later`'s pending work, so that one Release() (one grace period) covers both —
-  // what a bind job does for all the ops of its list.
+  // what a bind job does for all the ops of its list. Constant time; never allocates.
   void Absorb(Invalidation&& later);
 
  private:
   friend class PageTable;
   uint64_t generation_ = 0;
   bool removed_mappings_ = false;
-  std::vector<internal::Table*> retired_;
+  size_t retired_count_ = 0;  // tables in the unhooked subtrees
+  // The retire log: a chain of reserved table pages (internal::LogPage layout) holding the roots
+  // of the unhooked subtrees. Pages, not a vector, so that recording and Absorb never allocate.
+  internal::Table* log_head_ = nullptr;
+  internal::Table* log_tail_ = nullptr;
 };
 
 class PageTable {
@@ -161,9 +171,18 @@ class PageTable {
   absl::StatusOr<Prealloc> ReserveForMap(uint64_t va, uint64_t size, uint64_t target,
                                          uint32_t flags, PageSize page_size);
   absl::StatusOr<Prealloc> ReserveForUnmap(uint64_t va, uint64_t size);
-  // Writer, step 2: cannot fail, never allocates (beyond growing `out`'s retired list, which
-  // Reserve* sized). Contract: the request is the one validated by the matching Reserve*
-  // (re-checked; a mismatch crashes), with `pre` from it.
+  // Writer, step 1 for an op LIST (a VM_BIND job): adds one op's worst case to `list`, so that
+  // one reservation covers every op of the list applied in order with the same Prealloc (maps,
+  // unmaps, splits of earlier maps of the list), whatever the table holds when they run: each
+  // op's bound holds in any state, and the pages are interchangeable. The ops' Invalidations
+  // fold into one with Absorb (one Release, one grace period). InvalidArgument on bad input,
+  // and then `list` is unchanged. May allocate; may run while another Prealloc is applied.
+  absl::Status ReserveForMap(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
+                             PageSize page_size, Prealloc& list);
+  absl::Status ReserveForUnmap(uint64_t va, uint64_t size, Prealloc& list);
+  // Writer, step 2: cannot fail, never allocates (new tables and the retire log come from
+  // `pre`). Contract: the request is the one validated by the matching Reserve* (re-checked; a
+  // mismatch crashes), with `pre` from it.
   Invalidation Map(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
                    PageSize page_size, Prealloc& pre);
   Invalidation Unmap(uint64_t va, uint64_t size, Prealloc& pre);
@@ -184,13 +203,16 @@ class PageTable {
   int LeafLevel(PageSize s) const;
   absl::Status ValidateRange(uint64_t va, uint64_t size, uint64_t align) const;
   int64_t TablesForRange(uint64_t va, uint64_t size, int leaf_level) const;
+  int64_t EntriesTouched(uint64_t va, uint64_t size, int level) const;
+  int64_t UnmapRetireRoots(uint64_t va, uint64_t size) const;
   absl::StatusOr<Prealloc> Reserve(int64_t pages) ABSL_LOCKS_EXCLUDED(pool_mu_);
   // Zeroed table pages kept for reuse, so map/unmap storms do not hit the allocator.
   void Recycle(internal::Table* t) ABSL_LOCKS_EXCLUDED(pool_mu_);
 
   internal::Table* Take(Prealloc& pre);
+  internal::Table* TakeRaw(Prealloc& pre);
   internal::Table* Split(uint64_t leaf_pte, int level, Prealloc& pre);
-  void Retire(uint64_t table_pte, int level, Invalidation& inv);
+  void Retire(uint64_t table_pte, Prealloc& pre, Invalidation& inv);
   void MapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, const Leaf& leaf,
                 Prealloc& pre, Invalidation& inv);
   void UnmapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, Prealloc& pre,

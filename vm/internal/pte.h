@@ -28,6 +28,14 @@ struct alignas(4096) Table {
 };
 static_assert(sizeof(Table) == 4096);
 
+// A reserved table page used as a page of an Invalidation's retire log (never seen by readers):
+// e[0] the next log page, e[1] the number of roots recorded, e[2..] the roots of unhooked
+// subtrees.
+inline constexpr int kLogNext = 0;
+inline constexpr int kLogCount = 1;
+inline constexpr int kLogFirst = 2;
+inline constexpr int64_t kLogCapacity = 512 - kLogFirst;
+
 }  // namespace vm::internal
 
 #endif  // UDRM_VM_INTERNAL_PTE_H_

@@ -9,6 +9,7 @@
 #include "spdlog/spdlog.h"
 #include "sched/entity.h"
 #include "sched/internal/tdr_timer.h"
+#include "sched/internal/test_hooks.h"
 #include "sched/job.h"
 #include "sched/sched_fence.h"
 
@@ -212,8 +213,13 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
     if (dep->IsSignaled()) continue;
     e->dep_signaled_.store(false, std::memory_order_relaxed);
     absl::Status st = dep->AddCallback(&e->dep_cb_, [this, e](fence::Fence&) {
+      // Counted before the store: once the work item sees the store, the entity and then the
+      // scheduler may go away, and the destructor waits for this count (see JobDone).
+      callbacks_running_.fetch_add(1, std::memory_order_relaxed);
       e->dep_signaled_.store(true, std::memory_order_release);  // last touch of the entity
+      if (auto* hook = internal::dep_callback_hook.load(std::memory_order_relaxed)) hook();
       WakeUp();
+      callbacks_running_.fetch_sub(1, std::memory_order_release);
     });
     if (fence::IsAlreadySignaled(st)) continue;
     TraceLocked(TraceEvent::kAddDependency, *job.finished_, dep.get());

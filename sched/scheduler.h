@@ -208,7 +208,8 @@ class Scheduler {
   std::atomic<int64_t> rq_size_{0};
   std::atomic<bool> ready_{true};
   std::atomic<bool> tdr_check_{false};  // the timer fired or Fault(): run HandleTimeout
-  // Fence callbacks (JobDone, killed-job completion) still running; the destructor waits for 0.
+  // Fence callbacks (JobDone, killed-job completion, an entity's dependency callback) still
+  // running; the destructor waits for 0.
   std::atomic<int> callbacks_running_{0};
 
   // Submission inbox: a lock-free stack (Treiber push by Enqueue, linked through

@@ -13,6 +13,7 @@
 #include "fence/fence_context.h"
 #include "gtest/gtest.h"
 #include "sched/entity.h"
+#include "sched/internal/test_hooks.h"
 #include "sched/scheduler.h"
 #include "tests/sched/mock_backend.h"
 #include "tests/sched/sched_test_util.h"
@@ -194,6 +195,55 @@ TEST_F(ReviewTest, StopFromWorkerKeepsTheHandlersJob) {
   }
   s.reset();
   EXPECT_EQ(mock.freed(), 1);
+}
+
+// The dependency-callback window: the callback parks here after marking its dependency
+// signalled, until the test releases it.
+absl::Notification* g_in_window = nullptr;
+absl::Notification* g_release = nullptr;
+void ParkDependencyCallback() {
+  g_in_window->Notify();
+  g_release->WaitForNotification();
+}
+
+// Defect 4: the dependency callback is counted in the scheduler's running callbacks, so the
+// scheduler is not destroyed between the callback's store and its WakeUp (ASan: a
+// heap-use-after-free in WakeUp on the old code).
+TEST_F(ReviewTest, SchedulerOutlivesItsDependencyCallback) {
+  absl::Notification in_window, release, destroyed;
+  g_in_window = &in_window;
+  g_release = &release;
+  internal::dep_callback_hook.store(&ParkDependencyCallback);
+  MockBackend mock;
+  auto s = *Scheduler::Create(&mock, testing::Opts());
+  fence::FenceContext ctx;
+  fence::FenceRef dep = ctx.NewFence();
+  std::thread signaller;
+  {
+    auto e1 = *Entity::Create({s.get()});
+    auto e2 = *Entity::Create({s.get()});
+    auto j1 = SubmitMock(e1.get(), absl::ZeroDuration(), {dep});
+    auto j2 = SubmitMock(e2.get());
+    ASSERT_TRUE(SignalsWithin(j2.scheduled, kWait));  // j1's dependency callback is installed
+    signaller = std::thread([dep] { dep->Signal(); });
+    in_window.WaitForNotification();
+    auto j3 = SubmitMock(e2.get());  // wakes the scheduler, which sees j1's dependency signalled
+    ASSERT_TRUE(SignalsWithin(j1.scheduled, kWait));
+    ASSERT_TRUE(SignalsWithin(j3.scheduled, kWait));
+    EXPECT_EQ(mock.Advance(3), 3);
+    ASSERT_TRUE(SignalsWithin(j1.finished, kWait));
+    ASSERT_TRUE(SignalsWithin(j3.finished, kWait));
+  }
+  std::thread destroyer([&] {
+    s.reset();  // must wait for the parked callback
+    destroyed.Notify();
+  });
+  EXPECT_FALSE(destroyed.WaitForNotificationWithTimeout(absl::Milliseconds(300)))
+      << "the scheduler was destroyed while its dependency callback was still running";
+  release.Notify();
+  signaller.join();
+  destroyer.join();
+  internal::dep_callback_hook.store(nullptr);
 }
 
 // Counts PrepareJob calls per job; optionally returns one external fence per job first.

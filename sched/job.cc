@@ -4,7 +4,6 @@
 
 #include "base/check.h"
 #include "spdlog/spdlog.h"
-#include "tbb/scalable_allocator.h"
 #include "sched/entity.h"
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
@@ -18,21 +17,6 @@ const void* ThisThread() {
 }  // namespace
 
 Job::~Job() = default;
-
-#if !UDRM_SANITIZED
-void* Job::operator new(std::size_t size) {
-  void* p = scalable_malloc(size);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-void* Job::operator new(std::size_t size, std::align_val_t align) {
-  void* p = scalable_aligned_malloc(size, static_cast<std::size_t>(align));
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-void Job::operator delete(void* p) noexcept { scalable_free(p); }
-void Job::operator delete(void* p, std::align_val_t) noexcept { scalable_aligned_free(p); }
-#endif
 
 absl::Status Job::Init(Entity* entity, uint32_t credits) {
   UDRM_CHECK(state_ == State::kNew, "Job::Init called twice");

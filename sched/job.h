@@ -31,14 +31,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <memory>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "base/sanitizers.h"
 #include "fence/fence.h"
 #include "fence/resv.h"
 #include "sched/entity.h"
@@ -57,17 +55,6 @@ class Job {
   Job& operator=(const Job&) = delete;
   virtual ~Job();
 
-  // Jobs (and classes derived from Job) are allocated from oneTBB's scalable allocator: a job is
-  // made on the submitting thread and freed on the scheduler's (Backend::FreeJob), and glibc's
-  // malloc serialises such cross-thread frees on the allocating thread's arena lock, which
-  // perf showed as the top cost of sched_bench once submission no longer took a scheduler lock.
-  // Sanitizer builds use the global allocator (base/sanitizers.h), so they check every job.
-#if !UDRM_SANITIZED
-  static void* operator new(std::size_t size);
-  static void* operator new(std::size_t size, std::align_val_t align);
-  static void operator delete(void* p) noexcept;
-  static void operator delete(void* p, std::align_val_t align) noexcept;
-#endif
 
   // drm_sched_job_init.
   absl::Status Init(Entity* entity, uint32_t credits);

@@ -22,9 +22,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "base/sanitizers.h"
 #include "fence/fence.h"
-#include "tbb/scalable_allocator.h"
 
 namespace sched {
 
@@ -55,12 +53,7 @@ class FinishedFence final : public fence::Fence {
   // `context` + 1, both with `seqno` (64-bit), in one allocation.
   static Pair CreatePair(uint64_t context, uint64_t seqno, const Scheduler* scheduler,
                          bool dont_pipeline) {
-#if UDRM_SANITIZED
     auto finished = std::make_shared<FinishedFence>(context, seqno, scheduler, dont_pipeline);
-#else  // freed on whichever thread drops the last reference: see Job::operator new
-    auto finished = std::allocate_shared<FinishedFence>(
-        tbb::scalable_allocator<FinishedFence>(), context, seqno, scheduler, dont_pipeline);
-#endif
     fence::FenceRef scheduled(finished, &finished->scheduled_);
     return {std::move(scheduled), std::move(finished)};
   }

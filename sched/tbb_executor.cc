@@ -2,9 +2,24 @@
 
 #include <utility>
 
-#include "base/tsan.h"
+// ThreadSanitizer's annotation entry points: defined when the process carries the TSan runtime
+// (an application built with -fsanitize=thread), null otherwise. Weak declarations instead of a
+// build macro, so one build of this library serves both kinds of application and still tells
+// TSan about the ordering it cannot see.
+extern "C" void __tsan_acquire(void* addr) __attribute__((weak));
+extern "C" void __tsan_release(void* addr) __attribute__((weak));
 
 namespace sched {
+namespace {
+
+void HappensAfter(void* p) {
+  if (__tsan_acquire != nullptr) __tsan_acquire(p);
+}
+void HappensBefore(void* p) {
+  if (__tsan_release != nullptr) __tsan_release(p);
+}
+
+}  // namespace
 
 // The oneTBB task: carries only the executor's address. oneTBB writes it into its task object on
 // the posting thread and a worker reads it back; oneTBB guarantees that enqueue happens before
@@ -16,7 +31,7 @@ struct TbbExecutor::Kick {
   TbbExecutor* self;
   __attribute__((no_sanitize("thread"), noinline)) void operator()() const {
     TbbExecutor* e = self;
-    UDRM_TSAN_ACQUIRE(e);
+    HappensAfter(e);
     e->RunOne();
   }
 };
@@ -35,7 +50,7 @@ void TbbExecutor::Post(absl::AnyInvocable<void()> work) {
     queue_.push_back(std::move(work));
     ++in_flight_;
   }
-  UDRM_TSAN_RELEASE(this);
+  HappensBefore(this);
   arena_.enqueue(Kick{this});
 }
 

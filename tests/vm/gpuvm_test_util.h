@@ -30,6 +30,10 @@ inline std::string ToString(const Op& op) {
   return absl::StrCat("PREFETCH(", std::get<OpPrefetch>(op).va->addr, ")");
 }
 inline void PrintTo(const Op& op, std::ostream* os) { *os << ToString(op); }
+inline void PrintTo(const OpMap& op, std::ostream* os) { *os << ToString(Op(op)); }
+inline void PrintTo(const OpRemap& op, std::ostream* os) { *os << ToString(Op(op)); }
+inline void PrintTo(const OpUnmap& op, std::ostream* os) { *os << ToString(Op(op)); }
+inline void PrintTo(const OpPrefetch& op, std::ostream* os) { *os << ToString(Op(op)); }
 
 // Owns the Gpuvas a test inserts; removes what is still in a tree at destruction.
 class VaPool {

@@ -23,8 +23,10 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // prepare_job: called while `job` is at the head of its entity, after its dependencies; returns
-  // one more fence to wait for, or null when there is none. Called again until it returns null.
+  // prepare_job: called for the head job of the entity the scheduler picked, once its credits are
+  // available and its dependencies have signalled; returns one more fence to wait for, or null
+  // when there is none. Called again once per returned fence (after that fence signalled) until
+  // it returns null; then the job runs. No scheduler lock is held; must not kill the job's entity.
   virtual fence::FenceRef PrepareJob(Job& job) { return nullptr; }
 
   // run_job: start the job. Return its hardware fence (the job completes when it signals, with

@@ -393,7 +393,7 @@ TEST_F(ReviewTest, NoUserCallbackUnderSchedulerLock) {
 
 // Smaller defect: Entity::error() is CancelledError as soon as one of its jobs is marked guilty
 // (drm_sched_increase_karma sets the entity's guilty flag), before that job completes.
-TEST_F(ReviewTest, DISABLED_EntityErrorOnceGuilty) {
+TEST_F(ReviewTest, EntityErrorOnceGuilty) {
   MockBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   {

@@ -1,9 +1,19 @@
 // sched::Backend — drm_sched_backend_ops: what a driver (or a GPU emulator) plugs into a scheduler.
 //
-// Every method is called from the scheduler's own executor thread, never concurrently with
-// another method of the same scheduler (run and free never overlap) — except CancelJob, which the
-// scheduler's destructor calls from its caller's thread. Only PrepareJob runs with the scheduler's
-// lock held: it must not call back into the scheduler.
+// Threads each callback can run on (no scheduler lock is held during any of them):
+//   PrepareJob  — the scheduler's executor thread (its work item).
+//   RunJob      — the executor thread; also the thread that calls Scheduler::ResubmitJobs (the
+//                 timeout handler on the executor thread, or a reset worker).
+//   TimedOutJob — the executor thread.
+//   FreeJob     — the executor thread; the thread that calls Scheduler::Stop (jobs whose
+//                 hardware fence had already signalled); the thread that destroys the scheduler.
+//   CancelJob   — the thread that destroys the scheduler.
+// Overlap: RunJob and FreeJob of one scheduler never overlap each other (the work item is never
+// running twice; Stop from another thread waits until it is between jobs, ResubmitJobs requires
+// a stopped scheduler, the destructor runs after the work item stopped) — provided a Stop started
+// on another thread by TimedOutJob has returned before TimedOutJob does (wait for your reset
+// worker). TimedOutJob may run while such a Stop calls FreeJob on the worker thread; the job
+// TimedOutJob holds is never freed before it returns.
 #ifndef UDRM_SCHED_BACKEND_H_
 #define UDRM_SCHED_BACKEND_H_
 
@@ -23,8 +33,10 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // prepare_job: called while `job` is at the head of its entity, after its dependencies; returns
-  // one more fence to wait for, or null when there is none. Called again until it returns null.
+  // prepare_job: called for the head job of the entity the scheduler picked, once its credits are
+  // available and its dependencies have signalled; returns one more fence to wait for, or null
+  // when there is none. Called again once per returned fence (after that fence signalled) until
+  // it returns null; then the job runs. No scheduler lock is held; must not kill the job's entity.
   virtual fence::FenceRef PrepareJob(Job& job) { return nullptr; }
 
   // run_job: start the job. Return its hardware fence (the job completes when it signals, with

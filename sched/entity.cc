@@ -73,7 +73,14 @@ absl::Status Entity::ModifySched(std::vector<Scheduler*> schedulers) {
   return absl::OkStatus();
 }
 
-absl::Status Entity::error() { return scheduler()->EntityError(this); }
+absl::Status Entity::error() {
+  // Guilty (Scheduler::IncreaseKarma): fail at once, before the guilty job completes, so that
+  // new submissions are refused early.
+  if (guilty_ != nullptr && guilty_->load(std::memory_order_acquire)) {
+    return absl::CancelledError("entity is guilty (ECANCELED)");
+  }
+  return scheduler()->EntityError(this);
+}
 
 // drm_sched_entity_select_rq + drm_sched_pick_best.
 Scheduler* Entity::SelectSchedulerLocked() {

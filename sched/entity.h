@@ -68,8 +68,9 @@ class Entity {
   // drm_sched_entity_modify_sched: the schedulers to balance over from the next Arm on
   // (subject to the idle rule above). InvalidArgument for an empty list or a null scheduler.
   absl::Status ModifySched(std::vector<Scheduler*> schedulers) ABSL_LOCKS_EXCLUDED(submit_mu_);
-  // drm_sched_entity_error: the error of the last job handed to a backend (OK if none, or if it
-  // has not finished).
+  // drm_sched_entity_error: CancelledError once the entity's guilty flag is set (a job of it
+  // was blamed for a hang); else the error of the last job handed to a backend (OK if none, or
+  // if it has not finished).
   absl::Status error() ABSL_LOCKS_EXCLUDED(submit_mu_);
 
   uint64_t fence_context() const { return context_; }

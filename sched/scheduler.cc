@@ -191,16 +191,18 @@ void Scheduler::AccountLocked(Job& job) {
   avg_job_ = avg_job_ == absl::ZeroDuration() ? d : avg_job_ + (d - avg_job_) / 4;
 }
 
-// drm_sched_entity_add_dependency_cb, in a loop over the head job's dependencies. Returns true
-// when nothing is left to wait for; false with a callback installed on the entity.
-bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
+// drm_sched_job_dependency + drm_sched_entity_add_dependency_cb, in a loop over the head job's
+// dependencies and then PrepareJob, without mu_: polling a fence (IsSignaled) or adding a
+// callback may signal it and run its user callbacks on this thread. Returns null when nothing is
+// left to wait for, or the fence the entity's callback now waits on.
+fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
   for (;;) {
     fence::FenceRef dep;
     if (job.next_dep_ < job.deps_.size()) {
       dep = job.deps_[job.next_dep_++];
     } else {
-      dep = backend_->PrepareJob(job);
-      if (dep == nullptr) return true;
+      dep = backend_->PrepareJob(job);  // once per fence it returned, then a final null
+      if (dep == nullptr) return nullptr;
     }
     // The same entity: entity order already serialises them.
     if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
@@ -222,41 +224,59 @@ bool Scheduler::DependenciesResolvedLocked(Entity* e, Job& job) {
       callbacks_running_.fetch_sub(1, std::memory_order_release);
     });
     if (fence::IsAlreadySignaled(st)) continue;
-    TraceLocked(TraceEvent::kAddDependency, *job.finished_, dep.get());
-    e->dep_fence_ = std::move(dep);
-    e->dep_pending_ = true;
-    return false;
+    return dep;
   }
 }
 
-// drm_sched_select_entity + drm_sched_entity_pop_job.
+// drm_sched_select_entity + drm_sched_entity_pop_job: the first ready entity in the run queue's
+// order (no dependency callback pending), if its head job's credits are available; then its
+// dependencies and PrepareJob, with mu_ released (preparing_ keeps a kill of the entity out);
+// if it must wait for one, the next entity is tried.
 Job* Scheduler::PopReadyJobLocked() {
-  Entity* best = nullptr;
-  for (Entity* e : rq_.entities()) {
-    if (e->dep_pending_) {
-      if (!e->dep_signaled_.load(std::memory_order_acquire)) continue;
-      e->dep_pending_ = false;
-      e->dep_fence_ = nullptr;
+  for (;;) {
+    Entity* best = nullptr;
+    for (Entity* e : rq_.entities()) {
+      if (e->dep_pending_) {
+        if (!e->dep_signaled_.load(std::memory_order_acquire)) continue;
+        e->dep_pending_ = false;
+        e->dep_fence_ = nullptr;
+      }
+      if (best == nullptr || rq_.Before(*e, *best)) best = e;
     }
-    Job& head = *e->queue_.front();
-    if (!DependenciesResolvedLocked(e, head)) continue;
-    if (best == nullptr || rq_.Before(*e, *best)) best = e;
+    if (best == nullptr) return nullptr;
+    Job& head = *best->queue_.front();
+    // drm_sched_can_queue: a job above the limit is truncated so that it can ever run; if the
+    // credits are not there, wait for them (JobDone wakes us) rather than skip this entity.
+    if (head.credits_ > options_.credit_limit) {
+      head.credits_ = options_.credit_limit;
+      ++truncated_;
+    }
+    if (options_.credit_limit - credit_count_.load(std::memory_order_acquire) < head.credits_) {
+      if (!head.unschedulable_traced_) {
+        head.unschedulable_traced_ = true;
+        TraceLocked(TraceEvent::kUnschedulable, *head.finished_);
+      }
+      return nullptr;
+    }
+    // Only this work item pops or charges credits, and KillEntity waits for preparing_: the head
+    // and the credit check stay valid while mu_ is released.
+    preparing_ = best;
+    mu_.Unlock();
+    fence::FenceRef wait = ResolveDependencies(best, head);
+    mu_.Lock();
+    preparing_ = nullptr;
+    if (wait != nullptr) {
+      TraceLocked(TraceEvent::kAddDependency, *head.finished_, wait.get());
+      best->dep_fence_ = std::move(wait);
+      best->dep_pending_ = true;
+      continue;
+    }
+    return PopHeadLocked(best);
   }
-  if (best == nullptr) return nullptr;
+}
+
+Job* Scheduler::PopHeadLocked(Entity* best) {
   Job& head = *best->queue_.front();
-  // drm_sched_can_queue: a job above the limit is truncated so that it can ever run; if the
-  // credits are not there, wait for them (JobDone wakes us) rather than skip this entity.
-  if (head.credits_ > options_.credit_limit) {
-    head.credits_ = options_.credit_limit;
-    ++truncated_;
-  }
-  if (options_.credit_limit - credit_count_.load(std::memory_order_acquire) < head.credits_) {
-    if (!head.unschedulable_traced_) {
-      head.unschedulable_traced_ = true;
-      TraceLocked(TraceEvent::kUnschedulable, *head.finished_);
-    }
-    return nullptr;
-  }
   credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();

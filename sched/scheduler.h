@@ -16,8 +16,13 @@
 // process-wide timer thread (internal/tdr_timer.h) only wakes the work item at TDR deadlines.
 // Job::Push does not take `mu_`: jobs arrive through a lock-free inbox that the work item drains
 // under `mu_`. `mu_` guards the run queue, entity queues and the pending list; it is never held
-// while calling the backend (except PrepareJob, see backend.h), and no fence callback takes it — callbacks (dependency signalled, hardware fence
-// signalled) only touch atomics and `wake_mu_`, so a fence may signal from any thread.
+// while calling the backend, and no fence callback of the scheduler takes it — callbacks
+// (dependency signalled, hardware fence signalled) only touch atomics and `wake_mu_`, so a fence
+// may signal from any thread.
+// Rule: no user fence callback ever runs while the scheduler holds `mu_`. The scheduler never
+// signals, polls (IsSignaled) or adds a callback to a fence with `mu_` held, so a callback on a
+// dependency or a job's fence may push to any entity of the same scheduler, or call any public
+// method of it (tests/sched/sched_review_test.cc: NoUserCallbackUnderSchedulerLock).
 //
 // Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed; on expiry
 // the head of the pending list (the oldest job on the hardware) is taken off the list and given
@@ -180,8 +185,10 @@ class Scheduler {
   // Appends to `out` (kept by the caller across rounds: no allocation per job).
   void TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases mu_ while it resolves the chosen head job's dependencies (ResolveDependencies).
   Job* PopReadyJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool DependenciesResolvedLocked(Entity* entity, Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Job* PopHeadLocked(Entity* entity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  fence::FenceRef ResolveDependencies(Entity* entity, Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   // Installs the hardware-fence callback (RunJob and Start); `fallback` is the status used when
   // the hardware fence has already signalled without an error.
   void AttachHardwareFence(Job* job, const absl::Status& fallback);
@@ -226,6 +233,9 @@ class Scheduler {
   // The work item is in RunRounds or freeing the guilty job (not while in TimedOutJob: a Stop
   // from a reset worker the handler waits for must not wait for the handler).
   bool in_work_ ABSL_GUARDED_BY(mu_) = false;
+  // The entity whose head job's dependencies the work item resolves with mu_ released; a kill of
+  // it waits (the kernel's entity_idle).
+  Entity* preparing_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time timer_set_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // what TdrTimer holds
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice

@@ -79,8 +79,15 @@ absl::StatusOr<absl::Duration> Scheduler::FlushEntity(Entity* e, absl::Duration 
 std::vector<Scheduler::KilledJob> Scheduler::KillEntity(Entity* e) {
   std::deque<std::unique_ptr<Job>> jobs;
   fence::FenceRef last_scheduled;
+  std::pair<Scheduler*, Entity*> self_and_e(this, e);
   {
     absl::MutexLock l(&mu_);
+    // Not while the work item resolves this entity's head job without mu_ (entity_idle).
+    mu_.Await(absl::Condition(
+        +[](std::pair<Scheduler*, Entity*>* p) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return p->first->preparing_ != p->second;
+        },
+        &self_and_e));
     if (e->stopped_) return {};
     DrainInboxLocked();  // every job pushed before the kill (see Enqueue)
     e->stopped_ = true;  // from here on the entity's last_scheduled_ does not change

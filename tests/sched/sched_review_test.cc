@@ -273,7 +273,7 @@ class PreparingBackend : public MockBackend {
 // Defect 6: PrepareJob is called for the head job of the entity that is picked, after the
 // credit check, once per fence it returns (plus the final null) — never for waiting entities in
 // every round.
-TEST_F(ReviewTest, DISABLED_PrepareJobOnlyForThePickedHeadAfterCredits) {
+TEST_F(ReviewTest, PrepareJobOnlyForThePickedHeadAfterCredits) {
   PreparingBackend mock;
   SchedulerOptions opts;
   opts.credit_limit = 1;
@@ -308,7 +308,7 @@ TEST_F(ReviewTest, DISABLED_PrepareJobOnlyForThePickedHeadAfterCredits) {
 
 // Defect 6: a fence returned by PrepareJob is waited for, and PrepareJob is asked again only
 // after it signalled: two calls per job.
-TEST_F(ReviewTest, DISABLED_PrepareJobOncePerReturnedFence) {
+TEST_F(ReviewTest, PrepareJobOncePerReturnedFence) {
   PreparingBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   {
@@ -344,7 +344,7 @@ class PolledFence : public fence::Fence {
 // Rule: no user fence callback runs while the scheduler holds its lock. A callback on a polled
 // dependency (signalled by the scheduler's own IsSignaled poll) pushes to another entity of the
 // same scheduler that balances over it, which takes the scheduler's lock.
-TEST_F(ReviewTest, DISABLED_NoUserCallbackUnderSchedulerLock) {
+TEST_F(ReviewTest, NoUserCallbackUnderSchedulerLock) {
   MockBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   std::atomic<bool> blocked{false};
@@ -393,7 +393,7 @@ TEST_F(ReviewTest, DISABLED_NoUserCallbackUnderSchedulerLock) {
 
 // Smaller defect: Entity::error() is CancelledError as soon as one of its jobs is marked guilty
 // (drm_sched_increase_karma sets the entity's guilty flag), before that job completes.
-TEST_F(ReviewTest, DISABLED_EntityErrorOnceGuilty) {
+TEST_F(ReviewTest, EntityErrorOnceGuilty) {
   MockBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   {

@@ -43,9 +43,14 @@ TEST(SchedTrace, EventsKeyedByFenceInOrder) {
     ASSERT_TRUE(j2->Init(other.get(), 1).ok());
     f2 = other->Submit(std::move(j2));  // runs first (j1 waits for the gate)
     while (mock.run_order().empty()) absl::SleepFor(absl::Milliseconds(1));
-    gate->Signal();                       // j1 is now ready but has no credits
+    // j1 has no credits (unschedulable) and is not looked at further until it has (the kernel
+    // checks credits before it resolves dependencies); then it waits for the gate (add_dep).
     absl::SleepFor(absl::Milliseconds(50));
     EXPECT_EQ(mock.Advance(1), 1);
+    while (sink.ToJson().find("drm_sched_job_add_dep") == std::string::npos) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    gate->Signal();
     while (mock.run_order().size() < 2) absl::SleepFor(absl::Milliseconds(1));
     EXPECT_EQ(mock.Advance(1), 1);
     ASSERT_TRUE(f1->Wait(absl::Seconds(10)).ok());
@@ -54,11 +59,11 @@ TEST(SchedTrace, EventsKeyedByFenceInOrder) {
   const std::string json = sink.ToJson();
   const std::string k1 = absl::StrCat(f1->context(), ":", f1->seqno());
   const std::string k2 = absl::StrCat(f2->context(), ":", f2->seqno());
-  // Every event of j1 appears, in life order: queue < add_dep < unschedulable < run < done.
+  // Every event of j1 appears, in life order: queue < unschedulable < add_dep < run < done.
   std::vector<size_t> pos;
   size_t from = 0;
-  for (const char* name : {"drm_sched_job_queue", "drm_sched_job_add_dep",
-                           "drm_sched_job_unschedulable", "drm_sched_job_run",
+  for (const char* name : {"drm_sched_job_queue", "drm_sched_job_unschedulable",
+                           "drm_sched_job_add_dep", "drm_sched_job_run",
                            "drm_sched_job_done"}) {
     size_t p = from;
     for (;;) {

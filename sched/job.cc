@@ -2,9 +2,10 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "base/check.h"
-#include "spdlog/spdlog.h"
 #include "sched/entity.h"
+#include "sched/log.h"
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
 
@@ -119,8 +120,9 @@ void Job::Cancel(std::unique_ptr<Job> job, fence::FenceRef prev) ABSL_NO_THREAD_
   job->entity_ = nullptr;
   e->submit_mu_.Unlock();  // the entity is usable again: its next job takes the next seqno
 #ifndef NDEBUG
-  spdlog::warn("sched: job {}:{} was armed and destroyed without Push; cancelled",
-               job->finished_->context(), job->finished_->seqno());
+  log::Write(log::Level::kWarn,
+             absl::StrCat("job ", job->finished_->context(), ":", job->finished_->seqno(),
+                          " was armed and destroyed without Push; cancelled"));
 #endif
   // Like a killed job: after the previous job of the entity (seqno order) and the job's own
   // dependencies (whoever waits for its out-fence may rely on those being done).

@@ -3,24 +3,19 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/spin.h"
 #include "fence/unwrap.h"
-#include "spdlog/spdlog.h"
 #include "sched/entity.h"
 #include "sched/internal/tdr_timer.h"
 #include "sched/internal/test_hooks.h"
 #include "sched/job.h"
+#include "sched/log.h"
 #include "sched/sched_fence.h"
 
 namespace sched {
 namespace {
-
-// The library's logger. Never called with a scheduler lock held.
-spdlog::logger& Log() {
-  static std::shared_ptr<spdlog::logger> logger = spdlog::default_logger()->clone("udrm.sched");
-  return *logger;
-}
 
 }  // namespace
 
@@ -153,8 +148,10 @@ void Scheduler::RunRounds() {
     mu_.Unlock();
     if (!records.empty()) EmitBuffered(records);
     if (truncated > 0) {
-      Log().warn("{}: {} job(s) asked for more credits than the limit {}; truncated",
-                 options_.name, truncated, options_.credit_limit);
+      log::Write(log::Level::kWarn,  // never with a scheduler lock held (sched/log.h)
+                 absl::StrCat(options_.name, ": ", truncated,
+                              " job(s) asked for more credits than the limit ",
+                              options_.credit_limit, "; truncated"));
     }
     std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
     for (auto& j : killed) backend_->FreeJob(std::move(j));

@@ -39,13 +39,26 @@ class TraceSink {
   virtual void Record(const TraceRecord& record) = 0;
 };
 
-// Collects events in memory and writes them in the Chrome/Perfetto JSON trace format
-// (chrome://tracing, ui.perfetto.dev): one instant event per record, one track per scheduler.
+// Keeps the most recent events in a ring buffer of fixed capacity (memory is bounded: older
+// events are overwritten and counted in dropped()) and writes them in the Chrome/Perfetto JSON
+// trace format (chrome://tracing, ui.perfetto.dev): one instant event per record, one track per
+// scheduler, plus one duration event ("ph":"X", named "drm_sched_job") per job whose run and
+// done events are both retained, spanning the job's time on the hardware. Every string written
+// is JSON-escaped (quotes, backslashes, control characters); other bytes pass through, so names
+// should be UTF-8. Thread-safe; Record takes a lock and copies the scheduler name.
 class ChromeTraceSink final : public TraceSink {
  public:
+  static constexpr size_t kDefaultCapacity = 1 << 16;
+  // Keeps at most `capacity` events (at least 1).
+  explicit ChromeTraceSink(size_t capacity = kDefaultCapacity);
+
   void Record(const TraceRecord& record) override ABSL_LOCKS_EXCLUDED(mu_);
+  // The retained events, oldest first. Does not clear them.
   std::string ToJson() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Events retained (at most capacity()) and events overwritten so far.
   size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t dropped() const ABSL_LOCKS_EXCLUDED(mu_);
+  size_t capacity() const { return capacity_; }
 
  private:
   struct Stored {
@@ -54,8 +67,11 @@ class ChromeTraceSink final : public TraceSink {
     uint64_t context, seqno, dep_context, dep_seqno;
     int64_t micros;
   };
+  const size_t capacity_;
   mutable absl::Mutex mu_;
-  std::vector<Stored> events_ ABSL_GUARDED_BY(mu_);
+  std::vector<Stored> ring_ ABSL_GUARDED_BY(mu_);  // grows to capacity_, then wraps
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;           // the slot the next event overwrites when full
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace sched

@@ -21,7 +21,7 @@ namespace {
 using testing::MockBackend;
 using testing::MockJob;
 
-bool SignalsWithin(const fence::FenceRef& f, absl::Duration d) { return f->Wait(d).ok(); }
+using testing::SignalsWithin;
 
 class SchedTest : public ::testing::Test {
  protected:

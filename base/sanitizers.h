@@ -1,21 +1,35 @@
-// UDRM_SANITIZED: 1 in AddressSanitizer or ThreadSanitizer builds. Code that would route memory
-// through an allocator the sanitizers cannot see into (oneTBB's scalable allocator) uses the
-// global one instead there, so every allocation stays checked.
+// UDRM_SANITIZER — the one macro that says which sanitizer instruments this translation unit.
+//
+//   0    an ordinary build
+//   'A'  AddressSanitizer (with or without UBSan)
+//   'T'  ThreadSanitizer
+//
+// It is derived from the compiler's own feature tests (GCC's __SANITIZE_ADDRESS__ /
+// __SANITIZE_THREAD__, clang's __has_feature), never from a -D flag, so it cannot disagree with
+// how the code is really compiled. `#if UDRM_SANITIZER` asks "any sanitizer";
+// `#if UDRM_SANITIZER == 'T'` asks "ThreadSanitizer". A sanitizer build may add checks or turn a
+// cache off; it must not change a class's layout, size or allocator (an application built with a
+// sanitizer links a library built without one).
 #ifndef UDRM_BASE_SANITIZERS_H_
 #define UDRM_BASE_SANITIZERS_H_
 
-#include "base/tsan.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(UDRM_HAS_TSAN)
-#define UDRM_SANITIZED 1
+#if defined(__SANITIZE_THREAD__)
+#define UDRM_SANITIZER 'T'
+#elif defined(__SANITIZE_ADDRESS__)
+#define UDRM_SANITIZER 'A'
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UDRM_SANITIZED 1
+#if __has_feature(thread_sanitizer)
+#define UDRM_SANITIZER 'T'
+#elif __has_feature(address_sanitizer)
+#define UDRM_SANITIZER 'A'
 #endif
+#endif
+#ifndef UDRM_SANITIZER
+#define UDRM_SANITIZER 0
 #endif
 
-#ifndef UDRM_SANITIZED
-#define UDRM_SANITIZED 0
-#endif
+// Transitional: sched/ still selects Job's allocator with this (issue 10 removes that code);
+// delete with it. New code uses UDRM_SANITIZER.
+#define UDRM_SANITIZED (UDRM_SANITIZER != 0)
 
 #endif  // UDRM_BASE_SANITIZERS_H_

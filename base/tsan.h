@@ -8,15 +8,9 @@
 #ifndef UDRM_BASE_TSAN_H_
 #define UDRM_BASE_TSAN_H_
 
-#if defined(__SANITIZE_THREAD__)
-#define UDRM_HAS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UDRM_HAS_TSAN 1
-#endif
-#endif
+#include "base/sanitizers.h"
 
-#ifdef UDRM_HAS_TSAN
+#if UDRM_SANITIZER == 'T'
 #include <sanitizer/tsan_interface.h>
 #define UDRM_TSAN_RELEASE(addr) __tsan_release(const_cast<void*>(static_cast<const void*>(addr)))
 #define UDRM_TSAN_ACQUIRE(addr) __tsan_acquire(const_cast<void*>(static_cast<const void*>(addr)))

@@ -47,14 +47,14 @@ void AddReplacingSameContext(std::vector<fence::FenceRef>& fences, const fence::
 }
 
 struct ResvObject final : exec::Object {
-  explicit ResvObject(exec::WwClass* cls) : r(cls) {}
+  explicit ResvObject(ww::WwClass* cls) : r(cls) {}
   fence::Resv& resv() override { return r; }
   fence::Resv r;
 };
 
-template <exec::WwAlgorithm kAlgo>
+template <ww::WwAlgorithm kAlgo>
 std::vector<std::unique_ptr<ResvObject>>& ResvPool(int m) {
-  static exec::WwClass cls(kAlgo);
+  static ww::WwClass cls(kAlgo);
   static auto* pools = [] {
     auto* p = new std::vector<std::unique_ptr<ResvObject>>[2];
     for (int i = 0; i < 8; ++i) p[0].push_back(std::make_unique<ResvObject>(&cls));
@@ -64,11 +64,11 @@ std::vector<std::unique_ptr<ResvObject>>& ResvPool(int m) {
   return pools[m == 8 ? 0 : 1];
 }
 
-template <exec::WwAlgorithm kAlgo, bool kBackoff>
+template <ww::WwAlgorithm kAlgo, bool kBackoff>
 void BM_Exec(benchmark::State& state) {
   const int m = state.range(0);
   auto& pool = ResvPool<kAlgo>(m);
-  exec::WwClass* cls = const_cast<exec::WwClass*>(pool[0]->r.lock().ww_class());
+  ww::WwClass* cls = const_cast<ww::WwClass*>(pool[0]->r.lock().ww_class());
   std::mt19937 rng(state.thread_index() + 1);
   fence::FenceContext timeline;
   exec::BackoffPolicy policy;
@@ -150,8 +150,8 @@ void BM_ScopedLock(benchmark::State& state) {
   }
 }
 
-constexpr auto kWaitDie = exec::WwAlgorithm::kWaitDie;
-constexpr auto kWoundWait = exec::WwAlgorithm::kWoundWait;
+constexpr auto kWaitDie = ww::WwAlgorithm::kWaitDie;
+constexpr auto kWoundWait = ww::WwAlgorithm::kWoundWait;
 
 void Configure(benchmark::internal::Benchmark* b) {
   b->Arg(8)->Arg(64)->Threads(2)->Threads(4)->Threads(16)->UseRealTime();

@@ -33,8 +33,8 @@
 // for a younger one, so it completes, and every transaction becomes the oldest eventually; the
 // delay is bounded, so it only trims wasted retries under heavy contention and cannot starve.
 //
-// Lifetime: objects must outlive the Exec (or be unlocked from it first); the destructor (drm_exec_fini)
-// unlocks everything still locked. Thread-safety: an Exec belongs to one thread.
+// Lifetime: objects must outlive the Exec (or be unlocked from it first); the destructor
+// (drm_exec_fini) unlocks everything still locked. Thread-safety: an Exec belongs to one thread.
 #ifndef UDRM_EXEC_EXEC_H_
 #define UDRM_EXEC_EXEC_H_
 
@@ -49,10 +49,16 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "base/cancel.h"
-#include "exec/ww_mutex.h"
 #include "fence/resv.h"
+#include "ww/ww_mutex.h"
 
 namespace exec {
+
+// The ww-mutex names an Exec's API uses (its ticket, its results), from the layer below.
+using ww::IsAlreadyHeld;
+using ww::IsBackoff;
+using ww::WwAcquireContext;
+using ww::WwClass;
 
 // Anything lockable through an Exec: it carries a Resv (a GEM object, a VM, a test object).
 class Object {
@@ -80,7 +86,7 @@ class Exec {
   // drm_exec_init. `ww_class` is the class of the objects' Resvs (default: the reservation
   // class). `cancel` is used with kInterruptibleWait; it must outlive the Exec.
   explicit Exec(uint32_t flags = 0, const udrm::CancelToken* cancel = nullptr,
-                exec::WwClass* ww_class = &fence::ReservationWwClass(),
+                ww::WwClass* ww_class = &fence::ReservationWwClass(),
                 BackoffPolicy policy = BackoffPolicy());
   Exec(const Exec&) = delete;
   Exec& operator=(const Exec&) = delete;
@@ -123,8 +129,8 @@ class Exec {
   std::optional<WwAcquireContext> ticket_;  // engaged by the first Cleanup() (DRM_EXEC_DUMMY)
   bool started_ = false;
   absl::InlinedVector<Object*, 8> objects_;  // no allocation for small transactions
-  Object* contended_ = nullptr;  // locked by the next LockObj() with the slow path
-  Object* prelocked_ = nullptr;  // taken with the slow path, already in objects_
+  Object* contended_ = nullptr;              // locked by the next LockObj() with the slow path
+  Object* prelocked_ = nullptr;              // taken with the slow path, already in objects_
   Object* last_contended_ = nullptr;
   int streak_ = 0;
   int retries_ = 0;

@@ -9,12 +9,12 @@
 
 namespace fence {
 
-exec::WwClass& ReservationWwClass() {
-  static exec::WwClass* cls = new exec::WwClass(exec::WwAlgorithm::kWaitDie, "reservation_ww_class");
+ww::WwClass& ReservationWwClass() {
+  static ww::WwClass* cls = new ww::WwClass(ww::WwAlgorithm::kWaitDie, "reservation_ww_class");
   return *cls;
 }
 
-Resv::Resv(exec::WwClass* ww_class)
+Resv::Resv(ww::WwClass* ww_class)
     : lock_(ww_class), list_(std::make_shared<const List>()), current_(list_.Load()) {}
 
 Resv::~Resv() = default;

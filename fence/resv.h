@@ -38,7 +38,7 @@
 #include "absl/time/time.h"
 #include "base/atomic_shared_ptr.h"
 #include "base/cancel.h"
-#include "exec/ww_mutex.h"
+#include "ww/ww_mutex.h"
 #include "fence/fence.h"
 
 namespace fence {
@@ -49,7 +49,7 @@ enum class ResvUsage : uint8_t { kKernel = 0, kWrite = 1, kRead = 2, kBookkeep =
 inline ResvUsage UsageRw(bool write) { return write ? ResvUsage::kRead : ResvUsage::kWrite; }
 
 // reservation_ww_class: the Wait-Die class every Resv uses unless given another.
-exec::WwClass& ReservationWwClass();
+ww::WwClass& ReservationWwClass();
 
 class Resv {
  public:
@@ -58,23 +58,23 @@ class Resv {
     ResvUsage usage;
   };
 
-  explicit Resv(exec::WwClass* ww_class = &ReservationWwClass());
+  explicit Resv(ww::WwClass* ww_class = &ReservationWwClass());
   Resv(const Resv&) = delete;
   Resv& operator=(const Resv&) = delete;
   ~Resv();
 
-  // dma_resv_lock and friends: see exec::WwMutex for results and contracts.
-  exec::WwMutex& lock() { return lock_; }
-  absl::Status Lock(exec::WwAcquireContext* ctx) { return lock_.Lock(ctx); }
-  absl::Status LockInterruptible(exec::WwAcquireContext* ctx, const udrm::CancelToken* cancel) {
+  // dma_resv_lock and friends: see ww::WwMutex for results and contracts.
+  ww::WwMutex& lock() { return lock_; }
+  absl::Status Lock(ww::WwAcquireContext* ctx) { return lock_.Lock(ctx); }
+  absl::Status LockInterruptible(ww::WwAcquireContext* ctx, const udrm::CancelToken* cancel) {
     return lock_.LockInterruptible(ctx, cancel);
   }
-  void LockSlow(exec::WwAcquireContext* ctx) { lock_.LockSlow(ctx); }
-  absl::Status LockSlowInterruptible(exec::WwAcquireContext* ctx,
+  void LockSlow(ww::WwAcquireContext* ctx) { lock_.LockSlow(ctx); }
+  absl::Status LockSlowInterruptible(ww::WwAcquireContext* ctx,
                                      const udrm::CancelToken* cancel) {
     return lock_.LockSlowInterruptible(ctx, cancel);
   }
-  bool TryLock(exec::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
+  bool TryLock(ww::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
   // dma_resv_unlock: drops unused reservations, then unlocks.
   void Unlock();
 
@@ -134,7 +134,7 @@ class Resv {
   // Publishes `next` to readers and keeps it as the writer's view.
   void Publish(std::shared_ptr<const List> next);
 
-  exec::WwMutex lock_;
+  ww::WwMutex lock_;
   udrm::AtomicSharedPtr<const List> list_;
   // Writer state, protected by lock_ (a ww-mutex, which thread-safety annotations cannot name):
   // the published list as the writer knows it (saves atomic loads), and pre-allocated lists, one

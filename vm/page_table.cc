@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/check.h"
+#include "base/sanitizers.h"
 #include "vm/rcu.h"
 
 namespace vm {
@@ -112,7 +113,7 @@ absl::StatusOr<std::unique_ptr<PageTable>> PageTable::Create(int va_bits) {
 
 // Sanitizer builds keep no pool: every released page is really freed, so a premature free would
 // be a use-after-free that ASan/TSan report. The grace-period logic is the same in every build.
-#if defined(__SANITIZE_ADDRESS__) || defined(UDRM_TSAN)
+#if UDRM_SANITIZER
 constexpr size_t kMaxPooledTables = 0;
 #else
 constexpr size_t kMaxPooledTables = 256;  // 1 MiB

@@ -3,8 +3,9 @@
 #include <urcu/urcu-mb.h>
 
 #include "base/check.h"
+#include "base/sanitizers.h"
 
-#ifdef UDRM_TSAN
+#if UDRM_SANITIZER == 'T'
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 #endif
@@ -14,7 +15,7 @@ namespace {
 
 thread_local bool registered = false;
 
-#ifdef UDRM_TSAN
+#if UDRM_SANITIZER == 'T'
 // The sync object standing for "a read-side section ended": released by every unlock, acquired
 // after every grace period.
 char grace_period_sync;
@@ -41,7 +42,7 @@ RcuReadSection::RcuReadSection() {
 }
 
 RcuReadSection::~RcuReadSection() {
-#ifdef UDRM_TSAN
+#if UDRM_SANITIZER == 'T'
   __tsan_release(&grace_period_sync);
 #endif
   urcu_mb_read_unlock();
@@ -49,7 +50,7 @@ RcuReadSection::~RcuReadSection() {
 
 void RcuSynchronize() {
   urcu_mb_synchronize_rcu();
-#ifdef UDRM_TSAN
+#if UDRM_SANITIZER == 'T'
   __tsan_acquire(&grace_period_sync);
 #endif
 }

@@ -14,7 +14,7 @@
 //
 // Why a wrapper: ThreadSanitizer cannot see the ordering a grace period provides inside the
 // precompiled liburcu, so a correct free after synchronize_rcu is reported as a race with the
-// reader. In TSan builds (UDRM_TSAN) the wrapper tells TSan what the grace period guarantees:
+// reader. In TSan builds (UDRM_SANITIZER == 'T') the wrapper tells TSan what the grace period guarantees:
 // every read-side unlock releases a sync object, and Synchronize() acquires it after the grace
 // period. Production and TSan builds run the same reclamation logic; only the annotations differ.
 //

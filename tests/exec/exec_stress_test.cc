@@ -1,6 +1,6 @@
 // Stress for exec/ (run under TSan and ASan in CI): threads lock random subsets of objects in
-// random order, through exec::Exec and directly through WwMutex (ports of test-ww_mutex's stress
-// in-order, stress reorder and stress one), with and without slow-path injection, for both
+// random order, through exec::Exec and directly through ww::WwMutex (ports of test-ww_mutex's
+// stress in-order, stress reorder and stress one), with and without slow-path injection, for both
 // algorithms. A watchdog fails the test instead of letting a deadlock hang it.
 #include <algorithm>
 #include <atomic>
@@ -54,26 +54,26 @@ class StressObject final : public Object {
 };
 
 struct Params {
-  WwAlgorithm algorithm;
+  ww::WwAlgorithm algorithm;
   bool inject;
 };
 
 class ExecStress : public ::testing::TestWithParam<Params> {
  protected:
-  void SetUp() override { SetSlowpathInjection(GetParam().inject); }
-  void TearDown() override { SetSlowpathInjection(false); }
+  void SetUp() override { ww::SetSlowpathInjection(GetParam().inject); }
+  void TearDown() override { ww::SetSlowpathInjection(false); }
 };
 
 std::string Name(const ::testing::TestParamInfo<Params>& info) {
-  return std::string(info.param.algorithm == WwAlgorithm::kWaitDie ? "WaitDie" : "WoundWait") +
+  return std::string(info.param.algorithm == ww::WwAlgorithm::kWaitDie ? "WaitDie" : "WoundWait") +
          (info.param.inject ? "_Injected" : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ExecStress,
-                         ::testing::Values(Params{WwAlgorithm::kWaitDie, false},
-                                           Params{WwAlgorithm::kWaitDie, true},
-                                           Params{WwAlgorithm::kWoundWait, false},
-                                           Params{WwAlgorithm::kWoundWait, true}),
+                         ::testing::Values(Params{ww::WwAlgorithm::kWaitDie, false},
+                                           Params{ww::WwAlgorithm::kWaitDie, true},
+                                           Params{ww::WwAlgorithm::kWoundWait, false},
+                                           Params{ww::WwAlgorithm::kWoundWait, true}),
                          Name);
 
 // Random subsets in random order through Exec: every completed body holds all its objects, each
@@ -131,11 +131,11 @@ TEST_P(ExecStress, RandomSubsetsThroughExec) {
 
 // test-ww_mutex stress_inorder: lock a random subset in a fixed order with back-off + LockSlow.
 // test-ww_mutex stress_reorder: lock in a random order; on back-off, move the contended mutex to
-// the front and retry. Both with direct WwMutex calls, no Exec.
+// the front and retry. Both with direct ww::WwMutex calls, no Exec.
 TEST_P(ExecStress, WwMutexInorderAndReorder) {
   WwClass cls(GetParam().algorithm);
-  std::vector<std::unique_ptr<WwMutex>> locks;
-  for (int i = 0; i < kObjects; ++i) locks.push_back(std::make_unique<WwMutex>(&cls));
+  std::vector<std::unique_ptr<ww::WwMutex>> locks;
+  for (int i = 0; i < kObjects; ++i) locks.push_back(std::make_unique<ww::WwMutex>(&cls));
   std::vector<int> counters(kObjects, 0);
   Watchdog watchdog(absl::Minutes(4));
   std::vector<std::thread> threads;
@@ -188,8 +188,8 @@ TEST_P(ExecStress, WwMutexInorderAndReorder) {
 // test-ww_mutex stress_one: lock one random mutex without a context, many times.
 TEST_P(ExecStress, WwMutexOne) {
   WwClass cls(GetParam().algorithm);
-  std::vector<std::unique_ptr<WwMutex>> locks;
-  for (int i = 0; i < kObjects; ++i) locks.push_back(std::make_unique<WwMutex>(&cls));
+  std::vector<std::unique_ptr<ww::WwMutex>> locks;
+  for (int i = 0; i < kObjects; ++i) locks.push_back(std::make_unique<ww::WwMutex>(&cls));
   std::vector<int> counters(kObjects, 0);
   Watchdog watchdog(absl::Minutes(2));
   std::vector<std::thread> threads;

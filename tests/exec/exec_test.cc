@@ -22,7 +22,7 @@ class TestObject final : public Object {
 
 class ExecTest : public ::testing::Test {
  protected:
-  void SetUp() override { SetSlowpathInjection(false); }
+  void SetUp() override { ww::SetSlowpathInjection(false); }
 };
 
 // upstream drm_exec: sanitycheck — init and fini.
@@ -194,7 +194,7 @@ TEST_F(ExecTest, InterruptibleWaitCancelled) {
 // Rule (back-off policy): repeated contention on the same object sleeps with bounded delay; the
 // first `free_retries` contentions do not.
 TEST_F(ExecTest, BackoffPolicyDelaysOnlyAfterStreak) {
-  SetSlowpathInjection(true);  // every transaction backs off at its interval
+  ww::SetSlowpathInjection(true);  // every transaction backs off at its interval
   std::vector<std::unique_ptr<TestObject>> objs;
   for (int i = 0; i < 64; ++i) objs.push_back(std::make_unique<TestObject>());
   BackoffPolicy policy;
@@ -208,7 +208,7 @@ TEST_F(ExecTest, BackoffPolicyDelaysOnlyAfterStreak) {
     }
     return absl::OkStatus();
   });
-  SetSlowpathInjection(false);
+  ww::SetSlowpathInjection(false);
   EXPECT_TRUE(st.ok());
   EXPECT_GE(exec.retries(), 2);
   EXPECT_LE(exec.total_backoff(), exec.retries() * policy.max_delay);

@@ -12,7 +12,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "base/sanitizers.h"
-#include "exec/ww_mutex.h"
+#include "ww/ww_mutex.h"
 #include "fence/fence_context.h"
 #include "tests/vm/gpuvm_test_util.h"
 #include "vm/gpuvm_exec.h"
@@ -71,8 +71,8 @@ struct Record {
 TEST(GpuvmStressTest, ConcurrentBindsOnVmsSharingBos) {
   const char* env = std::getenv("GPUVM_STRESS_ITERS");
   const int iters = env ? std::atoi(env) : (UDRM_SANITIZED ? 60 : 200);
-  const bool was = exec::SlowpathInjection();
-  exec::SetSlowpathInjection(true);
+  const bool was = ww::SlowpathInjection();
+  ww::SetSlowpathInjection(true);
   {
     Ref<Bo> shared[4];
     for (auto& b : shared) b = Bo::Create(kBoSize);
@@ -147,7 +147,7 @@ TEST(GpuvmStressTest, ConcurrentBindsOnVmsSharingBos) {
       v.pool.FreeUnused();
     }
   }
-  exec::SetSlowpathInjection(was);
+  ww::SetSlowpathInjection(was);
   EXPECT_EQ(Gpuvm::live_count(), 0);
   EXPECT_EQ(Bo::live_count(), 0);
   EXPECT_EQ(VmBo::live_count(), 0);

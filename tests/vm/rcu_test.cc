@@ -7,12 +7,13 @@
 #include <cstdio>
 #include <thread>
 
+#include "base/sanitizers.h"
 #include "gtest/gtest.h"
 
 namespace vm {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(UDRM_TSAN)
+#if UDRM_SANITIZER
 constexpr bool kSanitized = true;
 #else
 constexpr bool kSanitized = false;
@@ -72,7 +73,7 @@ TEST(Rcu, FreeAfterGracePeriodIsSafe) {
 // threads share nothing else), ASan the reader's use after free; either aborts the process.
 TEST(RcuDeathTest, PrematureFreeIsReported) {
   if (!kSanitized) GTEST_SKIP() << "needs ASan or TSan to observe a use-after-free";
-#if defined(UDRM_TSAN)
+#if UDRM_SANITIZER == 'T'
   EXPECT_DEATH(ReaderVersusFree(false), "data race|heap-use-after-free");
 #else
   EXPECT_DEATH(PrematureFreeSameThread(), "heap-use-after-free");

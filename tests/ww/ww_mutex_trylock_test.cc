@@ -1,4 +1,4 @@
-// exec::WwMutex::TryLock with a context: a successful trylock is an acquire like any other (the
+// ww::WwMutex::TryLock with a context: a successful trylock is an acquire like any other (the
 // kernel's ww_mutex_trylock → ww_mutex_set_context_fastpath → __ww_mutex_check_waiters), so it
 // wounds / kills against the waiters already queued, and a context holding no locks drops a stale
 // wound. Run with the slow-path injection off and on, for both algorithms.
@@ -14,10 +14,10 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "base/cancel.h"
-#include "exec/ww_mutex.h"
 #include "gtest/gtest.h"
+#include "ww/ww_mutex.h"
 
-namespace exec {
+namespace ww {
 namespace {
 
 // Long enough for any scheduling delay on a loaded 2-core machine under TSan; the scenario itself
@@ -178,4 +178,4 @@ TEST_P(WwTryLockTest, TrylockWithNoLocksHeldClearsAStaleWound) {
 }
 
 }  // namespace
-}  // namespace exec
+}  // namespace ww

@@ -1,7 +1,7 @@
-// exec::WwMutex: one test per rule of the kernel's ww_mutex (Documentation/locking/ww-mutex-design
+// ww::WwMutex: one test per rule of the kernel's ww_mutex (Documentation/locking/ww-mutex-design
 // and kernel/locking/ww_mutex.h), plus ports of kernel/locking/test-ww_mutex.c scenarios (mutex,
 // AA, ABBA, cycle). Stress scenarios live in ww_mutex_stress_test.cc.
-#include "exec/ww_mutex.h"
+#include "ww/ww_mutex.h"
 
 #include <atomic>
 #include <thread>
@@ -11,7 +11,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
-namespace exec {
+namespace ww {
 namespace {
 
 // Waits until `m` has `n` waiters queued (the other thread is blocked in Lock).
@@ -514,4 +514,4 @@ TEST(WoundWait, YoungerWaitsForOlderHolder) {
 }
 
 }  // namespace
-}  // namespace exec
+}  // namespace ww

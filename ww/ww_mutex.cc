@@ -1,4 +1,4 @@
-#include "exec/ww_mutex.h"
+#include "ww/ww_mutex.h"
 
 #include <cstdlib>
 #include <limits>
@@ -7,7 +7,7 @@
 #include "base/spin.h"
 #include "base/status_tag.h"
 
-namespace exec {
+namespace ww {
 namespace {
 
 absl::Status BackoffError() {
@@ -330,4 +330,4 @@ int WwMutex::WaiterCountForTesting() const {
   return waiters_;
 }
 
-}  // namespace exec
+}  // namespace ww

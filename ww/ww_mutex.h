@@ -1,4 +1,4 @@
-// exec::WwMutex — ww_mutex: wound/wait mutexes with acquire contexts.
+// ww::WwMutex — ww_mutex: wound/wait mutexes with acquire contexts.
 //
 // What it is: a mutex that many objects carry (every fence::Resv has one) so that a thread can lock
 // an arbitrary set of them in any order without deadlock. Each locking transaction runs under a
@@ -30,8 +30,8 @@
 //
 // Memory ordering: Unlock() happens-before the next successful lock of the same mutex (as for any
 // mutex), so writes made while holding it are visible to the next holder.
-#ifndef UDRM_EXEC_WW_MUTEX_H_
-#define UDRM_EXEC_WW_MUTEX_H_
+#ifndef UDRM_WW_WW_MUTEX_H_
+#define UDRM_WW_WW_MUTEX_H_
 
 #include <atomic>
 #include <cstdint>
@@ -42,7 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/cancel.h"
 
-namespace exec {
+namespace ww {
 
 enum class WwAlgorithm { kWaitDie, kWoundWait };
 
@@ -214,6 +214,6 @@ class WwMutex {
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace exec
+}  // namespace ww
 
-#endif  // UDRM_EXEC_WW_MUTEX_H_
+#endif  // UDRM_WW_WW_MUTEX_H_

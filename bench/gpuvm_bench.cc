@@ -1,19 +1,29 @@
 // gpuvm_bench: split/merge + apply requests and lookups on a VM holding 10^3, 10^5 and 10^6 VAs.
 //
-// BM_GpuvmRequest/n: a random map request (range 1..32 units, random BO of 8) over a VM whose
-// [0, 16n) is tiled by n VAs of 16 units: SmMap with callbacks applying each step at once (the
-// msm path), VAs recycled through a free list so the VA count stays ~n.
+// BM_GpuvmRequest/n: a random request (range 1..32 units, random BO of 8, one in four an unmap)
+// over a VM whose [0, 16n) is tiled at the start by n VAs of 16 units: SmMap / SmUnmap with
+// callbacks applying each step at once (the msm path), VAs recycled through a free list; the VA
+// count stays near n (the "vas" counter).
 // BM_GpuvmFindFirst/n: FindFirst of a random address.
+// Peer, same requests from the same seed: boost::icl::interval_map<uint64_t, Mapping> where
+// Mapping = (bo, offset - addr), so that one value describes a whole contiguous BO mapping and
+// the map can split it anywhere without rewriting offsets; its combiner overwrites (operator+= is
+// assignment), so `map += (range, mapping)` is one pass that replaces whatever the range held,
+// like SmMap + apply, and `erase(range)` is SmUnmap + apply. The joining interval_map (rather
+// than split_interval_map) is the faster form: adjacent equal values (same BO, contiguous) merge,
+// so it holds at most as many segments as udrm holds VAs. Lookup: find(addr).
 // VALUE gpuva_bytes: memory per VA with the index (sizeof(Gpuva) + the btree's heap bytes per
 // entry, measured with mallinfo2 around the inserts of 10^6 VAs).
-// The peer named in issue 11 (boost::icl::interval_map) is not in the build (no Boost in the
-// workspace): no RATIO line yet.
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
+
+#include <boost/icl/interval_map.hpp>
 
 #include "bench/report.h"
 #include "vm/gpuvm.h"
@@ -90,11 +100,65 @@ void BM_GpuvmRequest(benchmark::State& state) {
     const uint64_t range = 1 + rng() % 32;
     const uint64_t addr = rng() % (n * kTile - range);
     vm::Bo* bo = f.bos[rng() % 8].get();
-    benchmark::DoNotOptimize(vm::SmMap(*f.vm, {{addr, range, bo, addr}}, steps));
+    if (rng() % 4 == 0) {
+      benchmark::DoNotOptimize(vm::SmUnmap(*f.vm, addr, range, steps));
+    } else {
+      benchmark::DoNotOptimize(vm::SmMap(*f.vm, {{addr, range, bo, addr}}, steps));
+    }
   }
   state.counters["vas"] = static_cast<double>(f.vm->va_count());
 }
 BENCHMARK(BM_GpuvmRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
+
+// The peer's value: which BO, and the BO offset minus the address (constant along a mapping).
+struct Mapping {
+  const void* bo = nullptr;  // nullptr: the identity, absorbed (unmapped)
+  uint64_t delta = 0;
+  bool operator==(const Mapping& o) const { return bo == o.bo && delta == o.delta; }
+  bool operator<(const Mapping& o) const { return bo < o.bo || (bo == o.bo && delta < o.delta); }
+  Mapping& operator+=(const Mapping& o) {  // the combiner: a new mapping replaces the old one
+    *this = o;
+    return *this;
+  }
+};
+
+using IclMap = boost::icl::interval_map<uint64_t, Mapping>;
+using IclRange = boost::icl::discrete_interval<uint64_t>;
+
+IclMap MakeIcl(uint64_t n, const std::vector<const void*>& bos) {
+  IclMap m;
+  for (uint64_t i = 0; i < n; ++i) {
+    m += std::make_pair(IclRange::right_open(i * kTile, (i + 1) * kTile), Mapping{bos[i % 8], 0});
+  }
+  return m;
+}
+
+std::vector<const void*> PeerBos() {
+  static int tags[8];
+  std::vector<const void*> bos;
+  for (int& t : tags) bos.push_back(&t);
+  return bos;
+}
+
+void BM_IclRequest(benchmark::State& state) {
+  const uint64_t n = state.range(0);
+  const std::vector<const void*> bos = PeerBos();
+  IclMap m = MakeIcl(n, bos);
+  std::mt19937_64 rng(42);
+  for (auto _ : state) {
+    const uint64_t range = 1 + rng() % 32;
+    const uint64_t addr = rng() % (n * kTile - range);
+    const void* bo = bos[rng() % 8];
+    if (rng() % 4 == 0) {
+      m.erase(IclRange::right_open(addr, addr + range));
+    } else {
+      m += std::make_pair(IclRange::right_open(addr, addr + range), Mapping{bo, 0});
+    }
+    benchmark::DoNotOptimize(m);
+  }
+  state.counters["vas"] = static_cast<double>(boost::icl::interval_count(m));
+}
+BENCHMARK(BM_IclRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
 
 void BM_GpuvmFindFirst(benchmark::State& state) {
   const uint64_t n = state.range(0);
@@ -103,6 +167,14 @@ void BM_GpuvmFindFirst(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(f.vm->FindFirst(rng() % (n * kTile), 1));
 }
 BENCHMARK(BM_GpuvmFindFirst)->Arg(1000)->Arg(100000)->Arg(1000000);
+
+void BM_IclFind(benchmark::State& state) {
+  const uint64_t n = state.range(0);
+  const IclMap m = MakeIcl(n, PeerBos());
+  std::mt19937_64 rng(7);
+  for (auto _ : state) benchmark::DoNotOptimize(m.find(rng() % (n * kTile)));
+}
+BENCHMARK(BM_IclFind)->Arg(1000)->Arg(100000)->Arg(1000000);
 
 void PrintGpuvaBytes() {
   constexpr uint64_t n = 1000000;
@@ -123,12 +195,19 @@ void PrintGpuvaBytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int rc = udrm::bench::RunAndReport(
-      argc, argv, {},
-      {{"gpuvm_request_1e3", "BM_GpuvmRequest/1000"},
-       {"gpuvm_request_1e5", "BM_GpuvmRequest/100000"},
-       {"gpuvm_request_1e6", "BM_GpuvmRequest/1000000"},
-       {"gpuvm_find_first_1e6", "BM_GpuvmFindFirst/1000000"}});
+  std::vector<udrm::bench::Comparison> cmp;
+  std::vector<udrm::bench::Value> val;
+  for (const auto& [tag, arg] : {std::pair{"1e3", "/1000"}, std::pair{"1e5", "/100000"},
+                                 std::pair{"1e6", "/1000000"}}) {
+    const std::string t = tag, a = arg;
+    cmp.push_back({"gpuvm_request_" + t, "BM_GpuvmRequest" + a, "icl_interval_map",
+                   "BM_IclRequest" + a});
+    cmp.push_back({"gpuvm_lookup_" + t, "BM_GpuvmFindFirst" + a, "icl_interval_map",
+                   "BM_IclFind" + a});
+    val.push_back({"gpuvm_request_" + t, "BM_GpuvmRequest" + a});
+    val.push_back({"gpuvm_find_first_" + t, "BM_GpuvmFindFirst" + a});
+  }
+  const int rc = udrm::bench::RunAndReport(argc, argv, cmp, val);
   PrintGpuvaBytes();
   return rc;
 }

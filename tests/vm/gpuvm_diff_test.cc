@@ -5,11 +5,15 @@
 // checked against the rules (at most two REMAPs, first/last; exactly one MAP, last, equal to the
 // request; keep = "same BO, contiguous"; prev/next pieces), applied (list form, or callback form
 // applying immediately, alternately), and the tree is compared with the model after every request.
-// Knobs: GPUVM_DIFF_REQUESTS (default 1.5*10^5, 4*10^4 under sanitizers, to stay within the
-// suite's time budget; 10^6 takes ~60 s in fastbuild), GPUVM_DIFF_SEED.
-// A failure prints the seed and request index: rerun with GPUVM_DIFF_SEED to reproduce.
+// The run is kSeeds instances of one parameterized test, instance i seeded with GPUVM_DIFF_SEED + i
+// (default base 20261202), so that Bazel's shard_count spreads them over shards: 10^6 requests in
+// all by default (10^5 per seed), 4*10^4 under sanitizers (4*10^3 per seed), to stay within the
+// suite's time budget. GPUVM_DIFF_REQUESTS sets the requests per seed.
+// A failure prints the seed and request index; to reproduce, run instance 0 with that seed:
+//   GPUVM_DIFF_SEED=<seed> <test> --gtest_filter='*RandomRequestsMatchModel/0'
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 
@@ -153,10 +157,17 @@ std::string CompareWithModel(const Gpuvm& vm, const Model& m) {
   return covered == mapped ? "" : "mapped page counts differ";
 }
 
-// ≥10^6 random requests checked after each against the model (see the file comment).
-TEST(GpuvmDiffTest, RandomRequestsMatchModel) {
-  const uint64_t requests = EnvOr("GPUVM_DIFF_REQUESTS", UDRM_SANITIZED ? 40000 : 150000);
-  const uint64_t seed = EnvOr("GPUVM_DIFF_SEED", 20261202);
+constexpr int kSeeds = 10;
+
+class GpuvmDiffTest : public ::testing::TestWithParam<int> {};
+
+// 10^6 random requests over all instances, checked after each against the model (see the file
+// comment).
+TEST_P(GpuvmDiffTest, RandomRequestsMatchModel) {
+  const uint64_t requests = EnvOr("GPUVM_DIFF_REQUESTS", UDRM_SANITIZED ? 4000 : 100000);
+  const uint64_t seed = EnvOr("GPUVM_DIFF_SEED", 20261202) + static_cast<uint64_t>(GetParam());
+  std::printf("seed %llu, %llu requests\n", static_cast<unsigned long long>(seed),
+              static_cast<unsigned long long>(requests));
   std::mt19937_64 rng(seed);
   auto vm = *Gpuvm::Create("diff", 0, kPages, kKernelStart, kPages - kKernelStart);
   Ref<Bo> bos[3] = {Bo::Create(kBoPages), Bo::Create(kBoPages), Bo::Create(kBoPages)};
@@ -214,6 +225,8 @@ TEST(GpuvmDiffTest, RandomRequestsMatchModel) {
   EXPECT_GT(ops_total, requests);
   VaPool::Clear(*vm);
 }
+
+INSTANTIATE_TEST_SUITE_P(Seeds, GpuvmDiffTest, ::testing::Range(0, kSeeds));
 
 }  // namespace
 }  // namespace vm

@@ -28,8 +28,4 @@
 #define UDRM_SANITIZER 0
 #endif
 
-// Transitional: sched/ still selects Job's allocator with this (issue 10 removes that code);
-// delete with it. New code uses UDRM_SANITIZER.
-#define UDRM_SANITIZED (UDRM_SANITIZER != 0)
-
 #endif  // UDRM_BASE_SANITIZERS_H_

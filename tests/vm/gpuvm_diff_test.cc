@@ -164,7 +164,7 @@ class GpuvmDiffTest : public ::testing::TestWithParam<int> {};
 // 10^6 random requests over all instances, checked after each against the model (see the file
 // comment).
 TEST_P(GpuvmDiffTest, RandomRequestsMatchModel) {
-  const uint64_t requests = EnvOr("GPUVM_DIFF_REQUESTS", UDRM_SANITIZED ? 4000 : 100000);
+  const uint64_t requests = EnvOr("GPUVM_DIFF_REQUESTS", UDRM_SANITIZER ? 4000 : 100000);
   const uint64_t seed = EnvOr("GPUVM_DIFF_SEED", 20261202) + static_cast<uint64_t>(GetParam());
   std::printf("seed %llu, %llu requests\n", static_cast<unsigned long long>(seed),
               static_cast<unsigned long long>(requests));

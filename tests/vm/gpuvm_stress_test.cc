@@ -70,7 +70,7 @@ struct Record {
 
 TEST(GpuvmStressTest, ConcurrentBindsOnVmsSharingBos) {
   const char* env = std::getenv("GPUVM_STRESS_ITERS");
-  const int iters = env ? std::atoi(env) : (UDRM_SANITIZED ? 60 : 200);
+  const int iters = env ? std::atoi(env) : (UDRM_SANITIZER ? 60 : 200);
   const bool was = ww::SlowpathInjection();
   ww::SetSlowpathInjection(true);
   {

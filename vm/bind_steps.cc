@@ -195,13 +195,13 @@ absl::StatusOr<std::vector<OpTables>> ReservePageTables(PageTable& pt, std::span
   for (size_t i = 0; i < ops.size(); ++i) {
     const BindOp& op = ops[i];
     absl::StatusOr<Prealloc> u = pt.ReserveForUnmap(op.va, op.range);
-    absl::StatusOr<Prealloc> m;
+    absl::StatusOr<Prealloc> m = Prealloc();
     if (u.ok() && IsMap(op)) {
       m = pt.ReserveForMap(op.va, op.range, targets[i], PteFlags(op), op.page_size);
       if (!m.ok()) pt.Unreserve(*std::move(u));
     }
     absl::Status st = !u.ok() ? u.status() : m.status();
-    if (!st.ok()) {
+    if (!st.ok()) {  // `u` was handed back above if `m` failed
       UnreservePageTables(pt, tables);
       return st;
     }

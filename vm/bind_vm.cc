@@ -85,10 +85,16 @@ fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJo
   }
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   gpuvm_->resv().AddFence(out, fence::ResvUsage::kBookkeep);
-  for (const BindOp& op : ops) {
-    if (op.kind == BindOpKind::kMap && gpuvm_->IsExtobj(*op.bo)) {
-      op.bo->resv().AddFence(out, fence::ResvUsage::kKernel);
+  // Once per resv: the exec reserved one slot per resv however many ops map its BO (a prepare
+  // ensures free slots, it does not add them). Quadratic, but allocation-free after Arm.
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const BindOp& op = ops[i];
+    if (op.kind != BindOpKind::kMap || !gpuvm_->IsExtobj(*op.bo)) continue;
+    bool seen = false;
+    for (size_t j = 0; j < i && !seen; ++j) {
+      seen = ops[j].kind == BindOpKind::kMap && &ops[j].bo->resv() == &op.bo->resv();
     }
+    if (!seen) op.bo->resv().AddFence(out, fence::ResvUsage::kKernel);
   }
   {
     absl::MutexLock l(&last_mu_);

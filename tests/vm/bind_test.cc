@@ -169,6 +169,17 @@ TEST_F(BindTest, WorstCaseBoundsCoverRemapsOnBothSides) {
   EXPECT_EQ(Converged(), "");
 }
 
+// One bind mapping the same external BO twice adds its out-fence to the BO's resv once (the
+// exec reserved one slot per resv); found by bind_diff_test as a crash in Resv::AddFence.
+TEST_F(BindTest, SameExternalBoTwiceInOneBind) {
+  const BindOp ops[] = {BindOp::Map(0, 4 * kPage, a_.get(), 0),
+                        BindOp::Map(8 * kPage, 4 * kPage, a_.get(), 4 * kPage)};
+  absl::StatusOr<fence::FenceRef> f = queue_->Submit(ops);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+}
+
 // Unmapping 4 KiB from the middle of a 2 MiB page leaves the rest mapped, as smaller pages.
 TEST_F(BindTest, UnmapSplitsA2MiBPage) {
   Ref<Bo> big = Bo::Create(2 * k2M);

@@ -198,11 +198,7 @@ void BindVm::CleanupLoop() {
     BindJob* batch = nullptr;
     {
       absl::MutexLock l(&cleanup_mu_);
-      cleanup_mu_.Await(absl::Condition(
-          +[](BindVm* vm) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return vm->cleanup_head_ != nullptr || vm->stop_cleanup_;
-          },
-          this));
+      cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
       if (cleanup_head_ == nullptr) return;
       batch = std::exchange(cleanup_head_, nullptr);
       cleanup_tail_ = nullptr;
@@ -216,6 +212,8 @@ void BindVm::CleanupLoop() {
     absl::MutexLock l(&cleanup_mu_);  // wakes WaitIdle
   }
 }
+
+bool BindVm::CleanupReadyLocked() const { return cleanup_head_ != nullptr || stop_cleanup_; }
 
 void BindVm::WaitIdle() {
   absl::MutexLock l(&cleanup_mu_);

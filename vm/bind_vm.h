@@ -134,6 +134,7 @@ class BindVm {
   // Executes (unmaps only) the jobs pushed before `upto` that never ran, marking the VM unusable.
   void CatchUpLocked(BindJob* upto) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   void CleanupLoop() ABSL_LOCKS_EXCLUDED(cleanup_mu_);
+  bool CleanupReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(cleanup_mu_);
   void Cleanup(std::unique_ptr<BindJob> job);
 
   Ref<Gpuvm> gpuvm_;

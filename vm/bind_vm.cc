@@ -57,6 +57,10 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
                                                std::span<const fence::FenceRef> in_fences,
                                                const udrm::CancelToken* cancel) {
   if (absl::Status s = ValidateBind(*this, ops, in_fences); !s.ok()) return s;
+  // References to every locked BO, released after the exec unlocks (declared first): the job may
+  // run and drop the last reference to a BO it unmapped before this call unlocks it (drm_exec
+  // holds an object reference for the same reason).
+  std::vector<Ref<Bo>> locked;
   exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, cancel);
   if (absl::Status s = LockBind(*this, exec, ops); !s.ok()) return s;
   // Under the VM resv from here: unusable/closed cannot change our decision half-way.
@@ -64,6 +68,8 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   if (unusable()) return absl::FailedPreconditionError("VM unusable");
   absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBind(*this, entity, ops, in_fences);
   if (!job.ok()) return job.status();
+  locked.reserve(exec.objects().size());
+  for (exec::Object* o : exec.objects()) locked.push_back(Ref<Bo>::Share(static_cast<Bo*>(o)));
   ApplyBind(*this, ops, **job);
   return PushLocked(entity, *std::move(job), ops);
 }

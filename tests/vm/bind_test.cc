@@ -1,0 +1,338 @@
+// VM_BIND: each step alone, the seed's cases (overlapping ops in one bind, map → partial unmap →
+// re-map in one list, unmap splitting a 2 MiB page), the unusable VM, teardown, and several
+// queues and threads converging.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "exec/exec.h"
+#include "fence/fence_context.h"
+#include "tests/vm/bind_test_util.h"
+#include "vm/bind_steps.h"
+#include "vm/vm_bo.h"
+
+namespace vm {
+namespace {
+
+using testing::CheckConverged;
+using testing::kPage;
+using testing::TranslateOnce;
+
+constexpr uint64_t k2M = uint64_t{2} << 20;
+
+class BindTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    vm_ = *BindVm::Create("bind", {});
+    queue_ = *BindQueue::Create(*vm_);
+    a_ = Bo::Create(64 * kPage);
+    b_ = Bo::Create(64 * kPage);
+  }
+  void TearDown() override {
+    queue_.reset();
+    vm_.reset();
+    EXPECT_EQ(a_->refs_for_testing(), 1);  // the VM dropped every reference
+    EXPECT_EQ(VmBo::live_count(), 0);
+  }
+  // Runs the steps by hand up to Apply and returns the job (the VM resv stays locked by `exec`).
+  std::unique_ptr<BindJob> ApplyByHand(exec::Exec& exec, std::span<const BindOp> ops) {
+    EXPECT_TRUE(ValidateBind(*vm_, ops, {}).ok());
+    EXPECT_TRUE(LockBind(*vm_, exec, ops).ok());
+    auto job = PreallocBind(*vm_, queue_->entity(), ops, {});
+    EXPECT_TRUE(job.ok()) << job.status();
+    ApplyBind(*vm_, ops, **job);
+    return *std::move(job);
+  }
+  std::string Converged() { return CheckConverged(*vm_, 0, 256 * kPage); }
+
+  RcuReaderThread rcu_;
+  std::unique_ptr<BindVm> vm_;
+  std::unique_ptr<BindQueue> queue_;
+  Ref<Bo> a_, b_;
+};
+
+// A map becomes visible through the page table and reaches the BO's memory.
+TEST_F(BindTest, MapTranslatesToBoMemory) {
+  BindOp op = BindOp::Map(16 * kPage, 4 * kPage, a_.get(), 2 * kPage);
+  ASSERT_TRUE(queue_->Bind({&op, 1}).ok());
+  const Translation t = TranslateOnce(vm_->page_table(), 17 * kPage + 5);
+  ASSERT_TRUE(t.valid);
+  EXPECT_EQ(vm_->HostAddress(t), a_->memory().data() + 3 * kPage + 5);
+  EXPECT_EQ(Converged(), "");
+}
+
+// Validation: every bad op is rejected with InvalidArgument and nothing changes.
+TEST_F(BindTest, ValidateRejectsBadOpsChangingNothing) {
+  const std::vector<BindOp> bad = {
+      BindOp::Map(0, 0, a_.get(), 0),                       // size 0
+      BindOp::Map(100, kPage, a_.get(), 0),                 // misaligned va
+      BindOp::Map(0, kPage, a_.get(), 100),                 // misaligned offset
+      BindOp::Map(0, 65 * kPage, a_.get(), 0),              // beyond the BO
+      BindOp::Map(0, kPage, a_.get(), 64 * kPage),          // offset at the BO's end
+      BindOp::Map(0, kPage, nullptr, 0),                    // MAP without a BO
+      BindOp::Map(kPage, kPage, a_.get(), 0, PageSize::k64K),  // va not aligned to the hint
+      {BindOpKind::kMapNull, 0, kPage, a_.get(), 0, kBindRead, PageSize::k4K},  // null with BO
+      {BindOpKind::kUnmap, 0, kPage, nullptr, kPage, 0, PageSize::k4K},        // unmap offset
+      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 1u << 7, PageSize::k4K},       // unknown flag
+      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 0, PageSize::k4K},             // no access
+      {static_cast<BindOpKind>(9), 0, kPage, nullptr, 0, 0, PageSize::k4K},    // unknown kind
+      BindOp::Unmap(~uint64_t{0} - kPage + 1, 2 * kPage),   // overflow
+      BindOp::Unmap(uint64_t{1} << 48, kPage),              // outside the VM
+  };
+  for (size_t i = 0; i < bad.size(); ++i) {
+    absl::StatusOr<fence::FenceRef> f = queue_->Submit({&bad[i], 1});
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument) << i;
+  }
+  const BindOp ok = BindOp::Map(0, kPage, a_.get(), 0);
+  fence::FenceRef null_fence;
+  EXPECT_EQ(queue_->Submit({&ok, 1}, {&null_fence, 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(queue_->Submit({}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(vm_->gpuvm().va_count(), 0u);
+  EXPECT_EQ(vm_->jobs_in_flight(), 0);
+  EXPECT_EQ(a_->refs_for_testing(), 1);
+}
+
+// The seed's case: a map and an overlapping unmap in one bind queue MAP, then UNMAP of the hole.
+TEST_F(BindTest, OverlappingMapAndUnmapInOneBind) {
+  const BindOp ops[] = {BindOp::Map(0, 16 * kPage, a_.get(), 0),
+                        BindOp::Unmap(4 * kPage, 4 * kPage)};
+  std::optional<exec::Exec> holder;
+  holder.emplace(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait);
+  exec::Exec& exec = *holder;
+  std::unique_ptr<BindJob> job = ApplyByHand(exec, ops);
+  const auto& e = job->entries();
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].kind, BindEntry::Kind::kMap);
+  EXPECT_EQ(e[0].va, 0u);
+  EXPECT_EQ(e[0].range, 16 * kPage);
+  EXPECT_EQ(e[1].kind, BindEntry::Kind::kUnmap);
+  EXPECT_EQ(e[1].va, 4 * kPage);
+  EXPECT_EQ(e[1].range, 4 * kPage);
+  EXPECT_EQ(e[1].bo.get(), a_.get());  // the unmap holds the BO until cleanup
+  EXPECT_EQ(vm_->gpuvm().va_count(), 2u);
+  fence::FenceRef f = vm_->PushLocked(queue_->entity(), std::move(job), ops);
+  holder.reset();  // unlock
+  ASSERT_TRUE(f->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 5 * kPage).valid);
+  EXPECT_TRUE(TranslateOnce(vm_->page_table(), 8 * kPage).valid);
+}
+
+// Map, partial unmap, re-map of the hole with another BO, all in one list.
+TEST_F(BindTest, MapPartialUnmapRemapInOneList) {
+  const BindOp ops[] = {BindOp::Map(0, 16 * kPage, a_.get(), 0),
+                        BindOp::Unmap(4 * kPage, 4 * kPage),
+                        BindOp::Map(4 * kPage, 4 * kPage, b_.get(), 8 * kPage)};
+  std::optional<exec::Exec> holder;
+  holder.emplace(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait);
+  exec::Exec& exec = *holder;
+  std::unique_ptr<BindJob> job = ApplyByHand(exec, ops);
+  const auto& e = job->entries();
+  ASSERT_EQ(e.size(), 3u);
+  EXPECT_EQ(e[0].kind, BindEntry::Kind::kMap);
+  EXPECT_EQ(e[1].kind, BindEntry::Kind::kUnmap);
+  EXPECT_EQ(e[1].va, 4 * kPage);
+  EXPECT_EQ(e[2].kind, BindEntry::Kind::kMap);
+  EXPECT_EQ(e[2].bo.get(), b_.get());
+  EXPECT_EQ(e[2].op, 2u);
+  EXPECT_EQ(vm_->gpuvm().va_count(), 3u);
+  fence::FenceRef f = vm_->PushLocked(queue_->entity(), std::move(job), ops);
+  holder.reset();  // unlock
+  ASSERT_TRUE(f->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+  const Translation t = TranslateOnce(vm_->page_table(), 5 * kPage);
+  EXPECT_EQ(vm_->HostAddress(t), b_->memory().data() + 9 * kPage);
+}
+
+// The worst-case bound covers a bind whose op meets VAs sticking out on both sides.
+TEST_F(BindTest, WorstCaseBoundsCoverRemapsOnBothSides) {
+  const BindOp setup[] = {BindOp::Map(0, 8 * kPage, a_.get(), 0),
+                          BindOp::Map(8 * kPage, 8 * kPage, b_.get(), 0)};
+  ASSERT_TRUE(queue_->Bind(setup).ok());
+  const BindOp ops[] = {BindOp::MapNull(4 * kPage, 8 * kPage)};
+  const BindBounds b = BindWorstCase(vm_->gpuvm(), ops);
+  EXPECT_EQ(b.vas, 3u);
+  EXPECT_EQ(b.entries, 3u);
+  std::optional<exec::Exec> holder;
+  holder.emplace(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait);
+  exec::Exec& exec = *holder;
+  std::unique_ptr<BindJob> job = ApplyByHand(exec, ops);
+  EXPECT_EQ(job->entries().size(), 3u);  // two hole unmaps and the map: the bound is exact
+  fence::FenceRef f = vm_->PushLocked(queue_->entity(), std::move(job), ops);
+  holder.reset();  // unlock
+  ASSERT_TRUE(f->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+}
+
+// One bind mapping the same external BO twice adds its out-fence to the BO's resv once (the
+// exec reserved one slot per resv); found by bind_diff_test as a crash in Resv::AddFence.
+TEST_F(BindTest, SameExternalBoTwiceInOneBind) {
+  const BindOp ops[] = {BindOp::Map(0, 4 * kPage, a_.get(), 0),
+                        BindOp::Map(8 * kPage, 4 * kPage, a_.get(), 4 * kPage)};
+  absl::StatusOr<fence::FenceRef> f = queue_->Submit(ops);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+}
+
+// Unmapping 4 KiB from the middle of a 2 MiB page leaves the rest mapped, as smaller pages.
+TEST_F(BindTest, UnmapSplitsA2MiBPage) {
+  Ref<Bo> big = Bo::Create(2 * k2M);
+  const BindOp map = BindOp::Map(k2M, k2M, big.get(), 0, PageSize::k2M);
+  ASSERT_TRUE(queue_->Bind({&map, 1}).ok());
+  EXPECT_EQ(TranslateOnce(vm_->page_table(), k2M).size, PageSize::k2M);
+  const BindOp unmap = BindOp::Unmap(k2M + 5 * kPage, kPage);
+  ASSERT_TRUE(queue_->Bind({&unmap, 1}).ok());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), k2M + 5 * kPage).valid);
+  const Translation t = TranslateOnce(vm_->page_table(), k2M + 6 * kPage);
+  ASSERT_TRUE(t.valid);
+  EXPECT_NE(t.size, PageSize::k2M);
+  EXPECT_EQ(vm_->HostAddress(t), big->memory().data() + 6 * kPage);
+  EXPECT_EQ(CheckConverged(*vm_, k2M, 2 * k2M), "");
+  queue_.reset();
+  vm_.reset();
+  EXPECT_EQ(big->refs_for_testing(), 1);
+}
+
+// Lock: a cancelled bind waiting for a BO lock returns Cancelled and changes nothing.
+TEST_F(BindTest, CancelledLockChangesNothing) {
+  std::optional<exec::Exec> holder;
+  holder.emplace();
+  ASSERT_TRUE(holder->UntilAllLocked([&](exec::Exec& e) { return e.LockObj(a_.get()); }).ok());
+  udrm::CancelToken cancel;
+  cancel.Cancel();
+  const BindOp op = BindOp::Map(0, kPage, a_.get(), 0);
+  std::thread t([&] {
+    EXPECT_EQ(queue_->Submit({&op, 1}, {}, &cancel).status().code(),
+              absl::StatusCode::kCancelled);
+  });
+  t.join();
+  holder.reset();
+  EXPECT_EQ(vm_->gpuvm().va_count(), 0u);
+  EXPECT_EQ(a_->refs_for_testing(), 1);
+}
+
+// A simulated page-table fault in RunJob makes the VM unusable: the failing job stops mapping,
+// later queued jobs still unmap, and Submit fails with FailedPrecondition.
+TEST_F(BindTest, RunJobFaultMakesVmUnusableButUnmapsStillRun) {
+  const BindOp first = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  ASSERT_TRUE(queue_->Bind({&first, 1}).ok());
+  fence::FenceContext ctx;
+  fence::FenceRef gate = ctx.NewFence();
+  const BindOp failing = BindOp::Map(8 * kPage, 4 * kPage, b_.get(), 0);
+  absl::StatusOr<fence::FenceRef> f1 = queue_->Submit({&failing, 1}, {&gate, 1});
+  ASSERT_TRUE(f1.ok());
+  const BindOp unmap = BindOp::Unmap(0, 4 * kPage);
+  absl::StatusOr<fence::FenceRef> f2 = queue_->Submit({&unmap, 1});
+  ASSERT_TRUE(f2.ok());
+  vm_->InjectRunFault(0);
+  gate->Signal();
+  ASSERT_TRUE((*f1)->Wait().ok());
+  EXPECT_EQ((*f1)->error().code(), absl::StatusCode::kInternal);
+  ASSERT_TRUE((*f2)->Wait().ok());
+  EXPECT_TRUE(vm_->unusable());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 8 * kPage).valid);  // the map was skipped
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);          // the unmap ran
+  EXPECT_EQ(queue_->Submit({&unmap, 1}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// An in-fence carrying an error makes the VM unusable; the job's unmaps still happen.
+TEST_F(BindTest, InFenceErrorMakesVmUnusable) {
+  const BindOp first = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  ASSERT_TRUE(queue_->Bind({&first, 1}).ok());
+  fence::FenceContext ctx;
+  fence::FenceRef bad = ctx.NewFence();
+  const BindOp ops[] = {BindOp::Unmap(0, 4 * kPage), BindOp::Map(8 * kPage, kPage, b_.get(), 0)};
+  absl::StatusOr<fence::FenceRef> f = queue_->Submit(ops, {&bad, 1});
+  ASSERT_TRUE(f.ok());
+  bad->SetError(absl::AbortedError("producer failed"));
+  bad->Signal();
+  ASSERT_TRUE((*f)->Wait().ok());
+  vm_->WaitIdle();
+  EXPECT_TRUE(vm_->unusable());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 8 * kPage).valid);
+}
+
+// A bind job killed with its queue never runs; its unmaps are still executed (catch-up) and
+// its references dropped; the VM becomes unusable.
+TEST_F(BindTest, KilledJobStillUnmaps) {
+  const BindOp first = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  ASSERT_TRUE(queue_->Bind({&first, 1}).ok());
+  fence::FenceContext ctx;
+  fence::FenceRef gate = ctx.NewFence();
+  const BindOp unmap = BindOp::Unmap(0, 4 * kPage);
+  ASSERT_TRUE(queue_->Submit({&unmap, 1}, {&gate, 1}).ok());
+  queue_->entity().Kill();
+  gate->Signal();
+  vm_->WaitIdle();
+  EXPECT_TRUE(vm_->unusable());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);
+  EXPECT_EQ(a_->refs_for_testing(), 1);
+}
+
+// Close unmaps everything and drops every reference; later binds fail.
+TEST_F(BindTest, CloseUnmapsEverything) {
+  const BindOp ops[] = {BindOp::Map(0, 4 * kPage, a_.get(), 0), BindOp::MapNull(8 * kPage, kPage),
+                        BindOp::Map(16 * kPage, 4 * kPage, b_.get(), 0)};
+  ASSERT_TRUE(queue_->Bind(ops).ok());
+  EXPECT_GT(a_->refs_for_testing(), 1);
+  vm_->Close();
+  EXPECT_EQ(vm_->gpuvm().va_count(), 0u);
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 8 * kPage).valid);
+  EXPECT_EQ(a_->refs_for_testing(), 1);
+  EXPECT_EQ(b_->refs_for_testing(), 1);
+  EXPECT_EQ(queue_->Submit(ops).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Several queues whose in-fences signal in random order, and several submitting threads: the
+// page table converges to the tree.
+TEST_F(BindTest, QueuesAndThreadsConverge) {
+  std::vector<std::unique_ptr<BindQueue>> queues;
+  for (int i = 0; i < 3; ++i) queues.push_back(*BindQueue::Create(*vm_));
+  fence::FenceContext ctx;
+  std::vector<fence::FenceRef> gates;
+  std::vector<fence::FenceRef> outs;
+  absl::Mutex mu;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 60; ++i) {
+        const uint64_t va = (rng() % 64) * kPage;
+        const uint64_t len = (1 + rng() % 8) * kPage;
+        BindOp op = (rng() % 3 == 0)   ? BindOp::Unmap(va, len)
+                    : (rng() % 2 == 0) ? BindOp::MapNull(va, len)
+                                       : BindOp::Map(va, len, (t % 2 ? a_ : b_).get(), va);
+        fence::FenceRef gate;
+        {
+          absl::MutexLock l(&mu);
+          gate = ctx.NewFence();
+          gates.push_back(gate);
+        }
+        absl::StatusOr<fence::FenceRef> f = queues[t]->Submit({&op, 1}, {&gate, 1});
+        ASSERT_TRUE(f.ok()) << f.status();
+        absl::MutexLock l(&mu);
+        outs.push_back(*f);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::mt19937 rng(7);
+  std::shuffle(gates.begin(), gates.end(), rng);
+  for (auto& g : gates) g->Signal();
+  for (auto& f : outs) ASSERT_TRUE(f->Wait().ok());
+  for (auto& f : outs) EXPECT_TRUE(f->error().ok());
+  EXPECT_FALSE(vm_->unusable());
+  EXPECT_EQ(Converged(), "");
+  queues.clear();
+}
+
+}  // namespace
+}  // namespace vm

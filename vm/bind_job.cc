@@ -1,0 +1,37 @@
+#include "vm/bind_job.h"
+
+#include <utility>
+
+#include "vm/bind_steps.h"
+#include "vm/bind_vm.h"
+
+namespace vm {
+
+BindJob::~BindJob() {
+  // Error paths of the bind call (before Push) and cleaned-up jobs: hand back what is left.
+  if (!tables_.empty()) UnreservePageTables(vm_->page_table(), tables_);
+  for (BindVa* va : removed_vas_) delete va;
+}
+
+absl::StatusOr<fence::FenceRef> BindBackend::RunJob(sched::Job& job) {
+  auto& bind = static_cast<BindJob&>(job);
+  return bind.vm()->RunJob(bind);
+}
+
+void BindBackend::FreeJob(std::unique_ptr<sched::Job> job) {
+  std::unique_ptr<BindJob> bind(static_cast<BindJob*>(job.release()));
+  BindVm* vm = bind->vm();
+  vm->FreeJob(std::move(bind));
+}
+
+absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(BindBackend* backend,
+                                                                     std::string name) {
+  sched::SchedulerOptions o;
+  o.name = std::move(name);
+  o.credit_limit = 1;
+  o.policy = sched::Policy::kFifo;
+  o.timeout = absl::InfiniteDuration();
+  return sched::Scheduler::Create(backend, std::move(o));
+}
+
+}  // namespace vm

@@ -1,0 +1,92 @@
+// vm::BindJob — the sched::Job of one VM_BIND (msm_vm_bind_job), and vm::BindBackend, the
+// sched::Backend that runs bind jobs (msm_vma_job_run / msm_vma_job_free).
+//
+// A BindJob carries everything its bind pre-allocated (see vm/bind_steps.h): the op list, the
+// page-table reservations of each op, the Gpuva nodes and VmBos not used yet, the Gpuvas the bind
+// removed from the tree (freed at cleanup), and, once run, the Invalidation of its page-table
+// changes.
+//
+// BindBackend::RunJob executes the op list on the VM's page table in order (vm/bind_vm.h:
+// BindVm::RunJob). FreeJob hands the job to the VM's cleanup worker, which waits for the grace
+// period (PageTable::Release), returns unused reservations and drops the BO references — so the
+// scheduler thread never blocks. One BindBackend may serve the bind jobs of several VMs.
+// Thread-safety: a job belongs to its bind call until Push, then to the scheduler, then to the
+// cleanup worker.
+#ifndef UDRM_VM_BIND_JOB_H_
+#define UDRM_VM_BIND_JOB_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fence/fence.h"
+#include "sched/backend.h"
+#include "sched/job.h"
+#include "sched/scheduler.h"
+#include "vm/bind_op.h"
+#include "vm/gpuva.h"
+#include "vm/page_table.h"
+#include "vm/vm_bo.h"
+
+namespace vm {
+
+class BindVm;
+
+// The driver's VA (msm_gem_vma): a Gpuva plus what the page table needs to re-create a piece of
+// it (a remap keeps the surviving parts without page-table work, as msm).
+struct BindVa : Gpuva {
+  uint64_t target = 0;  // device address of addr (0: sparse)
+  uint32_t pte_flags = 0;
+  PageSize page_size = PageSize::k4K;
+};
+
+// The page-table reservation of one BindOp: `unmap` for the unmap entries it produces
+// (ReserveForUnmap of its range: only its two ends can split a large page), `map` for its map
+// entry (ReserveForMap).
+struct OpTables {
+  Prealloc unmap;
+  Prealloc map;
+};
+
+class BindJob final : public sched::Job {
+ public:
+  explicit BindJob(BindVm* vm) : vm_(vm) {}
+  ~BindJob() override;
+
+  BindVm* vm() const { return vm_; }
+  // The op list (msm's job->vm_ops). Capacity reserved by the prealloc step.
+  const std::vector<BindEntry>& entries() const { return entries_; }
+
+  // The state below belongs to the bind steps (vm/bind_steps.h) and BindVm; drivers only read
+  // entries().
+  std::vector<BindEntry> entries_;
+  std::vector<OpTables> tables_;                   // one per BindOp
+  std::vector<std::unique_ptr<BindVa>> free_vas_;  // pre-allocated nodes (taken from the back)
+  std::vector<BindVa*> removed_vas_;               // owned; capacity reserved
+  std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)
+  std::vector<uint64_t> targets_;                  // one per BindOp (device address of bo_offset)
+  Invalidation inv_;
+  bool ran_ = false;          // the op list was executed (RunJob or catch-up); under BindVm::pt_mu_
+  BindJob* queue_next_ = nullptr;   // BindVm's order of pushed jobs; under BindVm::pt_mu_
+  BindJob* cleanup_next_ = nullptr;  // BindVm's cleanup list; under BindVm::cleanup_mu_
+
+ private:
+  BindVm* const vm_;
+};
+
+class BindBackend final : public sched::Backend {
+ public:
+  absl::StatusOr<fence::FenceRef> RunJob(sched::Job& job) override;
+  void FreeJob(std::unique_ptr<sched::Job> job) override;
+};
+
+// A scheduler for bind jobs as msm makes one: credit limit 1, FIFO, no timeout.
+absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(BindBackend* backend,
+                                                                     std::string name);
+
+}  // namespace vm
+
+#endif  // UDRM_VM_BIND_JOB_H_

@@ -1,0 +1,270 @@
+#include "vm/bind_vm.h"
+
+#include <utility>
+#include <vector>
+
+#include "base/check.h"
+#include "exec/exec.h"
+#include "vm/bind_steps.h"
+#include "vm/gpuvm_exec.h"
+#include "vm/vm_bo.h"
+
+namespace vm {
+
+absl::StatusOr<std::unique_ptr<BindVm>> BindVm::Create(std::string name, BindVmOptions options) {
+  if (options.gpuvm_flags & Gpuvm::kImmediateMode) {
+    return absl::InvalidArgumentError("BindVm: kImmediateMode is not supported");
+  }
+  absl::StatusOr<std::unique_ptr<PageTable>> pt = PageTable::Create(options.va_bits);
+  if (!pt.ok()) return pt.status();
+  Gpuvm::Options go;
+  go.flags = options.gpuvm_flags;
+  go.granule = PageBytes(PageSize::k4K);
+  absl::StatusOr<Ref<Gpuvm>> g = Gpuvm::Create(name, 0, (*pt)->va_limit(), 0, 0, std::move(go));
+  if (!g.ok()) return g.status();
+  std::unique_ptr<BindVm> vm(new BindVm(std::move(name), options));
+  vm->pt_ = *std::move(pt);
+  vm->gpuvm_ = *std::move(g);
+  if (options.scheduler == nullptr) {
+    vm->own_backend_ = std::make_unique<BindBackend>();
+    absl::StatusOr<std::unique_ptr<sched::Scheduler>> s =
+        CreateBindScheduler(vm->own_backend_.get(), "vm-bind");
+    if (!s.ok()) return s.status();
+    vm->own_scheduler_ = *std::move(s);
+    vm->scheduler_ = vm->own_scheduler_.get();
+  }
+  return vm;
+}
+
+BindVm::BindVm(std::string name, BindVmOptions options)
+    : scheduler_(options.scheduler), slots_(new std::atomic<std::byte*>[kSlots]) {
+  (void)name;
+  for (size_t i = 0; i < kSlots; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
+  cleanup_thread_ = std::thread([this] { CleanupLoop(); });
+}
+
+BindVm::~BindVm() {
+  if (gpuvm_) Close();
+  {
+    absl::MutexLock l(&cleanup_mu_);
+    stop_cleanup_ = true;
+  }
+  cleanup_thread_.join();
+  own_scheduler_.reset();
+}
+
+absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<const BindOp> ops,
+                                               std::span<const fence::FenceRef> in_fences,
+                                               const udrm::CancelToken* cancel) {
+  if (absl::Status s = ValidateBind(*this, ops, in_fences); !s.ok()) return s;
+  // References to every locked BO, released after the exec unlocks (declared first): the job may
+  // run and drop the last reference to a BO it unmapped before this call unlocks it (drm_exec
+  // holds an object reference for the same reason).
+  std::vector<Ref<Bo>> locked;
+  exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, cancel);
+  if (absl::Status s = LockBind(*this, exec, ops); !s.ok()) return s;
+  // Under the VM resv from here: unusable/closed cannot change our decision half-way.
+  if (closed()) return absl::FailedPreconditionError("VM closed");
+  if (unusable()) return absl::FailedPreconditionError("VM unusable");
+  absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBind(*this, entity, ops, in_fences);
+  if (!job.ok()) return job.status();
+  locked.reserve(exec.objects().size());
+  for (exec::Object* o : exec.objects()) locked.push_back(Ref<Bo>::Share(static_cast<Bo*>(o)));
+  ApplyBind(*this, ops, **job);
+  return PushLocked(entity, *std::move(job), ops);
+}
+
+fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJob> job,
+                                   std::span<const BindOp> ops) {
+  (void)entity;
+  BindJob* bind = job.get();
+  sched::ArmedJob armed = sched::Job::Arm(std::move(job));
+  fence::FenceRef out = armed.finished();
+  {
+    absl::MutexLock l(&pt_mu_);
+    if (queue_tail_ == nullptr) {
+      queue_head_ = bind;
+    } else {
+      queue_tail_->queue_next_ = bind;
+    }
+    queue_tail_ = bind;
+  }
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  gpuvm_->resv().AddFence(out, fence::ResvUsage::kBookkeep);
+  // Once per resv: the exec reserved one slot per resv however many ops map its BO (a prepare
+  // ensures free slots, it does not add them). Quadratic, but allocation-free after Arm.
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const BindOp& op = ops[i];
+    if (op.kind != BindOpKind::kMap || !gpuvm_->IsExtobj(*op.bo)) continue;
+    bool seen = false;
+    for (size_t j = 0; j < i && !seen; ++j) {
+      seen = ops[j].kind == BindOpKind::kMap && &ops[j].bo->resv() == &op.bo->resv();
+    }
+    if (!seen) op.bo->resv().AddFence(out, fence::ResvUsage::kKernel);
+  }
+  {
+    absl::MutexLock l(&last_mu_);
+    last_fence_ = out;
+  }
+  std::move(armed).Push();
+  return out;
+}
+
+fence::FenceRef BindVm::last_fence() const {
+  absl::MutexLock l(&last_mu_);
+  return last_fence_;
+}
+
+absl::StatusOr<uint64_t> BindVm::AssignDeviceAddress(std::byte* host) {
+  const uint64_t slot = next_slot_.fetch_add(1, std::memory_order_relaxed);
+  if (slot >= kSlots) return absl::ResourceExhaustedError("device-address window exhausted");
+  slots_[slot].store(host, std::memory_order_release);
+  return slot << kSlotShift;
+}
+
+const std::byte* BindVm::HostAddress(const Translation& t) const {
+  if (!t.valid || (t.flags & kPteSparse) != 0) return nullptr;
+  const uint64_t slot = t.address >> kSlotShift;
+  if (slot == 0 || slot >= kSlots) return nullptr;
+  const std::byte* base = slots_[slot].load(std::memory_order_acquire);
+  return base + (t.address & ((uint64_t{1} << kSlotShift) - 1));
+}
+
+bool BindVm::ExecuteLocked(BindJob& job) {
+  const int fault = fault_at_entry_.exchange(-1, std::memory_order_relaxed);
+  bool failed = false;
+  for (size_t k = 0; k < job.entries_.size(); ++k) {
+    const BindEntry& e = job.entries_[k];
+    if (static_cast<int>(k) == fault) {
+      failed = true;
+      MarkUnusable();
+    }
+    OpTables& t = job.tables_[e.op];
+    if (e.kind == BindEntry::Kind::kMap) {
+      if (failed || unusable()) continue;  // msm: stop mapping new things, keep unmapping
+      job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, t.map));
+    } else {
+      job.inv_.Absorb(pt_->Unmap(e.va, e.range, t.unmap));
+    }
+  }
+  job.ran_ = true;
+  return !failed;
+}
+
+void BindVm::CatchUpLocked(BindJob* upto) {
+  while (queue_head_ != nullptr && queue_head_ != upto) {
+    BindJob* j = queue_head_;
+    queue_head_ = j->queue_next_;
+    if (queue_head_ == nullptr) queue_tail_ = nullptr;
+    MarkUnusable();  // a bind job that never ran: the tree and the page table disagree
+    ExecuteLocked(*j);
+  }
+}
+
+absl::StatusOr<fence::FenceRef> BindVm::RunJob(BindJob& job) {
+  absl::MutexLock l(&pt_mu_);
+  CatchUpLocked(&job);
+  UDRM_CHECK(queue_head_ == &job, "BindVm::RunJob: a job ran out of order");
+  queue_head_ = job.queue_next_;
+  if (queue_head_ == nullptr) queue_tail_ = nullptr;
+  for (const fence::FenceRef& dep : job.dependencies()) {
+    if (dep != nullptr && dep->IsSignaledFlag() && !dep->error().ok()) MarkUnusable();
+  }
+  if (!ExecuteLocked(job)) return absl::InternalError("simulated page-table fault");
+  return fence::FenceRef(nullptr);
+}
+
+void BindVm::FreeJob(std::unique_ptr<BindJob> job) {
+  {
+    absl::MutexLock l(&pt_mu_);
+    if (!job->ran_) {  // killed or cancelled: still execute its unmaps, in order
+      CatchUpLocked(job->queue_next_);
+      UDRM_CHECK(job->ran_, "BindVm::FreeJob: a job not in the bind order");
+    }
+  }
+  absl::MutexLock l(&cleanup_mu_);
+  BindJob* j = job.release();
+  if (cleanup_tail_ == nullptr) {
+    cleanup_head_ = j;
+  } else {
+    cleanup_tail_->cleanup_next_ = j;
+  }
+  cleanup_tail_ = j;
+}
+
+void BindVm::Cleanup(std::unique_ptr<BindJob> job) {
+  pt_->Release(std::move(job->inv_));  // one grace period for the whole job
+  UnreservePageTables(*pt_, job->tables_);
+  job->entries_.clear();  // drops the BO references: their PTEs are gone from every reader
+  job.reset();
+}
+
+void BindVm::CleanupLoop() {
+  for (;;) {
+    BindJob* batch = nullptr;
+    {
+      absl::MutexLock l(&cleanup_mu_);
+      cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
+      if (cleanup_head_ == nullptr) return;
+      batch = std::exchange(cleanup_head_, nullptr);
+      cleanup_tail_ = nullptr;
+    }
+    while (batch != nullptr) {
+      BindJob* next = batch->cleanup_next_;
+      Cleanup(std::unique_ptr<BindJob>(batch));
+      batch = next;
+      in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    absl::MutexLock l(&cleanup_mu_);  // wakes WaitIdle
+  }
+}
+
+bool BindVm::CleanupReadyLocked() const { return cleanup_head_ != nullptr || stop_cleanup_; }
+
+void BindVm::WaitIdle() {
+  absl::MutexLock l(&cleanup_mu_);
+  cleanup_mu_.Await(absl::Condition(
+      +[](BindVm* vm) { return vm->in_flight_.load(std::memory_order_acquire) == 0; }, this));
+}
+
+void BindVm::Close() {
+  if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+  WaitIdle();
+  Gpuvm& g = *gpuvm_;
+  std::vector<Ref<Bo>> refs;
+  std::vector<BindVa*> vas;
+  Invalidation inv;
+  {
+    exec::Exec exec(exec::Exec::kIgnoreDuplicates);
+    absl::Status st = exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
+      if (absl::Status s = PrepareVm(g, e, 0); !s.ok()) return s;
+      for (Gpuva* va : g.All()) {
+        if (va == &g.kernel_node() || va->bo == nullptr) continue;
+        if (absl::Status s = e.LockObj(va->bo); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+    });
+    UDRM_CHECK(st.ok(), "BindVm::Close: locking failed");
+    absl::StatusOr<Prealloc> pre = pt_->ReserveForUnmap(0, pt_->va_limit());
+    UDRM_CHECK(pre.ok(), "BindVm::Close: reservation failed");
+    {
+      absl::MutexLock l(&pt_mu_);
+      inv = pt_->Unmap(0, pt_->va_limit(), *pre);
+    }
+    pt_->Unreserve(*std::move(pre));
+    for (Gpuva* va : g.All()) {
+      if (va == &g.kernel_node()) continue;
+      vas.push_back(static_cast<BindVa*>(va));
+    }
+    for (BindVa* va : vas) {
+      refs.push_back(Ref<Bo>::Share(va->bo));
+      if (va->vm_bo != nullptr) VmBo::Unlink(va);
+      g.Remove(va);
+    }
+  }
+  pt_->Release(std::move(inv));
+  refs.clear();
+  for (BindVa* va : vas) delete va;
+}
+
+}  // namespace vm

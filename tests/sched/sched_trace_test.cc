@@ -34,19 +34,22 @@ TEST(SchedTrace, EventsKeyedByFenceInOrder) {
   fence::FenceRef gate = external.NewFence();
   fence::FenceRef f1, f2;
   {
+    // j2 takes the only credit first; j1, pushed while j2 runs, has no credits (unschedulable)
+    // and is not looked at further until it has (the kernel checks credits before it resolves
+    // dependencies); then it waits for the gate (add_dep). Each step is awaited, not slept on.
+    auto other = *Entity::Create({s.get()});
+    auto j2 = std::make_unique<MockJob>();
+    ASSERT_TRUE(j2->Init(other.get(), 1).ok());
+    f2 = other->Submit(std::move(j2));
+    while (mock.run_order().empty()) absl::SleepFor(absl::Milliseconds(1));
     auto e = *Entity::Create({s.get()});
     auto j1 = std::make_unique<MockJob>();
     ASSERT_TRUE(j1->Init(e.get(), 1).ok());
     ASSERT_TRUE(j1->AddDependency(gate).ok());
     f1 = e->Submit(std::move(j1));
-    auto other = *Entity::Create({s.get()});
-    auto j2 = std::make_unique<MockJob>();
-    ASSERT_TRUE(j2->Init(other.get(), 1).ok());
-    f2 = other->Submit(std::move(j2));  // runs first (j1 waits for the gate)
-    while (mock.run_order().empty()) absl::SleepFor(absl::Milliseconds(1));
-    // j1 has no credits (unschedulable) and is not looked at further until it has (the kernel
-    // checks credits before it resolves dependencies); then it waits for the gate (add_dep).
-    absl::SleepFor(absl::Milliseconds(50));
+    while (sink.ToJson().find("drm_sched_job_unschedulable") == std::string::npos) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     EXPECT_EQ(mock.Advance(1), 1);
     while (sink.ToJson().find("drm_sched_job_add_dep") == std::string::npos) {
       absl::SleepFor(absl::Milliseconds(1));

@@ -116,7 +116,12 @@ absl::StatusOr<std::unique_ptr<PageTable>> PageTable::Create(int va_bits) {
 #if UDRM_SANITIZER
 constexpr size_t kMaxPooledTables = 0;
 #else
-constexpr size_t kMaxPooledTables = 256;  // 1 MiB
+// 4 MiB: enough for a 2 GiB map of 4 KiB pages (1028 tables). When a request's tables do not fit,
+// Release frees the rest and the next Reserve allocates them again; glibc then trims the freed top
+// of the heap (brk) and every table page faults in again: with 256, a 1 GiB 4 KiB-page map+unmap
+// (514 tables) cost ~6x the pooled time (~420 page faults per round; gone with
+// GLIBC_TUNABLES=glibc.malloc.trim_threshold=1e9 or with this pool).
+constexpr size_t kMaxPooledTables = 1024;
 #endif
 
 PageTable::PageTable(int va_bits)
@@ -302,22 +307,26 @@ Table* PageTable::Split(uint64_t pte, int level, Prealloc& pre) {
 }
 
 namespace {
-// Writer-only: the number of tables in the subtree rooted at `t`.
-int64_t CountSubtree(const Table* t) {
+// Writer-only: the number of tables in the subtree rooted at `t`, a table `below` levels above
+// the last (whose entries are never tables, so they are not read).
+int64_t CountSubtree(const Table* t, int below) {
   int64_t n = 1;
+  if (below == 0) return n;
   for (const auto& slot : t->e) {
     const uint64_t pte = slot.load(std::memory_order_relaxed);
-    if ((pte & kValid) && (pte & kTableBit)) n += CountSubtree(PteTable(pte));
+    if ((pte & kValid) && (pte & kTableBit)) n += CountSubtree(PteTable(pte), below - 1);
   }
   return n;
 }
 
 // After a grace period: zeroes and hands every table of the subtree to `recycle`.
 template <typename F>
-void FreeRetired(Table* t, F& recycle) {
+void FreeRetired(Table* t, int below, F& recycle) {
   for (auto& slot : t->e) {
-    const uint64_t pte = slot.load(std::memory_order_relaxed);
-    if ((pte & kValid) && (pte & kTableBit)) FreeRetired(PteTable(pte), recycle);
+    if (below > 0) {
+      const uint64_t pte = slot.load(std::memory_order_relaxed);
+      if ((pte & kValid) && (pte & kTableBit)) FreeRetired(PteTable(pte), below - 1, recycle);
+    }
     slot.store(0, std::memory_order_relaxed);
   }
   recycle(t);
@@ -326,7 +335,7 @@ void FreeRetired(Table* t, F& recycle) {
 
 // Unhooked subtree: its root goes to the retire log (a page from `pre` when the current one is
 // full), and its tables are freed by Release() after a grace period.
-void PageTable::Retire(uint64_t table_pte, Prealloc& pre, Invalidation& inv) {
+void PageTable::Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv) {
   using internal::kLogCount;
   Table* log = inv.log_tail_;
   if (log == nullptr ||
@@ -341,9 +350,12 @@ void PageTable::Retire(uint64_t table_pte, Prealloc& pre, Invalidation& inv) {
     inv.log_tail_ = log = page;
   }
   const uint64_t n = log->e[kLogCount].load(std::memory_order_relaxed);
-  log->e[internal::kLogFirst + n].store(table_pte & kAddrMask, std::memory_order_relaxed);
+  // The root's levels above the last table level, in the low bits (tables are page-aligned).
+  const int below = levels_ - 2 - level;
+  log->e[internal::kLogFirst + n].store((table_pte & kAddrMask) | static_cast<uint64_t>(below),
+                                        std::memory_order_relaxed);
   log->e[kLogCount].store(n + 1, std::memory_order_relaxed);
-  const int64_t tables = CountSubtree(PteTable(table_pte));
+  const int64_t tables = CountSubtree(PteTable(table_pte), below);
   inv.retired_count_ += static_cast<size_t>(tables);
   live_tables_.fetch_sub(tables, std::memory_order_relaxed);
   retired_tables_.fetch_add(tables, std::memory_order_relaxed);
@@ -380,7 +392,7 @@ void PageTable::MapLevel(Table* t, int level, uint64_t va, uint64_t end, const L
       slot.store(leaf.Pte(cur), std::memory_order_release);
       if (old & kValid) {
         inv.removed_mappings_ = true;
-        if (old & kTableBit) Retire(old, pre, inv);
+        if (old & kTableBit) Retire(old, level, pre, inv);
       }
     } else {
       Table* child;
@@ -413,7 +425,7 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
       inv.removed_mappings_ = true;
       if (cur == entry_start && stop == entry_start + span) {
         slot.store(0, std::memory_order_release);  // the whole entry goes: unhook
-        if (old & kTableBit) Retire(old, pre, inv);
+        if (old & kTableBit) Retire(old, level, pre, inv);
       } else {
         Table* child;
         if (old & kTableBit) {
@@ -426,7 +438,7 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
         if (IsEmpty(child)) {  // empty now: unhook it so memory stays bounded
           const uint64_t linked = slot.load(std::memory_order_relaxed);
           slot.store(0, std::memory_order_release);
-          Retire(linked, pre, inv);
+          Retire(linked, level, pre, inv);
         }
       }
     }
@@ -477,8 +489,8 @@ void PageTable::Release(Invalidation inv) {
   for (Table* log = inv.log_head_; log != nullptr;) {
     const uint64_t n = log->e[internal::kLogCount].load(std::memory_order_relaxed);
     for (uint64_t i = 0; i < n; ++i) {
-      FreeRetired(PteTable(log->e[internal::kLogFirst + i].load(std::memory_order_relaxed)),
-                  recycle);
+      const uint64_t root = log->e[internal::kLogFirst + i].load(std::memory_order_relaxed);
+      FreeRetired(PteTable(root), static_cast<int>(root & 0xfff), recycle);
     }
     Table* next = PteTable(log->e[internal::kLogNext].load(std::memory_order_relaxed));
     for (uint64_t i = 0; i < internal::kLogFirst + n; ++i) {

@@ -212,7 +212,7 @@ class PageTable {
   internal::Table* Take(Prealloc& pre);
   internal::Table* TakeRaw(Prealloc& pre);
   internal::Table* Split(uint64_t leaf_pte, int level, Prealloc& pre);
-  void Retire(uint64_t table_pte, Prealloc& pre, Invalidation& inv);
+  void Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv);
   void MapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, const Leaf& leaf,
                 Prealloc& pre, Invalidation& inv);
   void UnmapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, Prealloc& pre,

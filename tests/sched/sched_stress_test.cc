@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "sched/entity.h"
@@ -28,7 +29,15 @@ fence::FenceRef SubmitJob(Entity* e) {
 
 // upstream: drm_sched_interleaved_submit_test (shape) — 8 submitters keep a window of 8 jobs in
 // flight for about a second while a GPU thread completes jobs as they run; every job finishes.
+// The second starts only once every submitter runs (under TSan on a loaded machine starting the
+// threads alone took more than a second, so the window closed before any submitter looked at it),
+// and each submitter goes on past it until it has completed kMinPerSubmitter jobs of its own: the
+// test asserts progress of every submitter (each wait is bounded by kLong) rather than a count
+// reached within a fixed time.
 TEST(SchedStress, WindowOfJobsInFlight) {
+  constexpr int kSubmitters = 8;
+  constexpr int kWindow = 8;
+  constexpr int64_t kMinPerSubmitter = 2 * kWindow;
   MockBackend mock;
   auto s = *Scheduler::Create(&mock, testing::Opts());
   std::atomic<bool> stop_gpu{false};
@@ -37,31 +46,40 @@ TEST(SchedStress, WindowOfJobsInFlight) {
       if (mock.Advance(1) == 0) std::this_thread::yield();
     }
   });
-  std::atomic<int64_t> completed{0};
+  std::vector<int64_t> completed(kSubmitters, 0);  // each written by its submitter only
   {
     std::vector<std::unique_ptr<Entity>> es;
-    for (int i = 0; i < 8; ++i) es.push_back(*Entity::Create({s.get()}));
+    for (int i = 0; i < kSubmitters; ++i) es.push_back(*Entity::Create({s.get()}));
+    std::atomic<int> started{0};
+    absl::Notification go;
+    absl::Time end;  // written before go is notified
     std::vector<std::thread> submitters;
-    const absl::Time end = absl::Now() + absl::Seconds(1);
-    for (int w = 0; w < 8; ++w) {
+    for (int w = 0; w < kSubmitters; ++w) {
       submitters.emplace_back([&, w] {
+        started++;
+        go.WaitForNotification();
         std::vector<fence::FenceRef> window;
-        while (absl::Now() < end) {
-          while (window.size() < 8) window.push_back(SubmitJob(es[w].get()));
-          ASSERT_TRUE(window.front()->Wait(kLong).ok());
+        while (absl::Now() < end || completed[w] < kMinPerSubmitter) {
+          while (window.size() < kWindow) window.push_back(SubmitJob(es[w].get()));
+          ASSERT_TRUE(window.front()->Wait(kLong).ok()) << "submitter " << w << " stalled";
           EXPECT_TRUE(window.front()->error().ok());
           window.erase(window.begin());
-          completed++;
+          completed[w]++;
         }
         for (auto& f : window) ASSERT_TRUE(f->Wait(kLong).ok());
       });
     }
+    while (started.load() < kSubmitters) std::this_thread::yield();
+    end = absl::Now() + absl::Seconds(1);
+    go.Notify();
     for (auto& t : submitters) t.join();
   }
   stop_gpu = true;
   gpu.join();
   s.reset();
-  EXPECT_GT(completed.load(), 8);
+  for (int w = 0; w < kSubmitters; ++w) {
+    EXPECT_GE(completed[w], kMinPerSubmitter) << "submitter " << w;  // an ASSERT above stopped it
+  }
   EXPECT_EQ(MockJob::live.load(), 0);
 }
 

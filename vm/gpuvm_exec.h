@@ -68,7 +68,8 @@ class GpuvmExec {
 
 // drm_gpuvm_validate: calls Options::vm_bo_validate for every VmBo on the evict list (in a
 // kResvProtected VM, then drops those no longer evicted from it). Unimplemented if the VM has no
-// hook; else the first hook error. Contract: the VM resv and the evicted BOs are locked.
+// hook (the kernel returns -EOPNOTSUPP when ops->vm_bo_validate is missing: a driver choice, not
+// unfinished work); else the first hook error. Contract: the VM resv and the evicted BOs are locked.
 absl::Status Validate(Gpuvm& vm, exec::Exec& exec);
 
 // drm_gpuvm_resv_add_fence: adds `fence` to the resv of every object `exec` has locked, with

@@ -1,6 +1,6 @@
 // sched::Scheduler — drm_gpu_scheduler: feeds jobs from entities to one backend (a ring).
 //
-// What it does: picks the first ready entity in its run queue's order (sched/run_queue.h; the
+// What it does: picks the first ready entity in its run queue's order (sched/policy.h; the
 // fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
 // fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
 // for only until that job is scheduled, unless it carries an error or asks not to be pipelined;
@@ -8,7 +8,7 @@
 // the chosen entity — and calls Backend::RunJob, then signals the job's scheduled fence; when the
 // hardware fence signals, the finished fence signals with its error and the credits come back;
 // finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
-// their hardware time is charged to their entity (EntityStats).
+// their hardware time is charged to their entity (the fair policy's virtual runtime).
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
@@ -55,13 +55,16 @@
 #include "fence/fence.h"
 #include "sched/backend.h"
 #include "sched/executor.h"
-#include "sched/run_queue.h"
+#include "sched/policy.h"
 #include "sched/trace.h"
 
 namespace sched {
 
 class Entity;
 class Job;
+namespace internal {
+class RunQueue;
+}  // namespace internal
 
 struct SchedulerOptions {
   std::string name = "udrm";
@@ -225,7 +228,7 @@ class Scheduler {
   std::atomic<Job*> inbox_{nullptr};
 
   mutable absl::Mutex mu_;
-  RunQueue rq_ ABSL_GUARDED_BY(mu_);                               // entities with queued jobs
+  const std::unique_ptr<internal::RunQueue> rq_ ABSL_PT_GUARDED_BY(mu_);  // entities with jobs
   std::deque<std::unique_ptr<Job>> pending_ ABSL_GUARDED_BY(mu_);  // handed to the backend
   uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -157,8 +157,11 @@ void Scheduler::RunRounds() {
                               options_.credit_limit, "; truncated"));
     }
     std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
-    for (auto& j : killed) backend_->FreeJob(std::move(j));
-    for (auto& j : finished) backend_->FreeJob(std::move(j));
+    if (!killed.empty() || !finished.empty()) {
+      absl::MutexLock f(&free_mu_);
+      for (auto& j : killed) backend_->FreeJob(std::move(j));
+      for (auto& j : finished) backend_->FreeJob(std::move(j));
+    }
     if (job != nullptr) RunJob(job);
     const bool progress = !finished.empty() || !killed.empty() || job != nullptr;
     finished.clear();

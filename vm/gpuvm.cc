@@ -186,3 +186,36 @@ Gpuvm::VaRange Gpuvm::All() const {
 }
 
 }  // namespace vm
+
+namespace vm {
+
+size_t Gpuvm::NodesForInserts(size_t height, size_t n) {
+  // Insert i (from 0) needs at most height + growths(i) + 1 blocks, where growths(i), the root
+  // splits possible before it, is 0 for i = 0 and 1 + (i-1)/k after (k = kTreeNodeSlots - 1).
+  // Closed form of the sum; the callers bound n (ReserveInserts: <= kMaxReservedInserts).
+  constexpr size_t k = internal::NodePool::kTreeNodeSlots - 1;
+  if (n == 0) return 0;
+  const size_t m = n - 1;  // inserts after the first: sum of 1 + j/k for j in [0, m)
+  const size_t q = m / k;
+  const size_t r = m % k;
+  return n * (height + 1) + m + k * q * (q - 1) / 2 * (q != 0) + q * r;
+}
+
+absl::StatusOr<Gpuvm::InsertReservation> Gpuvm::ReserveInserts(size_t n) {
+  if (n > kMaxReservedInserts) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "vm::Gpuvm::ReserveInserts: ", n, " inserts is more than one reservation covers"));
+  }
+  const size_t blocks = NodesForInserts(tree_.height(), n);
+  if (absl::Status s = pool_.Reserve(blocks); !s.ok()) return s;
+  Get();
+  return InsertReservation(Ref<Gpuvm>::Adopt(this), blocks);
+}
+
+void Gpuvm::InsertReservation::Release() {
+  if (!vm_) return;
+  vm_->pool_.Unreserve(std::exchange(blocks_, 0));
+  vm_.reset();
+}
+
+}  // namespace vm

@@ -20,14 +20,30 @@
 // Thread-safety: the tree (Insert/Remove/Find*/iteration/split-merge/apply) is NOT synchronised:
 // the driver serialises it (its VM lock). The extobj, evict and deferred lists have an internal
 // mutex (lists_mu_), so VmBos may join or leave them from any thread.
+//
+// Allocation (VM_BIND updates the tree where it must not fail for lack of memory):
+// - The tree's btree nodes come from a per-VM pool (vm/gpuvm_node_pool.h). ReserveInserts(n)
+//   fills it for the worst case of n inserts; while that InsertReservation is alive, the next n
+//   Insert calls (and ApplyMap / ApplyRemap, which insert through it) allocate nothing, whatever
+//   Removes are interleaved (Remove never allocates: erasing frees or merges nodes, and freed
+//   nodes go back to the pool).
+// - Never allocating, reservation or not: Remove, ApplyUnmap, Find*/Range/iteration, the
+//   split/merge walks in callback form (SmMap/SmUnmap; the steps themselves are the caller's),
+//   and every VmBo list change — VmBo::Link/Unlink/UnlinkDefer, ExtobjAdd, Evict, Put,
+//   PutDeferred, Obtain's and ObtainPrealloc's join of the BO's VmBo list, DeferredCleanup — all
+//   lists are intrusive. (VmBo::Create / Obtain of a new VmBo allocate the VmBo itself: use
+//   Create up front and ObtainPrealloc.) Error statuses allocate their message: the
+//   allocation-free guarantee is for calls that succeed (Insert's contract under ApplyMap).
+// - Allocating: Create, ReserveInserts, an Insert without a reservation, the *OpsCreate list
+//   forms (the op vector), the *ForTesting snapshots.
 #ifndef UDRM_VM_GPUVM_H_
 #define UDRM_VM_GPUVM_H_
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -38,6 +54,8 @@
 #include "exec/exec.h"
 #include "vm/bo.h"
 #include "vm/gpuva.h"
+#include "vm/gpuvm_list.h"
+#include "vm/gpuvm_node_pool.h"
 #include "vm/gpuvm_ref.h"
 
 namespace vm {
@@ -106,8 +124,32 @@ class Gpuvm {
   absl::Status CheckMapping(uint64_t addr, uint64_t range, const Bo* bo, uint64_t offset) const;
 
   // drm_gpuva_insert: InvalidArgument (see CheckMapping), AlreadyExists if it overlaps a VA.
-  // Takes a VM reference and sets va->vm. Contract: va is not in a tree.
+  // Takes a VM reference and sets va->vm. Contract: va is not in a tree. Allocates tree nodes
+  // unless a reservation covers it (see ReserveInserts).
   absl::Status Insert(Gpuva* va);
+
+  // Pre-allocates the tree nodes of `n` inserts, so that the next n successful Insert calls
+  // (ApplyMap: 1 insert, ApplyRemap: 1 per prev/next piece) allocate nothing while the returned
+  // reservation is alive (see the top). ResourceExhausted (nothing reserved) if memory runs
+  // out. The bound (NodesForInserts) is the worst case: an insert may split every node on its
+  // path and add a new root, height+1 nodes, and the height may grow during the n inserts.
+  // Several reservations may be outstanding; each one's promise holds independently of the
+  // others only if the inserts they cover are no more than the sum they reserved.
+  // Thread-safety: as Insert (the driver's VM lock) — it reads the tree's height; the
+  // reservation itself may be destroyed on any thread. Blocks (a mutex, and operator new).
+  // More than this: ResourceExhausted (the bound grows as n^2/28).
+  static constexpr size_t kMaxReservedInserts = size_t{1} << 20;
+  class InsertReservation;
+  [[nodiscard]] absl::StatusOr<InsertReservation> ReserveInserts(size_t n);
+  // The blocks ReserveInserts(n) reserves for a tree of height `height`: sum over the n
+  // inserts of (height before it + 1), the height growing by one at the first insert and then
+  // at most once per kTreeNodeSlots-1 inserts (a new root holds one key and gains at most one
+  // per insert before it can split again).
+  static size_t NodesForInserts(size_t height, size_t n);
+  // The btree's height (0 when empty) and node-pool statistics, for tests and the bench.
+  size_t tree_height() const { return tree_.height(); }
+  const internal::NodePool& node_pool() const { return pool_; }
+  internal::NodePool& node_pool_for_testing() { return pool_; }
   // drm_gpuva_remove: drops the VM reference (which may free the VM: hold your own). Contracts
   // (crash): va is in this VM's tree and is not the kernel node.
   void Remove(Gpuva* va);
@@ -121,7 +163,9 @@ class Gpuvm {
   // drm_gpuva_find_next: the VA containing `end` (nullptr if none or `end` is not valid).
   Gpuva* FindNext(uint64_t end) const;
   // drm_gpuvm_interval_empty.
-  bool IntervalEmpty(uint64_t addr, uint64_t range) const { return FindFirst(addr, range) == nullptr; }
+  bool IntervalEmpty(uint64_t addr, uint64_t range) const {
+    return FindFirst(addr, range) == nullptr;
+  }
   // VAs in the tree, kernel node included.
   size_t va_count() const { return tree_.size(); }
 
@@ -154,6 +198,13 @@ class Gpuvm {
   ~Gpuvm();
   void InsertUnchecked(Gpuva* va);
   std::vector<Ref<VmBo>> Snapshot(List which) const ABSL_LOCKS_EXCLUDED(lists_mu_);
+  using TreeAlloc = internal::PoolAllocator<std::pair<const uint64_t, Gpuva*>>;
+  // The map by start address, with its height (absl keeps it in its protected btree).
+  class Tree : public absl::btree_map<uint64_t, Gpuva*, std::less<uint64_t>, TreeAlloc> {
+   public:
+    explicit Tree(internal::NodePool* pool) : btree_map(TreeAlloc(pool)) {}
+    size_t height() const { return this->tree_.height(); }
+  };
   // The first VA starting at or after `key` and before `end`.
   Gpuva* FirstAtOrAfter(uint64_t key, uint64_t end) const;
 
@@ -165,13 +216,41 @@ class Gpuvm {
   const uint64_t granule_;
   Ref<Bo> r_obj_;
   Gpuva kernel_node_;
-  absl::btree_map<uint64_t, Gpuva*> tree_;  // by addr; driver-serialised (see top)
+  internal::NodePool pool_;  // the tree's nodes; before tree_ (destroyed after it)
+  Tree tree_{&pool_};        // by addr; driver-serialised (see top)
 
   mutable absl::Mutex lists_mu_;
-  std::list<VmBo*> extobjs_ ABSL_GUARDED_BY(lists_mu_);
-  std::list<VmBo*> evicted_ ABSL_GUARDED_BY(lists_mu_);
-  std::vector<VmBo*> deferred_ ABSL_GUARDED_BY(lists_mu_);
+  internal::IntrusiveList<VmBo, internal::ExtobjTag> extobjs_ ABSL_GUARDED_BY(lists_mu_);
+  internal::IntrusiveList<VmBo, internal::EvictTag> evicted_ ABSL_GUARDED_BY(lists_mu_);
+  internal::IntrusiveList<VmBo, internal::DeferredTag> deferred_ ABSL_GUARDED_BY(lists_mu_);
   std::function<absl::Status(VmBo&, exec::Exec&)> vm_bo_validate_;
+};
+
+// A promise of tree nodes (Gpuvm::ReserveInserts). Move-only; destroying it (or Release) gives
+// the unused part back to the pool, which frees what it does not cache. Holds a VM reference.
+class Gpuvm::InsertReservation {
+ public:
+  InsertReservation() = default;
+  InsertReservation(InsertReservation&& o) noexcept
+      : vm_(std::move(o.vm_)), blocks_(std::exchange(o.blocks_, 0)) {}
+  InsertReservation& operator=(InsertReservation&& o) noexcept {
+    if (this != &o) {
+      Release();
+      vm_ = std::move(o.vm_);
+      blocks_ = std::exchange(o.blocks_, 0);
+    }
+    return *this;
+  }
+  ~InsertReservation() { Release(); }
+  // Gives the reservation back now (idempotent).
+  void Release();
+  size_t blocks() const { return blocks_; }
+
+ private:
+  friend class Gpuvm;
+  InsertReservation(Ref<Gpuvm> vm, size_t blocks) : vm_(std::move(vm)), blocks_(blocks) {}
+  Ref<Gpuvm> vm_;
+  size_t blocks_ = 0;
 };
 
 // Iteration that tolerates removal of the current VA: the iterator remembers where the current

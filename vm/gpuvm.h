@@ -154,6 +154,14 @@ class Gpuvm {
   // (crash): va is in this VM's tree and is not the kernel node.
   void Remove(Gpuva* va);
 
+  // The tree part of drm_gpuva_remap: replaces `old` by its surviving pieces `prev` / `next`
+  // (either may be null), as Remove(old) then Insert of each piece would — same tree, same
+  // references, same crashes — but in place when the pieces have the shape a split produces
+  // (prev starts at old's start, next ends at old's end, both inside old): no search, no
+  // allocation for prev (it takes old's slot), one hinted insert for next. Contract (crash):
+  // old is in this VM's tree and not the kernel node; the pieces are in no tree and fit.
+  void Remap(Gpuva* old, Gpuva* prev, Gpuva* next);
+
   // drm_gpuva_find_first: the first VA overlapping [addr, addr+range); nullptr for range 0.
   Gpuva* FindFirst(uint64_t addr, uint64_t range) const;
   // drm_gpuva_find: the VA exactly [addr, addr+range), or nullptr.
@@ -175,6 +183,10 @@ class Gpuvm {
   class RangeIterator;
   class VaRange;
   VaRange Range(uint64_t start, uint64_t end) const;
+  // Range for a walk whose body changes the tree at the current VA (split/merge applied at
+  // once): the same VAs, and the VM's finger (see below) follows the walk, so removing the
+  // current VA and inserting its pieces costs no search. Not for concurrent readers (writes).
+  VaRange RangeForUpdate(uint64_t start, uint64_t end);
   // Every VA, in address order (same removal rule).
   VaRange All() const;
 
@@ -205,8 +217,17 @@ class Gpuvm {
     explicit Tree(internal::NodePool* pool) : btree_map(TreeAlloc(pool)) {}
     size_t height() const { return this->tree_.height(); }
   };
-  // The first VA starting at or after `key` and before `end`.
-  Gpuva* FirstAtOrAfter(uint64_t key, uint64_t end) const;
+  using TreeIt = Tree::iterator;
+  // tree_.upper_bound(addr), without a search when the finger is within two entries of it.
+  // Const (reads the finger only), so concurrent const readers stay safe.
+  TreeIt UpperBound(uint64_t addr) const;
+  TreeIt FirstOverlapping(uint64_t start) const;
+  // The iterator of `va`, which must be in the tree (crash otherwise); O(1) at the finger.
+  TreeIt Locate(const Gpuva* va);
+  void SetFinger(TreeIt it) {
+    finger_ = it;
+    finger_valid_ = true;
+  }
 
   std::atomic<int> refs_{1};
   const std::string name_;
@@ -218,6 +239,14 @@ class Gpuvm {
   Gpuva kernel_node_;
   internal::NodePool pool_;  // the tree's nodes; before tree_ (destroyed after it)
   Tree tree_{&pool_};        // by addr; driver-serialised (see top)
+  // Changes of tree_ so far (a RangeIterator re-locates after one).
+  uint64_t gen_ = 0;
+  // The finger: an iterator into tree_ at the last change (the inserted VA, or the successor of
+  // the removed one) or at the VA an update walk is at. Every change of tree_ sets it or clears
+  // finger_valid_, so it is always a valid iterator while finger_valid_. Insert and Remove start
+  // from it when it is near (a remap is an erase and two inserts at the same place).
+  TreeIt finger_;
+  bool finger_valid_ = false;
 
   mutable absl::Mutex lists_mu_;
   internal::IntrusiveList<VmBo, internal::ExtobjTag> extobjs_ ABSL_GUARDED_BY(lists_mu_);
@@ -254,37 +283,59 @@ class Gpuvm::InsertReservation {
 };
 
 // Iteration that tolerates removal of the current VA: the iterator remembers where the current
-// VA ends and looks the next one up from there (O(log n) per step).
+// VA ends. While the tree is unchanged a step is an iterator increment; after a change (the
+// body removed or inserted VAs) it looks the next VA up from there — through the VM's finger,
+// so without a search when the change was at the current VA (the split/merge steps).
 class Gpuvm::RangeIterator {
  public:
   Gpuva* operator*() const { return va_; }
   RangeIterator& operator++() {
-    va_ = vm_->FirstAtOrAfter(next_, end_);
-    if (va_ != nullptr) next_ = va_->end();
+    if (vm_->gen_ == gen_) {
+      ++it_;
+    } else {
+      it_ = vm_->UpperBound(next_ - 1);  // the first VA at or after next_ (> 0: a VA's end)
+      gen_ = vm_->gen_;
+    }
+    Settle();
     return *this;
   }
   bool operator!=(const RangeIterator& o) const { return va_ != o.va_; }
 
  private:
   friend class Gpuvm;
-  RangeIterator(const Gpuvm* vm, Gpuva* va, uint64_t end)
-      : vm_(vm), va_(va), next_(va != nullptr ? va->end() : 0), end_(end) {}
-  const Gpuvm* vm_;
-  Gpuva* va_;
-  uint64_t next_;
-  uint64_t end_;
+  friend class VaRange;
+  RangeIterator(const Gpuvm* vm, Gpuvm* update, TreeIt it, uint64_t end)
+      : vm_(vm), update_(update), it_(it), end_(end), gen_(vm->gen_) {
+    Settle();
+  }
+  RangeIterator() = default;  // the end sentinel
+  void Settle() {
+    va_ = it_ != vm_->tree_.end() && it_->first < end_ ? it_->second : nullptr;
+    if (va_ == nullptr) return;
+    next_ = va_->end();
+    if (update_ != nullptr) update_->SetFinger(it_);
+  }
+  const Gpuvm* vm_ = nullptr;
+  Gpuvm* update_ = nullptr;  // RangeForUpdate: the VM whose finger follows the walk
+  TreeIt it_;
+  Gpuva* va_ = nullptr;
+  uint64_t next_ = 0;
+  uint64_t end_ = 0;
+  uint64_t gen_ = 0;
 };
 
 class Gpuvm::VaRange {
  public:
-  RangeIterator begin() const { return RangeIterator(vm_, first_, end_); }
-  RangeIterator end() const { return RangeIterator(vm_, nullptr, end_); }
+  RangeIterator begin() const { return RangeIterator(vm_, update_, first_, end_); }
+  RangeIterator end() const { return RangeIterator(); }
 
  private:
   friend class Gpuvm;
-  VaRange(const Gpuvm* vm, Gpuva* first, uint64_t end) : vm_(vm), first_(first), end_(end) {}
+  VaRange(const Gpuvm* vm, Gpuvm* update, TreeIt first, uint64_t end)
+      : vm_(vm), update_(update), first_(first), end_(end) {}
   const Gpuvm* vm_;
-  Gpuva* first_;
+  Gpuvm* update_;
+  TreeIt first_;
   uint64_t end_;
 };
 

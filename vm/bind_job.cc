@@ -9,7 +9,7 @@ namespace vm {
 
 BindJob::~BindJob() {
   // Error paths of the bind call (before Push) and cleaned-up jobs: hand back what is left.
-  if (!tables_.empty()) UnreservePageTables(vm_->page_table(), tables_);
+  UnreservePageTables(vm_->page_table(), tables_);
   for (BindVa* va : removed_vas_) delete va;
 }
 

@@ -2,7 +2,7 @@
 // sched::Backend that runs bind jobs (msm_vma_job_run / msm_vma_job_free).
 //
 // A BindJob carries everything its bind pre-allocated (see vm/bind_steps.h): the op list, the
-// page-table reservations of each op, the Gpuva nodes and VmBos not used yet, the Gpuvas the bind
+// page-table reservation of the whole list, the Gpuva nodes and VmBos not used yet, the Gpuvas the bind
 // removed from the tree (freed at cleanup), and, once run, the Invalidation of its page-table
 // changes.
 //
@@ -27,6 +27,7 @@
 #include "sched/job.h"
 #include "sched/scheduler.h"
 #include "vm/bind_op.h"
+#include "vm/bind_plan.h"
 #include "vm/gpuva.h"
 #include "vm/page_table.h"
 #include "vm/vm_bo.h"
@@ -43,14 +44,6 @@ struct BindVa : Gpuva {
   PageSize page_size = PageSize::k4K;
 };
 
-// The page-table reservation of one BindOp: `unmap` for the unmap entries it produces
-// (ReserveForUnmap of its range: only its two ends can split a large page), `map` for its map
-// entry (ReserveForMap).
-struct OpTables {
-  Prealloc unmap;
-  Prealloc map;
-};
-
 class BindJob final : public sched::Job {
  public:
   explicit BindJob(BindVm* vm) : vm_(vm) {}
@@ -63,7 +56,10 @@ class BindJob final : public sched::Job {
   // The state below belongs to the bind steps (vm/bind_steps.h) and BindVm; drivers only read
   // entries().
   std::vector<BindEntry> entries_;
-  std::vector<OpTables> tables_;                   // one per BindOp
+  // The page-table reservation of the whole op list: one ReserveForMap / ReserveForUnmap per
+  // planned entry, added into one Prealloc (vm/bind_plan.h). Every entry's Map/Unmap takes from it.
+  Prealloc tables_;
+  std::vector<PlannedEntry> plan_;                 // what ApplyBind must append, in order
   std::vector<std::unique_ptr<BindVa>> free_vas_;  // pre-allocated nodes (taken from the back)
   std::vector<BindVa*> removed_vas_;               // owned; capacity reserved
   std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)

@@ -7,6 +7,7 @@
 #include "exec/exec.h"
 #include "vm/bind_steps.h"
 #include "vm/gpuvm_exec.h"
+#include "vm/internal/failslab.h"
 #include "vm/vm_bo.h"
 
 namespace vm {
@@ -68,6 +69,9 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   if (unusable()) return absl::FailedPreconditionError("VM unusable");
   absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBind(*this, entity, ops, in_fences);
   if (!job.ok()) return job.status();
+  if (internal::ShouldFailAlloc("locked BO list")) {
+    return absl::ResourceExhaustedError("bind: allocating the locked-BO list failed");
+  }
   locked.reserve(exec.objects().size());
   for (exec::Object* o : exec.objects()) locked.push_back(Ref<Bo>::Share(static_cast<Bo*>(o)));
   ApplyBind(*this, ops, **job);
@@ -139,12 +143,11 @@ bool BindVm::ExecuteLocked(BindJob& job) {
       failed = true;
       MarkUnusable();
     }
-    OpTables& t = job.tables_[e.op];
     if (e.kind == BindEntry::Kind::kMap) {
       if (failed || unusable()) continue;  // msm: stop mapping new things, keep unmapping
-      job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, t.map));
+      job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, job.tables_));
     } else {
-      job.inv_.Absorb(pt_->Unmap(e.va, e.range, t.unmap));
+      job.inv_.Absorb(pt_->Unmap(e.va, e.range, job.tables_));
     }
   }
   job.ran_ = true;

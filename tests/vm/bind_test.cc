@@ -155,9 +155,10 @@ TEST_F(BindTest, WorstCaseBoundsCoverRemapsOnBothSides) {
                           BindOp::Map(8 * kPage, 8 * kPage, b_.get(), 0)};
   ASSERT_TRUE(queue_->Bind(setup).ok());
   const BindOp ops[] = {BindOp::MapNull(4 * kPage, 8 * kPage)};
-  const BindBounds b = BindWorstCase(vm_->gpuvm(), ops);
+  const BindPlan b = *PlanBind(vm_->gpuvm(), ops);
   EXPECT_EQ(b.vas, 3u);
-  EXPECT_EQ(b.entries, 3u);
+  EXPECT_EQ(b.entries.size(), 3u);
+  EXPECT_EQ(b.removed, 2u);
   std::optional<exec::Exec> holder;
   holder.emplace(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait);
   exec::Exec& exec = *holder;

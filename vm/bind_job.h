@@ -28,6 +28,7 @@
 #include "sched/scheduler.h"
 #include "vm/bind_op.h"
 #include "vm/bind_plan.h"
+#include "vm/bind_ranges.h"
 #include "vm/gpuva.h"
 #include "vm/page_table.h"
 #include "vm/vm_bo.h"
@@ -64,9 +65,14 @@ class BindJob final : public sched::Job {
   std::vector<BindVa*> removed_vas_;               // owned; capacity reserved
   std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)
   std::vector<uint64_t> targets_;                  // one per BindOp (device address of bo_offset)
+  std::vector<AddrRange> ranges_;                  // the ops' VA ranges (range tracker)
+  BindRanges::Nodes range_nodes_;                  // for BindRanges::Record at push
   Invalidation inv_;
+  fence::FenceRef finished_;  // set at push, before the job is linked; under BindVm::pt_mu_
   bool ran_ = false;          // the op list was executed (RunJob or catch-up); under BindVm::pt_mu_
-  BindJob* queue_next_ = nullptr;   // BindVm's order of pushed jobs; under BindVm::pt_mu_
+  // BindVm's list of pushed jobs not executed yet, in push order; under BindVm::pt_mu_.
+  BindJob* pending_prev_ = nullptr;
+  BindJob* pending_next_ = nullptr;
   BindJob* cleanup_next_ = nullptr;  // BindVm's cleanup list; under BindVm::cleanup_mu_
 
  private:

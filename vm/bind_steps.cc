@@ -202,14 +202,26 @@ absl::Status Exhausted(const char* what) {
   return absl::ResourceExhaustedError(std::string("bind: allocating ") + what + " failed");
 }
 
-// The job's dependencies: the in-fences, then the VM's last bind job.
-absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const fence::FenceRef> in_fences) {
-  for (const fence::FenceRef& f : in_fences) {
-    if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
-    if (absl::Status s = job.AddDependency(f); !s.ok()) return s;
+// The job's dependencies: the in-fences, then the pending page-table work of earlier binds on
+// overlapping ranges (vm/bind_ranges.h), with the tracker's nodes for the push step.
+absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> ops,
+                             std::span<const fence::FenceRef> in_fences) {
+  if (internal::ShouldFailAlloc("op ranges")) return Exhausted("the op ranges");
+  job.ranges_.reserve(ops.size());
+  for (const BindOp& op : ops) job.ranges_.push_back({op.va, op.range});
+  if (internal::ShouldFailAlloc("range dependencies")) return Exhausted("the range dependencies");
+  std::vector<fence::FenceRef> deps(in_fences.begin(), in_fences.end());
+  bool saw_error = false;
+  vm.ranges().Collect(job.ranges_, deps, &saw_error);
+  if (saw_error) {  // an earlier bind on these ranges failed or was killed
+    vm.MarkUnusable();
+    return absl::FailedPreconditionError("VM unusable");
   }
-  if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
-  return job.AddDependency(vm.last_fence());
+  for (fence::FenceRef& f : deps) {
+    if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
+    if (absl::Status s = job.AddDependency(std::move(f)); !s.ok()) return s;
+  }
+  return vm.ranges().Reserve(ops.size(), job.range_nodes_);
 }
 
 // Gpuva nodes, op-list and removed-VA capacity, per-op arrays.
@@ -255,7 +267,7 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   if (internal::ShouldFailAlloc("bind job")) return Exhausted("the bind job");
   auto job = std::make_unique<BindJob>(&vm);
   if (absl::Status s = job->Init(&entity, 1); !s.ok()) return s;
-  if (absl::Status s = AddDependencies(vm, *job, in_fences); !s.ok()) return s;
+  if (absl::Status s = AddDependencies(vm, *job, ops, in_fences); !s.ok()) return s;
   job->SetDontPipeline();
   if (absl::Status s = AllocateLists(*job, *plan, ops.size()); !s.ok()) return s;
   if (absl::Status s = AllocateMappings(vm, *job, ops); !s.ok()) return s;

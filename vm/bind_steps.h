@@ -25,7 +25,8 @@
 //     contract, e.g. an entry that differs from the plan).
 //  5. Push (BindVm::PushLocked): arm, add the finished fence to the VM resv with kBookkeep (as
 //     xe does for bind fences on the VM) and to the resv of each mapped external BO with kKernel
-//     (as msm does for the BOs a VM_BIND maps, so eviction waits for the bind), push.
+//     (as msm does for the BOs a VM_BIND maps, so eviction waits for the bind), record it in the
+//     range tracker as the last job of its ops' ranges, push.
 #ifndef UDRM_VM_BIND_STEPS_H_
 #define UDRM_VM_BIND_STEPS_H_
 
@@ -49,8 +50,9 @@ absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
 // Runs exec.UntilAllLocked; returns its status.
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops);
 
-// Creates the job (Init on `entity`, dependencies: in-fences and the VM's last bind job) with
-// every pre-allocation. On error nothing is left behind.
+// Creates the job (Init on `entity`, dependencies: in-fences and the unfinished bind jobs on
+// overlapping ranges) with every pre-allocation. On error nothing is left behind — except that a
+// failed or killed bind job met on the ranges marks the VM unusable (FailedPrecondition).
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences);

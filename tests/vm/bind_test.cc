@@ -335,5 +335,84 @@ TEST_F(BindTest, QueuesAndThreadsConverge) {
   queues.clear();
 }
 
+// Several queues: a bind on queue B whose in-fence is signalled completes while queue A's bind
+// on another range still waits for its in-fence (before per-range tracking every bind job
+// depended on the VM's previous one, and B waited for A).
+TEST_F(BindTest, DisjointRangesFromTwoQueuesCompleteOutOfOrder) {
+  std::unique_ptr<BindQueue> qb = *BindQueue::Create(*vm_);
+  fence::FenceContext ctx;
+  fence::FenceRef gate_a = ctx.NewFence();
+  fence::FenceRef gate_b = ctx.NewFence();
+  const BindOp op_a = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  const BindOp op_b = BindOp::Map(16 * kPage, 4 * kPage, b_.get(), 0);
+  absl::StatusOr<fence::FenceRef> fa = queue_->Submit({&op_a, 1}, {&gate_a, 1});
+  ASSERT_TRUE(fa.ok());
+  absl::StatusOr<fence::FenceRef> fb = qb->Submit({&op_b, 1}, {&gate_b, 1});
+  ASSERT_TRUE(fb.ok());
+  gate_b->Signal();
+  absl::StatusOr<absl::Duration> waited = (*fb)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(waited.ok()) << "B waited for A: " << waited.status();
+  EXPECT_FALSE((*fa)->IsSignaledFlag());
+  EXPECT_TRUE(TranslateOnce(vm_->page_table(), 16 * kPage).valid);
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);
+  gate_a->Signal();
+  ASSERT_TRUE((*fa)->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+  qb.reset();
+}
+
+// Several queues: a bind on queue B overlapping queue A's pending bind depends on it, so the page
+// table ends as the tree says (B's unmap after A's map) although B's in-fence signals first.
+TEST_F(BindTest, OverlappingRangeFromAnotherQueueWaitsForItsWork) {
+  std::unique_ptr<BindQueue> qb = *BindQueue::Create(*vm_);
+  std::unique_ptr<BindQueue> qc = *BindQueue::Create(*vm_);
+  fence::FenceContext ctx;
+  fence::FenceRef gate_a = ctx.NewFence();
+  const BindOp map = BindOp::Map(0, 8 * kPage, a_.get(), 0);
+  const BindOp unmap = BindOp::Unmap(2 * kPage, 2 * kPage);
+  absl::StatusOr<fence::FenceRef> fa = queue_->Submit({&map, 1}, {&gate_a, 1});
+  ASSERT_TRUE(fa.ok());
+  absl::StatusOr<fence::FenceRef> fb = qb->Submit({&unmap, 1});
+  ASSERT_TRUE(fb.ok());
+  // A later bind on a third queue and a disjoint range completes: the scheduler ran what it could.
+  const BindOp other = BindOp::MapNull(64 * kPage, kPage);
+  ASSERT_TRUE(qc->Bind({&other, 1}).ok());
+  EXPECT_FALSE((*fb)->IsSignaledFlag());
+  gate_a->Signal();
+  ASSERT_TRUE((*fb)->Wait().ok());
+  EXPECT_TRUE((*fa)->IsSignaledFlag());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 2 * kPage).valid);
+  EXPECT_TRUE(TranslateOnce(vm_->page_table(), 5 * kPage).valid);
+  EXPECT_EQ(Converged(), "");
+  qb.reset();
+  qc.reset();
+}
+
+// A killed bind job on queue A and a bind on queue B over the same range: B depends on A, sees
+// A's error, so A's unmaps are caught up before B's entries, B's maps are skipped, the VM is
+// unusable, and no reference is left behind. A later bind over the range fails.
+TEST_F(BindTest, KilledJobOnOneQueueIsCaughtUpBeforeAnOverlappingBindOfAnother) {
+  std::unique_ptr<BindQueue> qb = *BindQueue::Create(*vm_);
+  const BindOp first = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  ASSERT_TRUE(queue_->Bind({&first, 1}).ok());
+  fence::FenceContext ctx;
+  fence::FenceRef gate = ctx.NewFence();
+  const BindOp unmap = BindOp::Unmap(0, 4 * kPage);
+  absl::StatusOr<fence::FenceRef> fa = queue_->Submit({&unmap, 1}, {&gate, 1});
+  ASSERT_TRUE(fa.ok());
+  const BindOp remap = BindOp::Map(kPage, 2 * kPage, b_.get(), 0);
+  absl::StatusOr<fence::FenceRef> fb = qb->Submit({&remap, 1});
+  ASSERT_TRUE(fb.ok());
+  queue_->entity().Kill();
+  gate->Signal();
+  ASSERT_TRUE((*fb)->Wait().ok());
+  vm_->WaitIdle();
+  EXPECT_TRUE(vm_->unusable());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);         // A's unmap ran
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), kPage).valid);     // B's map was skipped
+  EXPECT_EQ(qb->Submit({&unmap, 1}).status().code(), absl::StatusCode::kFailedPrecondition);
+  qb.reset();
+}
+
 }  // namespace
 }  // namespace vm

@@ -24,8 +24,8 @@ void BindBackend::FreeJob(std::unique_ptr<sched::Job> job) {
   vm->FreeJob(std::move(bind));
 }
 
-absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(BindBackend* backend,
-                                                                     std::string name) {
+absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(sched::Backend* backend,
+                                                                      std::string name) {
   sched::SchedulerOptions o;
   o.name = std::move(name);
   o.credit_limit = 1;

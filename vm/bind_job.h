@@ -2,8 +2,8 @@
 // sched::Backend that runs bind jobs (msm_vma_job_run / msm_vma_job_free).
 //
 // A BindJob carries everything its bind pre-allocated (see vm/bind_steps.h): the op list, the
-// page-table reservation of the whole list, the Gpuva nodes and VmBos not used yet, the Gpuvas the bind
-// removed from the tree (freed at cleanup), and, once run, the Invalidation of its page-table
+// page-table reservation of the whole list, the Gpuva nodes and VmBos not used yet, the Gpuvas the
+// bind removed from the tree (freed at cleanup), and, once run, the Invalidation of its page-table
 // changes.
 //
 // BindBackend::RunJob executes the op list on the VM's page table in order (vm/bind_vm.h:
@@ -85,9 +85,10 @@ class BindBackend final : public sched::Backend {
   void FreeJob(std::unique_ptr<sched::Job> job) override;
 };
 
-// A scheduler for bind jobs as msm makes one: credit limit 1, FIFO, no timeout.
-absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(BindBackend* backend,
-                                                                     std::string name);
+// A scheduler for bind jobs as msm makes one: credit limit 1, FIFO, no timeout. `backend` is a
+// BindBackend, or one that forwards RunJob and FreeJob to one (tests wrap it to observe runs).
+absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(sched::Backend* backend,
+                                                                      std::string name);
 
 }  // namespace vm
 

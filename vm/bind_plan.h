@@ -38,8 +38,8 @@ struct PlannedEntry {
 
 struct BindPlan {
   std::vector<PlannedEntry> entries;  // in op-list order
-  size_t vas = 0;      // Gpuva nodes ApplyBind inserts (maps and remap pieces)
-  size_t removed = 0;  // VAs ApplyBind removes (one per unmap entry)
+  size_t vas = 0;                     // Gpuva nodes ApplyBind inserts (maps and remap pieces)
+  size_t removed = 0;                 // VAs ApplyBind removes (one per unmap entry)
 };
 
 // ResourceExhausted only from the failslab hook (vm/internal/failslab.h). Contract: the ops were

@@ -64,7 +64,7 @@ void BindRanges::RecordOne(AddrRange r, const fence::FenceRef& fence, Nodes& nod
   auto it = map_.upper_bound(lo);
   if (it != map_.begin() && std::prev(it)->second.end > lo) --it;
   if (it != map_.end() && it->first < lo) {  // starts before the range: keep its head
-    if (it->second.end > hi) {  // [s, e) contains [lo, hi): split off the tail [hi, e)
+    if (it->second.end > hi) {               // [s, e) contains [lo, hi): split off the tail [hi, e)
       Map::node_type tail = take();
       tail.key() = hi;
       tail.mapped() = Span{it->second.end, it->second.fence};

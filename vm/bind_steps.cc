@@ -130,7 +130,8 @@ class BindApplier final : public SmSteps {
   void Append(BindEntry e) {
     UDRM_CHECK(job_.entries_.size() < job_.plan_.size(), "bind: op-list pre-allocation exhausted");
     const PlannedEntry& want = job_.plan_[job_.entries_.size()];
-    UDRM_CHECK(want == (PlannedEntry{e.kind, e.va, e.range, e.op}), "bind: an entry differs from the plan");
+    UDRM_CHECK(want == (PlannedEntry{e.kind, e.va, e.range, e.op}),
+               "bind: an entry differs from the plan");
     job_.entries_.push_back(std::move(e));
   }
   void Retire(BindVa* va) {
@@ -154,7 +155,8 @@ absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
   if (ops.empty()) return absl::InvalidArgumentError("a bind needs at least one op");
   for (size_t i = 0; i < ops.size(); ++i) {
     if (absl::Status s = ValidateOp(vm, ops[i]); !s.ok()) {
-      return absl::Status(s.code(), "bind op " + std::to_string(i) + ": " + std::string(s.message()));
+      return absl::Status(s.code(),
+                          "bind op " + std::to_string(i) + ": " + std::string(s.message()));
     }
   }
   for (const fence::FenceRef& f : in_fences) {
@@ -168,9 +170,10 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
   return exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
     if (absl::Status s = PrepareVm(g, e, 1); !s.ok()) return s;
     for (const BindOp& op : ops) {
-      absl::Status s = IsMap(op) ? SmMapExecLock(g, e, 1, MapRequest{OpMap{op.va, op.range,
-                                                                          op.bo, op.bo_offset}})
-                                 : SmUnmapExecLock(g, e, op.va, op.range);
+      absl::Status s =
+          IsMap(op)
+              ? SmMapExecLock(g, e, 1, MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}})
+              : SmUnmapExecLock(g, e, op.va, op.range);
       if (!s.ok()) return s;
     }
     return absl::OkStatus();
@@ -185,10 +188,10 @@ absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
       return absl::ResourceExhaustedError("bind: reserving page tables failed");
     }
     const BindOp& op = ops[e.op];
-    absl::Status s = e.kind == BindEntry::Kind::kUnmap
-                         ? pt.ReserveForUnmap(e.va, e.range, list)
-                         : pt.ReserveForMap(e.va, e.range, targets[e.op], PteFlags(op),
-                                            op.page_size, list);
+    absl::Status s =
+        e.kind == BindEntry::Kind::kUnmap
+            ? pt.ReserveForUnmap(e.va, e.range, list)
+            : pt.ReserveForMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size, list);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
@@ -285,8 +288,9 @@ void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
     const BindOp& op = ops[i];
     BindApplier steps(vm, op, i, job);
     absl::Status s =
-        IsMap(op) ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
-                  : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
+        IsMap(op)
+            ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
+            : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
     UDRM_CHECK(s.ok(), "bind: a validated op failed to apply");
   }
 }

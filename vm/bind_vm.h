@@ -64,7 +64,7 @@
 namespace vm {
 
 struct BindVmOptions {
-  int va_bits = 48;  // of the page table; the VA space is [0, 2^va_bits)
+  int va_bits = 48;          // of the page table; the VA space is [0, 2^va_bits)
   uint32_t gpuvm_flags = 0;  // Gpuvm::Flags (not kImmediateMode)
   // Null: the VM makes its own (CreateBindScheduler). Else a scheduler created with a
   // BindBackend, which must outlive the VM.
@@ -73,7 +73,7 @@ struct BindVmOptions {
 
 class BindVm {
  public:
-  static constexpr int kSlotShift = 32;        // a mapped BindOp's device-address slot: 4 GiB
+  static constexpr int kSlotShift = 32;  // a mapped BindOp's device-address slot: 4 GiB
   static constexpr size_t kSlots = size_t{1} << 18;
 
   static absl::StatusOr<std::unique_ptr<BindVm>> Create(std::string name, BindVmOptions options);

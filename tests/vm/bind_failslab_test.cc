@@ -116,14 +116,15 @@ class BindFailslabTest : public ::testing::Test {
         EXPECT_TRUE((*f)->Wait().ok());
         EXPECT_TRUE((*f)->error().ok());
         EXPECT_NE(Take(), before);
-        for (const auto& [site, n] : sites) std::printf("  site %-18s failed %d time(s)\n", site.c_str(), n);
+        for (const auto& [site, n] : sites)
+          std::printf("  site %-18s failed %d time(s)\n", site.c_str(), n);
         return k - 1;
       }
       EXPECT_EQ(f.status().code(), absl::StatusCode::kResourceExhausted) << f.status();
       ++sites[hook.failed_site()];
       const Snapshot after = Take();
-      EXPECT_TRUE(after == before) << "k = " << k << " (" << hook.failed_site()
-                                   << ") changed the VM";
+      EXPECT_TRUE(after == before)
+          << "k = " << k << " (" << hook.failed_site() << ") changed the VM";
       if (!(after == before)) return -1;
     }
   }

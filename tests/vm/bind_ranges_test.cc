@@ -1,4 +1,6 @@
 // vm::BindRanges, the per-range tracker of pending bind work: checked against a page model.
+#include "vm/bind_ranges.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -6,7 +8,6 @@
 #include <vector>
 
 #include "fence/fence_context.h"
-#include "vm/bind_ranges.h"
 
 namespace vm {
 namespace {

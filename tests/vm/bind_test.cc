@@ -68,20 +68,20 @@ TEST_F(BindTest, MapTranslatesToBoMemory) {
 // Validation: every bad op is rejected with InvalidArgument and nothing changes.
 TEST_F(BindTest, ValidateRejectsBadOpsChangingNothing) {
   const std::vector<BindOp> bad = {
-      BindOp::Map(0, 0, a_.get(), 0),                       // size 0
-      BindOp::Map(100, kPage, a_.get(), 0),                 // misaligned va
-      BindOp::Map(0, kPage, a_.get(), 100),                 // misaligned offset
-      BindOp::Map(0, 65 * kPage, a_.get(), 0),              // beyond the BO
-      BindOp::Map(0, kPage, a_.get(), 64 * kPage),          // offset at the BO's end
-      BindOp::Map(0, kPage, nullptr, 0),                    // MAP without a BO
+      BindOp::Map(0, 0, a_.get(), 0),                          // size 0
+      BindOp::Map(100, kPage, a_.get(), 0),                    // misaligned va
+      BindOp::Map(0, kPage, a_.get(), 100),                    // misaligned offset
+      BindOp::Map(0, 65 * kPage, a_.get(), 0),                 // beyond the BO
+      BindOp::Map(0, kPage, a_.get(), 64 * kPage),             // offset at the BO's end
+      BindOp::Map(0, kPage, nullptr, 0),                       // MAP without a BO
       BindOp::Map(kPage, kPage, a_.get(), 0, PageSize::k64K),  // va not aligned to the hint
       {BindOpKind::kMapNull, 0, kPage, a_.get(), 0, kBindRead, PageSize::k4K},  // null with BO
-      {BindOpKind::kUnmap, 0, kPage, nullptr, kPage, 0, PageSize::k4K},        // unmap offset
-      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 1u << 7, PageSize::k4K},       // unknown flag
-      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 0, PageSize::k4K},             // no access
-      {static_cast<BindOpKind>(9), 0, kPage, nullptr, 0, 0, PageSize::k4K},    // unknown kind
-      BindOp::Unmap(~uint64_t{0} - kPage + 1, 2 * kPage),   // overflow
-      BindOp::Unmap(uint64_t{1} << 48, kPage),              // outside the VM
+      {BindOpKind::kUnmap, 0, kPage, nullptr, kPage, 0, PageSize::k4K},         // unmap offset
+      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 1u << 7, PageSize::k4K},        // unknown flag
+      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 0, PageSize::k4K},              // no access
+      {static_cast<BindOpKind>(9), 0, kPage, nullptr, 0, 0, PageSize::k4K},     // unknown kind
+      BindOp::Unmap(~uint64_t{0} - kPage + 1, 2 * kPage),                       // overflow
+      BindOp::Unmap(uint64_t{1} << 48, kPage),                                  // outside the VM
   };
   for (size_t i = 0; i < bad.size(); ++i) {
     absl::StatusOr<fence::FenceRef> f = queue_->Submit({&bad[i], 1});
@@ -209,8 +209,7 @@ TEST_F(BindTest, CancelledLockChangesNothing) {
   cancel.Cancel();
   const BindOp op = BindOp::Map(0, kPage, a_.get(), 0);
   std::thread t([&] {
-    EXPECT_EQ(queue_->Submit({&op, 1}, {}, &cancel).status().code(),
-              absl::StatusCode::kCancelled);
+    EXPECT_EQ(queue_->Submit({&op, 1}, {}, &cancel).status().code(), absl::StatusCode::kCancelled);
   });
   t.join();
   holder.reset();
@@ -408,8 +407,8 @@ TEST_F(BindTest, KilledJobOnOneQueueIsCaughtUpBeforeAnOverlappingBindOfAnother) 
   ASSERT_TRUE((*fb)->Wait().ok());
   vm_->WaitIdle();
   EXPECT_TRUE(vm_->unusable());
-  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);         // A's unmap ran
-  EXPECT_FALSE(TranslateOnce(vm_->page_table(), kPage).valid);     // B's map was skipped
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);      // A's unmap ran
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), kPage).valid);  // B's map was skipped
   EXPECT_EQ(qb->Submit({&unmap, 1}).status().code(), absl::StatusCode::kFailedPrecondition);
   qb.reset();
 }

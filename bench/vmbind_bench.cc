@@ -43,6 +43,7 @@
 #include "bench/report.h"
 #include "bench/vmbind_sync_peer.h"
 #include "benchmark/benchmark.h"
+#include "fence/fence_context.h"
 #include "vm/bind_queue.h"
 #include "vm/bind_vm.h"
 #include "vm/bo.h"
@@ -404,6 +405,28 @@ void PrintLatencyValues() {
   }
 }
 
+// Table pages pre-allocated for one 64-op map job: udrm's (read from the page table's stats
+// while the job waits for an in-fence) and the peer's list-level reservation of the same ops.
+void PrintReservedTables() {
+  const BatchOps ops(kGiB, kBatchOps, 8);
+  Udrm side;
+  fence::FenceContext ctx("gate");
+  fence::FenceRef gate = ctx.NewFence();
+  absl::StatusOr<fence::FenceRef> out = side.queue->Submit(ops.maps, {&gate, 1});
+  const int64_t udrm = side.table().stats().reserved_tables;
+  gate->Signal();
+  (void)WaitFor(out);
+  std::unique_ptr<vm::PageTable> pt = *vm::PageTable::Create(48);
+  vm::Prealloc list;
+  for (const vm::BindOp& op : ops.maps) {
+    (void)pt->ReserveForMap(op.va, op.range, uint64_t{1} << 32, vm::kPteRead | vm::kPteWrite,
+                            op.page_size, list);
+  }
+  std::printf("VALUE batched_64_reserved_tables %lld tables\n", static_cast<long long>(udrm));
+  std::printf("VALUE batched_64_reserved_tables_sync %zu tables\n", list.size());
+  pt->Unreserve(std::move(list));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -452,5 +475,6 @@ int main(int argc, char** argv) {
                  "sync_binder", "BM_Translate<Sync, true>/1/manual_time"});
   const int rc = udrm::bench::RunAndReport(argc, argv, cmp, val);
   PrintLatencyValues();
+  PrintReservedTables();
   return rc;
 }

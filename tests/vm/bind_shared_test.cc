@@ -137,7 +137,7 @@ TEST(BindSharedTest, RacingBindsOnTwoVmsSharingBos) {
     const int64_t bos_with_vms = Bo::live_count();  // + each VM's resv object
     BoPool pool;
     std::atomic<int> errors{0};
-    const int iterations = UDRM_SANITIZER ? 60 : 250;
+    const int iterations = UDRM_SANITIZER ? 30 : 250;
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&, t] { Binder(*vms[t % 2], t, iterations, pool, errors); });

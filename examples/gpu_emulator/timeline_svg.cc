@@ -226,7 +226,7 @@ std::string Timeline::ToSvg(const std::string& title) const {
   for (const Legend& e : snap.legend) {
     absl::StrAppend(&legend, absl::StrFormat(
         "<rect x=\"%.0f\" y=\"34\" width=\"12\" height=\"12\" fill=\"%s\"/>"
-        "<text x=\"%.0f\" y=\"44\" class=\"lane\">%s</text>\n",
+        "<text x=\"%.0f\" y=\"44\" class=\"legend\">%s</text>\n",
         lx, e.color, lx + 16, Escape(e.label)));
     lx += 16 + 7.5 * e.label.size() + 14;
   }
@@ -238,7 +238,7 @@ std::string Timeline::ToSvg(const std::string& title) const {
                       kWidth, height, kWidth, height),
       "<style>text{font-family:sans-serif;font-size:11px;fill:#222}"
       ".h{font-size:13px;font-weight:bold}.title{font-size:15px;font-weight:bold}"
-      ".lane{font-size:12px}.tick{font-size:10px;fill:#555;text-anchor:middle}"
+      ".lane,.legend{font-size:12px}.tick{font-size:10px;fill:#555;text-anchor:middle}"
       ".span{font-size:10px;fill:#fff}.alert{stroke:#d62728;stroke-width:2;fill:#d62728}"
       "text.alert{stroke:none;font-weight:bold}.grid{stroke:#ccc;stroke-width:0.5}"
       ".axis{stroke:#444;stroke-width:1}.mark{stroke:#333;stroke-width:0.6}</style>\n",

@@ -7,8 +7,9 @@
 // its out-fence signalling) and marks (fence signals, timeouts, resets, faults).
 //
 // Output: ToChromeJson() is the Chrome trace-event format (ui.perfetto.dev, chrome://tracing):
-// one process, one thread track per lane, "X" events for spans and "i" for instants, times in
-// microseconds from the start. ToSvg() (timeline_svg.cc) draws the same lanes as a picture.
+// one process, a thread track per lane ("X" events for spans, "i" for instants, times in
+// microseconds from the start) — and, since a track's slices must nest, extra tracks "<lane> #2",
+// ... for spans that overlap without nesting (a context's iterations and binds overlap). ToSvg() (timeline_svg.cc) draws the same lanes as a picture.
 //
 // Thread-safety: every method may be called from any thread; Record is the sched::TraceSink
 // entry point (called from scheduler threads and fence signallers, never under a scheduler lock).
@@ -47,6 +48,11 @@ struct Mark {
   absl::Time at;
   bool alert = false;  // timeouts, resets, faults: a red line across the lane
 };
+
+// Rows for spans sorted by begin: each goes to the first row free at its begin, so spans that
+// overlap in time get rows of their own — at most `max_rows`; beyond that a span shares the row
+// that frees first. `*rows_used` is at least 1.
+std::vector<int> PackRows(const std::vector<const Span*>& spans, int max_rows, int* rows_used);
 
 class Timeline final : public sched::TraceSink {
  public:

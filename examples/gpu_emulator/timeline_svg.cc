@@ -42,32 +42,6 @@ double TickStep(double range_ms, int n) {
   return 10 * p;
 }
 
-// Rows per lane: spans packed greedily so that spans overlapping in time get their own row.
-std::vector<int> PackRows(const std::vector<const Span*>& spans, int* rows_used) {
-  std::vector<int> row(spans.size(), 0);
-  std::vector<absl::Time> row_end;
-  for (size_t i = 0; i < spans.size(); ++i) {
-    int r = -1;
-    for (size_t k = 0; k < row_end.size(); ++k) {
-      if (row_end[k] <= spans[i]->begin) {
-        r = static_cast<int>(k);
-        break;
-      }
-    }
-    if (r < 0 && static_cast<int>(row_end.size()) < kMaxRows) {
-      r = static_cast<int>(row_end.size());
-      row_end.push_back(absl::InfinitePast());
-    }
-    if (r < 0) {  // too many at once: share the row that frees first
-      r = static_cast<int>(std::min_element(row_end.begin(), row_end.end()) - row_end.begin());
-    }
-    row[i] = r;
-    row_end[r] = std::max(row_end[r], spans[i]->end);
-  }
-  *rows_used = std::max<int>(1, static_cast<int>(row_end.size()));
-  return row;
-}
-
 struct Panel {
   absl::Time t0, t1;
   double y;
@@ -108,7 +82,7 @@ class SvgWriter {
         if (s->end >= p.t0 && s->begin <= p.t1) visible[l].push_back(s);
       }
       int n = 1;
-      rows[l] = PackRows(visible[l], &n);
+      rows[l] = PackRows(visible[l], kMaxRows, &n);
       lane_y.push_back(ly);
       lane_h.push_back(n * kRowH + kMarkStrip + 2 * kLanePad);
       absl::StrAppend(&out, absl::StrFormat(

@@ -25,30 +25,16 @@
 #include <thread>
 #include <vector>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "base/check.h"
 #include "examples/gpu_emulator/context.h"
+#include "examples/gpu_emulator/flags.h"
 #include "examples/gpu_emulator/gpu.h"
 #include "examples/gpu_emulator/timeline.h"
 #include "sched/scheduler.h"
 #include "vm/bind_job.h"
-
-ABSL_FLAG(int, contexts, 4, "user contexts (1..16), each with its own VM");
-ABSL_FLAG(int, jobs, 5000, "GPU jobs per context at most (5 per iteration)");
-ABSL_FLAG(absl::Duration, duration, absl::Seconds(4), "no new iteration starts after this");
-ABSL_FLAG(uint32_t, seed, 1, "seeds every fill value and saxpy factor");
-ABSL_FLAG(int, hang, -1, "this context's saxpy of iteration 1 never finishes (-1: none)");
-ABSL_FLAG(int, fault, -1, "this context's rebind after iteration 1 faults (-1: none)");
-ABSL_FLAG(int, gpu_threads, 4, "emulated GPU threads (shader cores)");
-ABSL_FLAG(uint64_t, elements, 65536, "floats per buffer");
-ABSL_FLAG(absl::Duration, timeout, absl::Milliseconds(300), "the engines' job timeout (TDR)");
-ABSL_FLAG(std::string, out_dir, "",
-          "where trace.json and timeline.svg go (default: $BUILD_WORKING_DIRECTORY, else .)");
 
 namespace gpu_emulator {
 namespace {
@@ -63,8 +49,8 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::clamp<size_t>(i, 1, v.size()) - 1];
 }
 
-std::string OutDir() {
-  std::string dir = absl::GetFlag(FLAGS_out_dir);
+std::string OutDir(const Flags& flags) {
+  std::string dir = flags.out_dir;
   if (dir.empty()) {
     const char* bwd = std::getenv("BUILD_WORKING_DIRECTORY");  // set by `bazel run`
     dir = bwd != nullptr ? bwd : ".";
@@ -84,7 +70,8 @@ bool WriteFile(const std::string& path, const std::string& text) {
 }
 
 std::unique_ptr<sched::Scheduler> MakeScheduler(sched::Backend* backend, std::string name,
-                                                Timeline* timeline, bool bind) {
+                                                Timeline* timeline, const Flags* engine) {
+  const bool bind = engine == nullptr;
   sched::SchedulerOptions o;
   o.name = std::move(name);
   o.trace = timeline;
@@ -93,7 +80,7 @@ std::unique_ptr<sched::Scheduler> MakeScheduler(sched::Backend* backend, std::st
     o.policy = sched::Policy::kFifo;
   } else {
     o.credit_limit = 8;  // jobs on a ring at once
-    o.timeout = absl::GetFlag(FLAGS_timeout);
+    o.timeout = engine->timeout;
     o.hang_limit = 0;  // a job blamed once makes its context guilty
   }
   absl::StatusOr<std::unique_ptr<sched::Scheduler>> s = sched::Scheduler::Create(backend, o);
@@ -111,18 +98,18 @@ const char* EndName(ContextResult::End e) {
   return "?";
 }
 
-int Run() {
-  const int n = absl::GetFlag(FLAGS_contexts), hang = absl::GetFlag(FLAGS_hang),
-            fault = absl::GetFlag(FLAGS_fault), threads = absl::GetFlag(FLAGS_gpu_threads);
-  const uint64_t elements = absl::GetFlag(FLAGS_elements);
+int Run(const Flags& flags) {
+  const int n = flags.contexts, hang = flags.hang, fault = flags.fault,
+            threads = flags.gpu_threads;
+  const uint64_t elements = flags.elements;
   if (n < 1 || n > 16 || hang < -1 || hang >= n || fault < -1 || fault >= n || threads < 1 ||
       threads > 64 || elements < 1 || elements > (uint64_t{1} << 26) ||
-      absl::GetFlag(FLAGS_jobs) < 1 || absl::GetFlag(FLAGS_timeout) <= absl::ZeroDuration()) {
+      flags.jobs < 1 || flags.timeout <= absl::ZeroDuration()) {
     std::fprintf(stderr, "bad flags; see --help\n");
     return 2;
   }
   std::printf("udrm gpu_emulator: %d contexts, %d GPU threads, %llu floats per buffer, seed %u%s%s\n",
-              n, threads, static_cast<unsigned long long>(elements), absl::GetFlag(FLAGS_seed),
+              n, threads, static_cast<unsigned long long>(elements), flags.seed,
               hang >= 0 ? absl::StrCat(", ctx", hang, " hangs").c_str() : "",
               fault >= 0 ? absl::StrCat(", ctx", fault, " bind faults").c_str() : "");
   std::fflush(stdout);
@@ -143,9 +130,9 @@ int Run() {
   Engine compute_engine("compute", gpu, timeline, compute_lane);
   Engine copy_engine("copy", gpu, timeline, copy_lane);
   vm::BindBackend bind_backend;
-  std::unique_ptr<sched::Scheduler> compute = MakeScheduler(&compute_engine, "compute", &timeline, false);
-  std::unique_ptr<sched::Scheduler> copy = MakeScheduler(&copy_engine, "copy", &timeline, false);
-  std::unique_ptr<sched::Scheduler> bind = MakeScheduler(&bind_backend, "bind", &timeline, true);
+  std::unique_ptr<sched::Scheduler> compute = MakeScheduler(&compute_engine, "compute", &timeline, &flags);
+  std::unique_ptr<sched::Scheduler> copy = MakeScheduler(&copy_engine, "copy", &timeline, &flags);
+  std::unique_ptr<sched::Scheduler> bind = MakeScheduler(&bind_backend, "bind", &timeline, nullptr);
   compute_engine.set_scheduler(compute.get());
   copy_engine.set_scheduler(copy.get());
 
@@ -159,9 +146,9 @@ int Run() {
       o.lane = ctx_lanes[c];
       o.color = kColors[c % 8];
       o.elements = elements;
-      o.max_jobs = absl::GetFlag(FLAGS_jobs);
-      o.deadline = start + absl::GetFlag(FLAGS_duration);
-      o.seed = absl::GetFlag(FLAGS_seed);
+      o.max_jobs = flags.jobs;
+      o.deadline = start + flags.duration;
+      o.seed = flags.seed;
       o.hang = c == hang;
       o.fault = c == fault;
       absl::StatusOr<std::unique_ptr<Context>> ctx = Context::Create(device, o);
@@ -211,7 +198,7 @@ int Run() {
   std::printf("%-14s %9.3f %9.3f\n", "bind", Percentile(bind_ms, 0.5), Percentile(bind_ms, 0.99));
   std::printf("timeouts %d, recoveries %d\n", timeouts, recoveries);
 
-  const std::string dir = OutDir();
+  const std::string dir = OutDir(flags);
   const std::string json = dir + "/trace.json", svg = dir + "/timeline.svg";
   const std::string title = absl::StrFormat(
       "udrm gpu_emulator: %d contexts, %d jobs, %d binds, %d timeouts, %d recoveries", n, jobs,
@@ -232,7 +219,11 @@ int Run() {
 }  // namespace gpu_emulator
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("an emulated GPU on udrm; see examples/gpu_emulator/main.cc");
-  absl::ParseCommandLine(argc, argv);
-  return gpu_emulator::Run();
+  gpu_emulator::Flags flags;
+  if (!gpu_emulator::ParseFlags(argc, argv, &flags)) return 2;
+  if (flags.help) {
+    std::printf("%s", gpu_emulator::FlagsHelp().c_str());
+    return 0;
+  }
+  return gpu_emulator::Run(flags);
 }

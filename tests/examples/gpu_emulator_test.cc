@@ -39,7 +39,7 @@ Outcome RunEmulator(const std::string& name, const std::string& flags) {
   const std::string dir = Env("TEST_TMPDIR") + "/" + name;
   const std::string binary = Env("TEST_SRCDIR") + "/" + Env("TEST_WORKSPACE") + "/examples/gpu_emulator";
   const std::string cmd = binary +
-                          " --contexts=3 --duration=200ms --elements=8192 --gpu_threads=2"
+                          " --contexts=3 --duration=200ms --elements=4096 --gpu_threads=2"
                           " --out_dir=" + dir + " " + flags + " > " + dir + ".out 2>&1";
   Outcome r;
   const int status = std::system(cmd.c_str());
@@ -187,6 +187,7 @@ TEST(GpuEmulatorTest, BindFaultMakesOnlyThatVmUnusable) {
 TEST(GpuEmulatorTest, BadFlagsExitTwo) {
   EXPECT_EQ(RunEmulator("bad", "--contexts=0").exit_code, 2);
   EXPECT_EQ(RunEmulator("bad_hang", "--hang=7").exit_code, 2);
+  EXPECT_EQ(RunEmulator("bad_name", "--no_such_flag=1").exit_code, 2);
 }
 
 }  // namespace

@@ -9,7 +9,9 @@
 #      (find_package(udrm CONFIG) through CMAKE_PREFIX_PATH);
 #   3. builds and runs examples/cmake_consumer/page_table_check.cc with
 #      `pkg-config --cflags --libs udrm` (PKG_CONFIG_PATH).
-# Extra arguments go to the bazel build (e.g. -c opt --force_pic). Exit 0 only if all pass.
+# Extra arguments go to the bazel build (e.g. -c opt); CXX, CXXFLAGS and LDFLAGS
+# reach both consumer builds (a sanitizer dist needs its flags: --config=tsan with
+# CXXFLAGS=-fsanitize=thread LDFLAGS=-fsanitize=thread). Exit 0 only if all pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -41,8 +43,9 @@ cxx=${CXX:-c++}
 step "every installed header, through pkg-config's flags"
 (cd "$prefix/include" && find udrm -path udrm/third_party -prune -o -name '*.h' -print | sort |
    sed 's/.*/#include <&>/') > "$work/all_headers.cc"
-# shellcheck disable=SC2046
-"$cxx" -std=c++20 -fsyntax-only -Wall -Werror $(pkg-config --cflags udrm) "$work/all_headers.cc"
+# shellcheck disable=SC2046,SC2086  # flag lists: split on purpose
+"$cxx" -std=c++20 -fsyntax-only -Wall -Werror ${CXXFLAGS:-} $(pkg-config --cflags udrm) \
+  "$work/all_headers.cc"
 
 step "cmake: examples/cmake_consumer"
 cmake -S "$repo/examples/cmake_consumer" -B "$work/cmake_build" -DCMAKE_PREFIX_PATH="$prefix" \
@@ -51,9 +54,9 @@ cmake --build "$work/cmake_build" -j 2
 "$work/cmake_build/toy_gpu"
 
 step "pkg-config: examples/cmake_consumer/page_table_check.cc"
-# shellcheck disable=SC2046
-"$cxx" -std=c++20 -Wall -Werror "$repo/examples/cmake_consumer/page_table_check.cc" \
-  $(pkg-config --cflags --libs udrm) -o "$work/page_table_check"
+# shellcheck disable=SC2046,SC2086  # flag lists: split on purpose
+"$cxx" -std=c++20 -Wall -Werror ${CXXFLAGS:-} "$repo/examples/cmake_consumer/page_table_check.cc" \
+  $(pkg-config --cflags --libs udrm) ${LDFLAGS:-} -o "$work/page_table_check"
 "$work/page_table_check"
 
 step "PASS"

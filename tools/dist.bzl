@@ -10,8 +10,9 @@ Collects, from one cc_library's transitive closure:
     libraries the closure links, derived from the closure (an unknown one fails the build);
 and packs them, with the licenses, into one deterministic .tar.gz rooted at the install prefix.
 
-Objects must be position-independent (consumers link PIE executables by default on Debian):
-the default (fastbuild) and dbg builds are; for an optimised dist add `--force_pic` to `-c opt`.
+The objects packed are the position-independent ones (consumers link PIE executables by default
+on Debian), which Bazel builds for every cc_library in every compilation mode: `-c opt` gives an
+optimised dist. A configuration without them fails the build rather than pack non-PIC objects.
 """
 
 load("@bazel_tools//tools/cpp:toolchain_utils.bzl", "find_cpp_toolchain")
@@ -61,8 +62,8 @@ def _udrm_dist_impl(ctx):
                          (li.owner, flag))
         for lib in li.libraries:
             if lib.objects and not lib.pic_objects:
-                fail(("%s has no position-independent objects in this configuration; build the " +
-                      "dist in fastbuild or dbg, or add --force_pic to -c opt") % li.owner)
+                fail(("%s has no position-independent objects in this configuration, and " +
+                      "consumers link PIE executables: try --force_pic") % li.owner)
             if repo == "" or repo == _ABSL:
                 kind = "own_obj" if repo == "" else "absl_obj"
                 for o in lib.pic_objects:

@@ -225,7 +225,8 @@ int Run() {
     Expect(left.ok(), "finished fence " + std::to_string(f->context()) + ":" +
                           std::to_string(f->seqno()) + " signalled");
   }
-  Expect(checksum->error().ok(), "checksum job succeeded");
+  Expect(fill->error().ok() && saxpy->error().ok() && checksum->error().ok(),
+         "fill, saxpy and checksum succeeded");
   Expect(sum == kN * kN, "checksum " + std::to_string(sum) + " == n^2 = " +
                              std::to_string(kN * kN));
   Expect(absl::IsInternal(fault->error()),

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-step() { printf '=== check_dist: %s\n' "$*"; }
+step() { printf '=== check_dist: [%4ds] %s\n' "$SECONDS" "$*"; }
 
 step "./bazelw build //:udrm_dist $*"
 ./bazelw build "$@" //:udrm_dist

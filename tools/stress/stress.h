@@ -34,7 +34,7 @@ struct Options {
   int threads = 4;
   // sched: sometimes arm a job and drop it without Push. Off to run clean past the known defect
   // that such a job's finished fence may signal after later jobs of its entity
-  // (tests/sched/armed_job_order_test.cc).
+  // (tests/tools/armed_job_order_test.cc).
   bool drop_armed = true;
 
   // A generator for one thread (or role) of the current scenario: seeded from the seed, the

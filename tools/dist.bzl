@@ -40,38 +40,37 @@ _SYSTEM_DEPS = {
 # Link flags udrm's and Abseil's own targets may carry (Threads::Threads / -pthread covers them).
 _THREAD_FLAGS = ["-pthread", "-lpthread"]
 
-def _repo(f):
-    return f.owner.workspace_name
-
-def _udrm_dist_impl(ctx):
-    cc = ctx.attr.lib[CcInfo]
-    manifest = []  # "kind<TAB>path" lines for tools/dist/make_dist.sh
-    inputs = []
+def _objects(cc, manifest, inputs):
+    """Adds every object of udrm's and Abseil's to the manifest; returns the system deps."""
     system = {}
     for li in cc.linking_context.linker_inputs.to_list():
         repo = li.owner.workspace_name
         if repo in _SYSTEM_DEPS:
             system[repo] = _SYSTEM_DEPS[repo]
-        elif repo not in ("", _ABSL) and (li.user_link_flags or li.libraries):
-            fail(("%s links %s, which udrm_dist cannot name in udrm.pc and udrmConfig.cmake: " +
-                  "add it to _SYSTEM_DEPS in tools/dist.bzl") % (ctx.attr.lib.label, li.owner))
-        elif repo in ("", _ABSL):
-            for flag in li.user_link_flags:
-                if flag not in _THREAD_FLAGS:
-                    fail("%s carries link flag %s, which udrm_dist does not ship: extend tools/dist.bzl" %
-                         (li.owner, flag))
+            continue
+        if repo not in ("", _ABSL):
+            if li.user_link_flags or li.libraries:
+                fail(("%s links %s, which udrm_dist cannot name in udrm.pc and udrmConfig.cmake: " +
+                      "add it to _SYSTEM_DEPS in tools/dist.bzl") % (li.owner, repo))
+            continue
+        for flag in li.user_link_flags:
+            if flag not in _THREAD_FLAGS:
+                fail("%s carries link flag %s, which udrm_dist does not ship: extend tools/dist.bzl" %
+                     (li.owner, flag))
+        kind = "own_obj" if repo == "" else "absl_obj"
         for lib in li.libraries:
             if lib.objects and not lib.pic_objects:
                 fail(("%s has no position-independent objects in this configuration, and " +
                       "consumers link PIE executables: try --force_pic") % li.owner)
-            if repo == "" or repo == _ABSL:
-                kind = "own_obj" if repo == "" else "absl_obj"
-                for o in lib.pic_objects:
-                    manifest.append("%s\t%s" % (kind, o.path))
-                    inputs.append(o)
+            for o in lib.pic_objects:
+                manifest.append("%s\t%s" % (kind, o.path))
+                inputs.append(o)
+    return system
 
+def _headers(cc, manifest, inputs):
+    """Adds udrm's headers (path relative to the workspace) and Abseil's (relative to its root)."""
     for h in cc.compilation_context.headers.to_list():
-        repo = _repo(h)
+        repo = h.owner.workspace_name
         if repo == "":
             manifest.append("udrm_hdr\t%s\t%s" % (h.path, h.short_path))
         elif repo == _ABSL:
@@ -81,12 +80,10 @@ def _udrm_dist_impl(ctx):
             continue
         inputs.append(h)
 
-    # Generated package files.
-    deps = sorted(system.keys())
-    requires = []
-    finds = []
-    targets = []
-    for d in deps:
+def _package_files(ctx, system, manifest):
+    """Expands udrm.pc and the CMake package for `system`; returns the generated files."""
+    requires, finds, targets = [], [], []
+    for d in sorted(system.keys()):
         s = system[d]
         if s.pc not in requires:
             requires.append(s.pc)
@@ -109,6 +106,15 @@ def _udrm_dist_impl(ctx):
         ctx.actions.expand_template(template = tmpl, output = out, substitutions = subst)
         generated.append(out)
         manifest.append("file\t%s\t%s" % (out.path, dest))
+    return generated
+
+def _udrm_dist_impl(ctx):
+    cc = ctx.attr.lib[CcInfo]
+    manifest = []  # "kind<TAB>path[<TAB>dest]" lines for tools/dist/make_dist.sh
+    inputs = []
+    system = _objects(cc, manifest, inputs)
+    _headers(cc, manifest, inputs)
+    inputs += _package_files(ctx, system, manifest)
     for f, dest in [
         (ctx.file.license, "share/doc/udrm/LICENSE"),
         (ctx.file._absl_license, "share/doc/udrm/third_party/abseil/LICENSE"),
@@ -124,7 +130,7 @@ def _udrm_dist_impl(ctx):
     ctx.actions.run(
         executable = ctx.executable._make_dist,
         arguments = [manifest_file.path, out.path, cc_toolchain.ar_executable],
-        inputs = depset(inputs + generated + [manifest_file], transitive = [cc_toolchain.all_files]),
+        inputs = depset(inputs + [manifest_file], transitive = [cc_toolchain.all_files]),
         outputs = [out],
         mnemonic = "UdrmDist",
         progress_message = "Packing %s" % out.short_path,

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,8 @@ class BindJob final : public sched::Job {
   std::vector<BindVa*> removed_vas_;               // owned; capacity reserved
   std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)
   std::vector<uint64_t> targets_;                  // one per BindOp (device address of bo_offset)
+  // The tree nodes of ApplyBind's inserts (one per planned Gpuva); released when ApplyBind ends.
+  std::optional<Gpuvm::InsertReservation> inserts_;
   std::vector<AddrRange> ranges_;                  // the ops' VA ranges (range tracker)
   BindRanges::Nodes range_nodes_;                  // for BindRanges::Record at push
   Invalidation inv_;

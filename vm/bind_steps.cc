@@ -273,6 +273,10 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   if (absl::Status s = AddDependencies(vm, *job, ops, in_fences); !s.ok()) return s;
   job->SetDontPipeline();
   if (absl::Status s = AllocateLists(*job, *plan, ops.size()); !s.ok()) return s;
+  if (internal::ShouldFailAlloc("tree nodes")) return Exhausted("the tree nodes");
+  absl::StatusOr<Gpuvm::InsertReservation> inserts = vm.gpuvm().ReserveInserts(plan->vas);
+  if (!inserts.ok()) return inserts.status();
+  job->inserts_.emplace(*std::move(inserts));
   if (absl::Status s = AllocateMappings(vm, *job, ops); !s.ok()) return s;
   if (absl::Status s =
           ReservePageTables(vm.page_table(), ops, plan->entries, job->targets_, job->tables_);
@@ -293,6 +297,7 @@ void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
             : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
     UDRM_CHECK(s.ok(), "bind: a validated op failed to apply");
   }
+  job.inserts_.reset();  // every planned insert is done; unused tree nodes go back
 }
 
 }  // namespace vm

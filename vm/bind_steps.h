@@ -13,16 +13,18 @@
 //     the entries ApplyBind will append, computed on a copy of the touched ranges): Gpuva nodes
 //     (each map one, each remap one per surviving piece), op-list capacity, the removed-VA list,
 //     one VmBo per mapped BO, ONE page-table reservation for the whole list
-//     (ReservePageTables), device addresses, the dependencies (in-fences, and the pending
+//     (ReservePageTables), the tree nodes of its inserts (Gpuvm::ReserveInserts), device
+//     addresses, the dependencies (in-fences, and the pending
 //     page-table work of other binds on overlapping ranges: vm/bind_ranges.h). Every allocation
 //     site asks the failslab hook first (vm/internal/failslab.h). ResourceExhausted (or
 //     InvalidArgument from the page table) with nothing changed.
 //  4. ApplyBind: each op through SmMap/SmUnmap with callbacks that change the tree at once and
 //     append to the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the
 //     hole only (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. Uses
-//     only the pre-allocated nodes, list capacity and VmBos (the Gpuvm's btree and extobj list
-//     still allocate inside vm/gpuvm*: not ours to change). Cannot fail (crashes on a broken
-//     contract, e.g. an entry that differs from the plan).
+//     only the pre-allocated nodes, list capacity, VmBos and tree nodes (Gpuvm::ReserveInserts
+//     for the planned Gpuvas; the VmBo lists are intrusive): allocates nothing
+//     (tests/vm/bind_alloc_test.cc). Cannot fail (crashes on a broken contract, e.g. an entry
+//     that differs from the plan).
 //  5. Push (BindVm::PushLocked): arm, add the finished fence to the VM resv with kBookkeep (as
 //     xe does for bind fences on the VM) and to the resv of each mapped external BO with kKernel
 //     (as msm does for the BOs a VM_BIND maps, so eviction waits for the bind), record it in the

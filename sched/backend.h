@@ -5,15 +5,22 @@
 //   RunJob      — the executor thread; also the thread that calls Scheduler::ResubmitJobs (the
 //                 timeout handler on the executor thread, or a reset worker).
 //   TimedOutJob — the executor thread.
-//   FreeJob     — the executor thread; the thread that calls Scheduler::Stop (jobs whose
+//   FreeJob     — the executor thread (finished jobs, killed jobs, and the job TimedOutJob was
+//                 given, once it returned); the thread that calls Scheduler::Stop (jobs whose
 //                 hardware fence had already signalled); the thread that destroys the scheduler.
 //   CancelJob   — the thread that destroys the scheduler.
-// Overlap: RunJob and FreeJob of one scheduler never overlap each other (the work item is never
-// running twice; Stop from another thread waits until it is between jobs, ResubmitJobs requires
-// a stopped scheduler, the destructor runs after the work item stopped) — provided a Stop started
-// on another thread by TimedOutJob has returned before TimedOutJob does (wait for your reset
-// worker). TimedOutJob may run while such a Stop calls FreeJob on the worker thread; the job
-// TimedOutJob holds is never freed before it returns.
+// Overlap:
+//   - FreeJob calls of one scheduler never overlap each other, on whichever threads they run
+//     (the scheduler holds one mutex of its own around every FreeJob call). FreeJob may call
+//     into the scheduler (push jobs, Fault, ...) but must not call Stop or destroy the
+//     scheduler: both free jobs themselves and would wait for the FreeJob that called them.
+//   - RunJob and FreeJob of one scheduler never overlap each other (the work item is never
+//     running twice; Stop from another thread waits until it is between jobs, ResubmitJobs
+//     requires a stopped scheduler, the destructor runs after the work item stopped) — provided
+//     a ResubmitJobs on a reset worker is not still running when TimedOutJob returns: the job
+//     TimedOutJob was given may be freed as soon as it returns. TimedOutJob itself may run while
+//     a Stop it started on another thread calls FreeJob there; the job TimedOutJob holds is
+//     never freed before it returns.
 #ifndef UDRM_SCHED_BACKEND_H_
 #define UDRM_SCHED_BACKEND_H_
 

@@ -4,6 +4,8 @@
 
 #include "base/check.h"
 #include "fence/fence_context.h"
+#include "sched/internal/entity_stats.h"
+#include "sched/internal/run_queue.h"
 #include "sched/job.h"
 #include "sched/scheduler.h"
 
@@ -31,9 +33,10 @@ Entity::Entity(std::vector<Scheduler*> schedulers, Priority priority,
                std::shared_ptr<std::atomic<bool>> guilty)
     : priority_(priority),
       context_(fence::FenceContext::Allocate(2)),
-      stats_(std::make_shared<EntityStats>()),
+      stats_(std::make_shared<internal::EntityStats>()),
       guilty_(std::move(guilty)),
-      scheduler_(schedulers[0]) {
+      scheduler_(schedulers[0]),
+      rq_entry_(std::make_unique<internal::RqEntry>(this, &priority_, stats_.get())) {
   // A list of one is used once and then forgotten, as the kernel does.
   if (schedulers.size() > 1) schedulers_ = std::move(schedulers);
 }

@@ -35,15 +35,16 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "fence/fence.h"
-#include "sched/entity_stats.h"
+#include "sched/policy.h"
 
 namespace sched {
 
 class Job;
-class RunQueue;
 class Scheduler;
-
-enum class Priority { kKernel = 0, kHigh = 1, kNormal = 2, kLow = 3 };
+namespace internal {
+class EntityStats;
+struct RqEntry;
+}  // namespace internal
 
 class Entity {
  public:
@@ -84,7 +85,6 @@ class Entity {
 
  private:
   friend class Job;
-  friend class RunQueue;
   friend class Scheduler;
   Entity(std::vector<Scheduler*> schedulers, Priority priority,
          std::shared_ptr<std::atomic<bool>> guilty);
@@ -93,7 +93,7 @@ class Entity {
 
   std::atomic<Priority> priority_;
   const uint64_t context_;  // scheduled fences; finished fences use context_ + 1
-  const std::shared_ptr<EntityStats> stats_;
+  const std::shared_ptr<internal::EntityStats> stats_;
   const std::shared_ptr<std::atomic<bool>> guilty_;
 
   // Held from Job::Arm to Job::Push: arm and push of one entity are one atomic step.
@@ -114,13 +114,11 @@ class Entity {
   // Incremented by Push, decremented under the scheduler's mu_. Memory ordering: relaxed (the
   // readers hold mu_ or submit_mu_, which order it).
   std::atomic<int64_t> queued_{0};
-  bool in_rq_ = false;
+  // The run queue's state of this entity (sched/internal/run_queue.h); its fields are under the
+  // scheduler's mu_ like these.
+  const std::unique_ptr<internal::RqEntry> rq_entry_;
   bool stopped_ = false;
   fence::FenceRef last_scheduled_;  // finished fence of the last job popped
-  uint64_t last_selected_ = 0;      // round-robin key
-  int64_t vruntime_ = 0;            // fair key (virtual ns)
-  absl::Duration prev_runtime_ = absl::ZeroDuration();
-  int64_t saved_relative_ = 0;      // fair: lead or lag kept while idle
   // A dependency callback is installed (one at a time); `dep_signaled_` is set by it.
   bool dep_pending_ = false;
   std::atomic<bool> dep_signaled_{false};

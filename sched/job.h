@@ -44,9 +44,10 @@
 namespace sched {
 
 class ArmedJob;
-class RunQueue;
 class Scheduler;
+namespace internal {
 class EntityStats;
+}  // namespace internal
 
 class Job {
  public:
@@ -85,7 +86,6 @@ class Job {
  private:
   friend class ArmedJob;
   friend class Entity;  // Submit checks the job is its own
-  friend class RunQueue;
   friend class Scheduler;
   enum class State { kNew, kInitialized, kArmed, kPushed, kCancelled };
   // ArmedJob's two ends. `prev` is the finished fence of the entity's previously armed job.
@@ -98,7 +98,7 @@ class Job {
   Scheduler* scheduler_ = nullptr;
   Priority priority_ = Priority::kNormal;
   std::shared_ptr<std::atomic<bool>> guilty_;
-  std::shared_ptr<EntityStats> stats_;
+  std::shared_ptr<internal::EntityStats> stats_;
   std::atomic<int> karma_{0};
   uint32_t credits_ = 0;
   bool dont_pipeline_ = false;

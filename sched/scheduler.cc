@@ -1,6 +1,7 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,8 @@
 #include "base/spin.h"
 #include "fence/unwrap.h"
 #include "sched/entity.h"
+#include "sched/internal/entity_stats.h"
+#include "sched/internal/run_queue.h"
 #include "sched/internal/tdr_timer.h"
 #include "sched/internal/test_hooks.h"
 #include "sched/job.h"
@@ -49,7 +52,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Backend* backend,
 Scheduler::Scheduler(Backend* backend, SchedulerOptions options)
     : backend_(backend),
       options_(std::move(options)),
-      rq_(options_.policy),
+      rq_(std::make_unique<internal::RunQueue>(options_.policy)),
       own_executor_(options_.executor == nullptr ? std::make_unique<ThreadPoolExecutor>(1)
                                                  : nullptr),
       executor_(options_.executor != nullptr ? options_.executor : own_executor_.get()) {}
@@ -59,7 +62,7 @@ Scheduler::~Scheduler() {
   ready_.store(false, std::memory_order_relaxed);
   {
     absl::MutexLock l(&mu_);
-    UDRM_CHECK(rq_.empty() && inbox_.load(std::memory_order_relaxed) == nullptr,
+    UDRM_CHECK(rq_->empty() && inbox_.load(std::memory_order_relaxed) == nullptr,
                "Scheduler destroyed before its entities");
     stopping_ = true;
   }
@@ -154,8 +157,11 @@ void Scheduler::RunRounds() {
                               options_.credit_limit, "; truncated"));
     }
     std::vector<std::unique_ptr<Job>> killed = TakeKilledDone();
-    for (auto& j : killed) backend_->FreeJob(std::move(j));
-    for (auto& j : finished) backend_->FreeJob(std::move(j));
+    if (!killed.empty() || !finished.empty()) {
+      absl::MutexLock f(&free_mu_);
+      for (auto& j : killed) backend_->FreeJob(std::move(j));
+      for (auto& j : finished) backend_->FreeJob(std::move(j));
+    }
     if (job != nullptr) RunJob(job);
     const bool progress = !finished.empty() || !killed.empty() || job != nullptr;
     finished.clear();
@@ -231,16 +237,18 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
 // if it must wait for one, the next entity is tried.
 Job* Scheduler::PopReadyJobLocked() {
   for (;;) {
-    Entity* best = nullptr;
-    for (Entity* e : rq_.entities()) {
+    internal::RqEntry* best_entry = nullptr;
+    for (internal::RqEntry* r : rq_->entities()) {
+      Entity* e = r->entity;
       if (e->dep_pending_) {
         if (!e->dep_signaled_.load(std::memory_order_acquire)) continue;
         e->dep_pending_ = false;
         e->dep_fence_ = nullptr;
       }
-      if (best == nullptr || rq_.Before(*e, *best)) best = e;
+      if (best_entry == nullptr || rq_->Before(*r, *best_entry)) best_entry = r;
     }
-    if (best == nullptr) return nullptr;
+    if (best_entry == nullptr) return nullptr;
+    Entity* best = best_entry->entity;
     Job& head = *best->queue_.front();
     // drm_sched_can_queue: a job above the limit is truncated so that it can ever run; if the
     // credits are not there, wait for them (JobDone wakes us) rather than skip this entity.
@@ -283,7 +291,9 @@ Job* Scheduler::PopHeadLocked(Entity* best) {
     job->finished_->SetError(absl::CancelledError("entity is guilty (ECANCELED)"));
   }
   best->last_scheduled_ = job->finished_;
-  rq_.OnPop(best);
+  rq_->OnPop(best->rq_entry_.get(),
+             best->queue_.empty() ? std::nullopt
+                                  : std::optional<uint64_t>(best->queue_.front()->submit_stamp_));
   UpdateRqSizeLocked();
   job->entity_ = nullptr;  // after pop the job no longer reaches its entity
   Job* raw = job.get();

@@ -1,6 +1,6 @@
 // sched::Scheduler — drm_gpu_scheduler: feeds jobs from entities to one backend (a ring).
 //
-// What it does: picks the first ready entity in its run queue's order (sched/run_queue.h; the
+// What it does: picks the first ready entity in its run queue's order (sched/policy.h; the
 // fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
 // fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
 // for only until that job is scheduled, unless it carries an error or asks not to be pipelined;
@@ -8,7 +8,7 @@
 // the chosen entity — and calls Backend::RunJob, then signals the job's scheduled fence; when the
 // hardware fence signals, the finished fence signals with its error and the credits come back;
 // finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
-// their hardware time is charged to their entity (EntityStats).
+// their hardware time is charged to their entity (the fair policy's virtual runtime).
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
@@ -55,13 +55,16 @@
 #include "fence/fence.h"
 #include "sched/backend.h"
 #include "sched/executor.h"
-#include "sched/run_queue.h"
+#include "sched/policy.h"
 #include "sched/trace.h"
 
 namespace sched {
 
 class Entity;
 class Job;
+namespace internal {
+class RunQueue;
+}  // namespace internal
 
 struct SchedulerOptions {
   std::string name = "udrm";
@@ -112,10 +115,10 @@ class Scheduler {
   // unless called on it; it does not wait for a running Backend::TimedOutJob, so it may be
   // called from the handler itself or from a reset worker the handler waits for); detaches every
   // pending job from its hardware fence and returns its credits; jobs whose hardware fence
-  // already signalled are freed here (FreeJob on this thread) — except the job in TimedOutJob,
-  // which is freed when that returns. Jobs still finishing keep signalling their finished fences
-  // while stopped. Not for teardown.
-  void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_);
+  // already signalled are freed here (FreeJob on this thread, after a FreeJob in progress on
+  // another thread returns) — except the job in TimedOutJob, which is freed when that returns.
+  // Jobs still finishing keep signalling their finished fences while stopped. Not for teardown.
+  void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
   // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
   // job whose hardware fence already signalled finishes with that fence's error, else `error`.
@@ -181,7 +184,7 @@ class Scheduler {
   // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).
   bool OnExecutorThread() const;
   // Rounds of: free finished jobs, then pick and run at most one job, until one does nothing.
-  void RunRounds() ABSL_LOCKS_EXCLUDED(mu_);
+  void RunRounds() ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // Appends to `out` (kept by the caller across rounds: no allocation per job).
   void TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -202,11 +205,11 @@ class Scheduler {
 
   // --- timeouts and recovery (scheduler_recovery.cc) ---
   // The TDR check: blames the oldest pending job if the timer has expired.
-  void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_);
+  void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<Job*> PendingSnapshot() ABSL_LOCKS_EXCLUDED(mu_);
   // Teardown: fail and free whatever is left (Fini).
-  void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_);
+  void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_, free_mu_);
 
   Backend* const backend_;
   const SchedulerOptions options_;
@@ -224,14 +227,20 @@ class Scheduler {
   // with the work item. Push: release; take: acquire.
   std::atomic<Job*> inbox_{nullptr};
 
+  // Held around every Backend::FreeJob call — the work item's, the timeout handler's job once
+  // the handler returned, a Stop's (on whichever thread calls it) and teardown's — so FreeJob never
+  // runs on two threads at once (sched/backend.h). Taken with no other scheduler lock held; the
+  // backend's FreeJob may call into the scheduler (which takes the locks below), so it comes first
+  // in the lock order. Nothing is guarded by it: it orders the calls.
+  absl::Mutex free_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
-  RunQueue rq_ ABSL_GUARDED_BY(mu_);                               // entities with queued jobs
+  const std::unique_ptr<internal::RunQueue> rq_ ABSL_PT_GUARDED_BY(mu_);  // entities with jobs
   std::deque<std::unique_ptr<Job>> pending_ ABSL_GUARDED_BY(mu_);  // handed to the backend
   uint64_t next_submit_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;   // Stop..Start
-  // The work item is in RunRounds or freeing the guilty job (not while in TimedOutJob: a Stop
-  // from a reset worker the handler waits for must not wait for the handler).
+  // The work item is in RunRounds (not while in TimedOutJob: a Stop from a reset worker the
+  // handler waits for must not wait for the handler).
   bool in_work_ ABSL_GUARDED_BY(mu_) = false;
   // The entity whose head job's dependencies the work item resolves with mu_ released; a kill of
   // it waits (the kernel's entity_idle).

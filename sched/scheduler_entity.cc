@@ -5,6 +5,7 @@
 #include "base/check.h"
 #include "fence/unwrap.h"
 #include "sched/entity.h"
+#include "sched/internal/run_queue.h"
 #include "sched/job.h"
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
@@ -52,9 +53,9 @@ void Scheduler::DrainInboxLocked() {
     in_order = job->inbox_next_;
     job->inbox_next_ = nullptr;
     Entity* e = job->entity_;
-    job->submit_stamp_ = ++next_submit_stamp_;
+    const uint64_t stamp = job->submit_stamp_ = ++next_submit_stamp_;
     e->queue_.push_back(std::move(job));
-    rq_.Add(e, avg_job_);  // no-op if it is there
+    rq_->Add(e->rq_entry_.get(), stamp, avg_job_);  // no-op if it is there
   }
   UpdateRqSizeLocked();
 }
@@ -91,7 +92,7 @@ std::vector<Scheduler::KilledJob> Scheduler::KillEntity(Entity* e) {
     if (e->stopped_) return {};
     DrainInboxLocked();  // every job pushed before the kill (see Enqueue)
     e->stopped_ = true;  // from here on the entity's last_scheduled_ does not change
-    rq_.Remove(e);
+    rq_->Remove(e->rq_entry_.get());
     UpdateRqSizeLocked();
     if (e->dep_pending_) {
       // The callback only sets an atomic and wakes the executor: removing it (which waits for a
@@ -183,12 +184,12 @@ std::vector<std::unique_ptr<Job>> Scheduler::TakeKilledDone() {
 void Scheduler::RemoveEntity(Entity* e) {
   absl::MutexLock l(&mu_);
   UDRM_CHECK(e->queued_.load(std::memory_order_relaxed) == 0, "Entity removed with queued jobs");
-  rq_.Remove(e);
+  rq_->Remove(e->rq_entry_.get());
   UpdateRqSizeLocked();
 }
 
 void Scheduler::UpdateRqSizeLocked() {
-  rq_size_.store(static_cast<int64_t>(rq_.entities().size()), std::memory_order_relaxed);
+  rq_size_.store(static_cast<int64_t>(rq_->entities().size()), std::memory_order_relaxed);
 }
 
 bool Scheduler::EntityMayMove(Entity* e) {

@@ -58,7 +58,6 @@ void Scheduler::HandleTimeout() {
     if (tdr_job_ != nullptr) {
       if (free_guilty_) {
         to_free = std::move(tdr_job_);
-        in_work_ = true;  // a Stop from another thread waits: FreeJob calls never overlap
       } else {
         pending_.push_front(std::move(tdr_job_));  // freed in order once its fence signals
       }
@@ -68,9 +67,9 @@ void Scheduler::HandleTimeout() {
   }
   if (to_free != nullptr) {
     (void)to_free->finished_->Wait();
+    // A Stop on a reset worker may still be freeing: free_mu_ orders the two.
+    absl::MutexLock f(&free_mu_);
     backend_->FreeJob(std::move(to_free));
-    absl::MutexLock l(&mu_);
-    in_work_ = false;
   }
   WakeUp();  // a job put back may be freeable now
 }
@@ -124,10 +123,10 @@ void Scheduler::Stop(Job* bad) {
       }
     }
   }
-  for (auto& job : done) {
-    (void)job->finished_->Wait();
-    backend_->FreeJob(std::move(job));
-  }
+  for (auto& job : done) (void)job->finished_->Wait();
+  if (done.empty()) return;
+  absl::MutexLock f(&free_mu_);  // the handler may be freeing its job on the executor thread
+  for (auto& job : done) backend_->FreeJob(std::move(job));
 }
 
 void Scheduler::Start(absl::Status error) {
@@ -216,6 +215,7 @@ void Scheduler::CancelAndFreeAll() {
       CompleteKilled(job.get());
     }
     (void)job->finished_->Wait();
+    absl::MutexLock f(&free_mu_);
     backend_->FreeJob(std::move(job));
   }
   for (auto& job : pending) {
@@ -226,6 +226,7 @@ void Scheduler::CancelAndFreeAll() {
       JobDone(job.get(), absl::CancelledError("scheduler torn down"));
     }
     (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
+    absl::MutexLock f(&free_mu_);
     backend_->FreeJob(std::move(job));
   }
 }

@@ -9,7 +9,7 @@ namespace vm {
 
 BindJob::~BindJob() {
   // Error paths of the bind call (before Push) and cleaned-up jobs: hand back what is left.
-  if (!tables_.empty()) UnreservePageTables(vm_->page_table(), tables_);
+  UnreservePageTables(vm_->page_table(), tables_);
   for (BindVa* va : removed_vas_) delete va;
 }
 
@@ -24,8 +24,8 @@ void BindBackend::FreeJob(std::unique_ptr<sched::Job> job) {
   vm->FreeJob(std::move(bind));
 }
 
-absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(BindBackend* backend,
-                                                                     std::string name) {
+absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(sched::Backend* backend,
+                                                                      std::string name) {
   sched::SchedulerOptions o;
   o.name = std::move(name);
   o.credit_limit = 1;

@@ -2,8 +2,8 @@
 // sched::Backend that runs bind jobs (msm_vma_job_run / msm_vma_job_free).
 //
 // A BindJob carries everything its bind pre-allocated (see vm/bind_steps.h): the op list, the
-// page-table reservations of each op, the Gpuva nodes and VmBos not used yet, the Gpuvas the bind
-// removed from the tree (freed at cleanup), and, once run, the Invalidation of its page-table
+// page-table reservation of the whole list, the Gpuva nodes and VmBos not used yet, the Gpuvas the
+// bind removed from the tree (freed at cleanup), and, once run, the Invalidation of its page-table
 // changes.
 //
 // BindBackend::RunJob executes the op list on the VM's page table in order (vm/bind_vm.h:
@@ -27,6 +27,8 @@
 #include "sched/job.h"
 #include "sched/scheduler.h"
 #include "vm/bind_op.h"
+#include "vm/bind_plan.h"
+#include "vm/bind_ranges.h"
 #include "vm/gpuva.h"
 #include "vm/page_table.h"
 #include "vm/vm_bo.h"
@@ -43,14 +45,6 @@ struct BindVa : Gpuva {
   PageSize page_size = PageSize::k4K;
 };
 
-// The page-table reservation of one BindOp: `unmap` for the unmap entries it produces
-// (ReserveForUnmap of its range: only its two ends can split a large page), `map` for its map
-// entry (ReserveForMap).
-struct OpTables {
-  Prealloc unmap;
-  Prealloc map;
-};
-
 class BindJob final : public sched::Job {
  public:
   explicit BindJob(BindVm* vm) : vm_(vm) {}
@@ -63,14 +57,22 @@ class BindJob final : public sched::Job {
   // The state below belongs to the bind steps (vm/bind_steps.h) and BindVm; drivers only read
   // entries().
   std::vector<BindEntry> entries_;
-  std::vector<OpTables> tables_;                   // one per BindOp
+  // The page-table reservation of the whole op list: one ReserveForMap / ReserveForUnmap per
+  // planned entry, added into one Prealloc (vm/bind_plan.h). Every entry's Map/Unmap takes from it.
+  Prealloc tables_;
+  std::vector<PlannedEntry> plan_;                 // what ApplyBind must append, in order
   std::vector<std::unique_ptr<BindVa>> free_vas_;  // pre-allocated nodes (taken from the back)
   std::vector<BindVa*> removed_vas_;               // owned; capacity reserved
   std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)
   std::vector<uint64_t> targets_;                  // one per BindOp (device address of bo_offset)
+  std::vector<AddrRange> ranges_;                  // the ops' VA ranges (range tracker)
+  BindRanges::Nodes range_nodes_;                  // for BindRanges::Record at push
   Invalidation inv_;
+  fence::FenceRef finished_;  // set at push, before the job is linked; under BindVm::pt_mu_
   bool ran_ = false;          // the op list was executed (RunJob or catch-up); under BindVm::pt_mu_
-  BindJob* queue_next_ = nullptr;   // BindVm's order of pushed jobs; under BindVm::pt_mu_
+  // BindVm's list of pushed jobs not executed yet, in push order; under BindVm::pt_mu_.
+  BindJob* pending_prev_ = nullptr;
+  BindJob* pending_next_ = nullptr;
   BindJob* cleanup_next_ = nullptr;  // BindVm's cleanup list; under BindVm::cleanup_mu_
 
  private:
@@ -83,9 +85,10 @@ class BindBackend final : public sched::Backend {
   void FreeJob(std::unique_ptr<sched::Job> job) override;
 };
 
-// A scheduler for bind jobs as msm makes one: credit limit 1, FIFO, no timeout.
-absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(BindBackend* backend,
-                                                                     std::string name);
+// A scheduler for bind jobs as msm makes one: credit limit 1, FIFO, no timeout. `backend` is a
+// BindBackend, or one that forwards RunJob and FreeJob to one (tests wrap it to observe runs).
+absl::StatusOr<std::unique_ptr<sched::Scheduler>> CreateBindScheduler(sched::Backend* backend,
+                                                                      std::string name);
 
 }  // namespace vm
 

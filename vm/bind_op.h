@@ -63,7 +63,7 @@ struct BindEntry {
   uint32_t pte_flags = 0;
   PageSize page_size = PageSize::k4K;
   Ref<Bo> bo;
-  size_t op = 0;  // index of the BindOp that produced it (selects its page-table reservation)
+  size_t op = 0;  // index of the BindOp that produced it
 };
 
 }  // namespace vm

@@ -5,6 +5,7 @@
 #include "base/check.h"
 #include "vm/gpuvm_exec.h"
 #include "vm/gpuvm_ops.h"
+#include "vm/internal/failslab.h"
 #include "vm/vm_bo.h"
 
 namespace vm {
@@ -127,8 +128,10 @@ class BindApplier final : public SmSteps {
     return va;
   }
   void Append(BindEntry e) {
-    UDRM_CHECK(job_.entries_.size() < job_.entries_.capacity(),
-               "bind: op-list pre-allocation exhausted");
+    UDRM_CHECK(job_.entries_.size() < job_.plan_.size(), "bind: op-list pre-allocation exhausted");
+    const PlannedEntry& want = job_.plan_[job_.entries_.size()];
+    UDRM_CHECK(want == (PlannedEntry{e.kind, e.va, e.range, e.op}),
+               "bind: an entry differs from the plan");
     job_.entries_.push_back(std::move(e));
   }
   void Retire(BindVa* va) {
@@ -152,7 +155,8 @@ absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
   if (ops.empty()) return absl::InvalidArgumentError("a bind needs at least one op");
   for (size_t i = 0; i < ops.size(); ++i) {
     if (absl::Status s = ValidateOp(vm, ops[i]); !s.ok()) {
-      return absl::Status(s.code(), "bind op " + std::to_string(i) + ": " + std::string(s.message()));
+      return absl::Status(s.code(),
+                          "bind op " + std::to_string(i) + ": " + std::string(s.message()));
     }
   }
   for (const fence::FenceRef& f : in_fences) {
@@ -166,89 +170,116 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
   return exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
     if (absl::Status s = PrepareVm(g, e, 1); !s.ok()) return s;
     for (const BindOp& op : ops) {
-      absl::Status s = IsMap(op) ? SmMapExecLock(g, e, 1, MapRequest{OpMap{op.va, op.range,
-                                                                          op.bo, op.bo_offset}})
-                                 : SmUnmapExecLock(g, e, op.va, op.range);
+      absl::Status s =
+          IsMap(op)
+              ? SmMapExecLock(g, e, 1, MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}})
+              : SmUnmapExecLock(g, e, op.va, op.range);
       if (!s.ok()) return s;
     }
     return absl::OkStatus();
   });
 }
 
-BindBounds BindWorstCase(const Gpuvm& vm, std::span<const BindOp> ops) {
-  BindBounds b;
-  for (const BindOp& op : ops) {
-    size_t overlapping = 0;
-    for (Gpuva* va : vm.Range(op.va, op.va + op.range)) {
-      if (va != &vm.kernel_node()) ++overlapping;
+absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
+                               std::span<const PlannedEntry> plan,
+                               std::span<const uint64_t> targets, Prealloc& list) {
+  for (const PlannedEntry& e : plan) {
+    if (internal::ShouldFailAlloc("page tables")) {
+      return absl::ResourceExhaustedError("bind: reserving page tables failed");
     }
-    // Every node created by an earlier op of this bind may overlap this one too.
-    b.entries += overlapping + b.vas + (IsMap(op) ? 1 : 0);
-    b.vas += 2 + (IsMap(op) ? 1 : 0);
+    const BindOp& op = ops[e.op];
+    absl::Status s =
+        e.kind == BindEntry::Kind::kUnmap
+            ? pt.ReserveForUnmap(e.va, e.range, list)
+            : pt.ReserveForMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size, list);
+    if (!s.ok()) return s;
   }
-  return b;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<OpTables>> ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
-                                                       std::span<const uint64_t> targets) {
-  std::vector<OpTables> tables(ops.size());
+void UnreservePageTables(PageTable& pt, Prealloc& list) { pt.Unreserve(std::move(list)); }
+
+namespace {
+
+absl::Status Exhausted(const char* what) {
+  return absl::ResourceExhaustedError(std::string("bind: allocating ") + what + " failed");
+}
+
+// The job's dependencies: the in-fences, then the pending page-table work of earlier binds on
+// overlapping ranges (vm/bind_ranges.h), with the tracker's nodes for the push step.
+absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> ops,
+                             std::span<const fence::FenceRef> in_fences) {
+  if (internal::ShouldFailAlloc("op ranges")) return Exhausted("the op ranges");
+  job.ranges_.reserve(ops.size());
+  for (const BindOp& op : ops) job.ranges_.push_back({op.va, op.range});
+  if (internal::ShouldFailAlloc("range dependencies")) return Exhausted("the range dependencies");
+  std::vector<fence::FenceRef> deps(in_fences.begin(), in_fences.end());
+  bool saw_error = false;
+  vm.ranges().Collect(job.ranges_, deps, &saw_error);
+  if (saw_error) {  // an earlier bind on these ranges failed or was killed
+    vm.MarkUnusable();
+    return absl::FailedPreconditionError("VM unusable");
+  }
+  for (fence::FenceRef& f : deps) {
+    if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
+    if (absl::Status s = job.AddDependency(std::move(f)); !s.ok()) return s;
+  }
+  return vm.ranges().Reserve(ops.size(), job.range_nodes_);
+}
+
+// Gpuva nodes, op-list and removed-VA capacity, per-op arrays.
+absl::Status AllocateLists(BindJob& job, const BindPlan& plan, size_t ops) {
+  if (internal::ShouldFailAlloc("gpuva node list")) return Exhausted("the Gpuva node list");
+  job.free_vas_.reserve(plan.vas);
+  for (size_t i = 0; i < plan.vas; ++i) {
+    if (internal::ShouldFailAlloc("gpuva node")) return Exhausted("a Gpuva node");
+    job.free_vas_.push_back(std::make_unique<BindVa>());
+  }
+  if (internal::ShouldFailAlloc("op list")) return Exhausted("the op list");
+  job.entries_.reserve(plan.entries.size());
+  if (internal::ShouldFailAlloc("removed-VA list")) return Exhausted("the removed-VA list");
+  job.removed_vas_.reserve(plan.removed);
+  if (internal::ShouldFailAlloc("per-op arrays")) return Exhausted("the per-op arrays");
+  job.vm_bos_.resize(ops);
+  job.targets_.assign(ops, 0);
+  return absl::OkStatus();
+}
+
+// Device addresses and VmBos of the mapped BOs.
+absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
   for (size_t i = 0; i < ops.size(); ++i) {
-    const BindOp& op = ops[i];
-    absl::StatusOr<Prealloc> u = pt.ReserveForUnmap(op.va, op.range);
-    absl::StatusOr<Prealloc> m = Prealloc();
-    if (u.ok() && IsMap(op)) {
-      m = pt.ReserveForMap(op.va, op.range, targets[i], PteFlags(op), op.page_size);
-      if (!m.ok()) pt.Unreserve(*std::move(u));
-    }
-    absl::Status st = !u.ok() ? u.status() : m.status();
-    if (!st.ok()) {  // `u` was handed back above if `m` failed
-      UnreservePageTables(pt, tables);
-      return st;
-    }
-    tables[i].unmap = *std::move(u);
-    if (IsMap(op)) tables[i].map = *std::move(m);
+    if (ops[i].kind != BindOpKind::kMap) continue;
+    if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
+    absl::StatusOr<uint64_t> t =
+        vm.AssignDeviceAddress(ops[i].bo->memory().data() + ops[i].bo_offset);
+    if (!t.ok()) return t.status();
+    job.targets_[i] = *t;
+    if (internal::ShouldFailAlloc("vm_bo")) return Exhausted("a VmBo");
+    job.vm_bos_[i] = VmBo::Create(vm.gpuvm(), *ops[i].bo);
   }
-  return tables;
+  return absl::OkStatus();
 }
 
-void UnreservePageTables(PageTable& pt, std::vector<OpTables>& tables) {
-  for (OpTables& t : tables) {
-    pt.Unreserve(std::move(t.unmap));
-    pt.Unreserve(std::move(t.map));
-  }
-  tables.clear();
-}
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences) {
+  absl::StatusOr<BindPlan> plan = PlanBind(vm.gpuvm(), ops);
+  if (!plan.ok()) return plan.status();
+  if (internal::ShouldFailAlloc("bind job")) return Exhausted("the bind job");
   auto job = std::make_unique<BindJob>(&vm);
   if (absl::Status s = job->Init(&entity, 1); !s.ok()) return s;
-  for (const fence::FenceRef& f : in_fences) {
-    if (absl::Status s = job->AddDependency(f); !s.ok()) return s;
-  }
-  if (absl::Status s = job->AddDependency(vm.last_fence()); !s.ok()) return s;
+  if (absl::Status s = AddDependencies(vm, *job, ops, in_fences); !s.ok()) return s;
   job->SetDontPipeline();
-
-  const BindBounds b = BindWorstCase(vm.gpuvm(), ops);
-  job->free_vas_.reserve(b.vas);
-  for (size_t i = 0; i < b.vas; ++i) job->free_vas_.push_back(std::make_unique<BindVa>());
-  job->entries_.reserve(b.entries);
-  job->removed_vas_.reserve(b.entries);
-  job->vm_bos_.resize(ops.size());
-  job->targets_.assign(ops.size(), 0);
-  for (size_t i = 0; i < ops.size(); ++i) {
-    if (ops[i].kind != BindOpKind::kMap) continue;
-    absl::StatusOr<uint64_t> t =
-        vm.AssignDeviceAddress(ops[i].bo->memory().data() + ops[i].bo_offset);
-    if (!t.ok()) return t.status();
-    job->targets_[i] = *t;
-    job->vm_bos_[i] = VmBo::Create(vm.gpuvm(), *ops[i].bo);
+  if (absl::Status s = AllocateLists(*job, *plan, ops.size()); !s.ok()) return s;
+  if (absl::Status s = AllocateMappings(vm, *job, ops); !s.ok()) return s;
+  if (absl::Status s =
+          ReservePageTables(vm.page_table(), ops, plan->entries, job->targets_, job->tables_);
+      !s.ok()) {
+    return s;
   }
-  absl::StatusOr<std::vector<OpTables>> tables =
-      ReservePageTables(vm.page_table(), ops, job->targets_);
-  if (!tables.ok()) return tables.status();
-  job->tables_ = *std::move(tables);
+  job->plan_ = std::move(plan->entries);
   return job;
 }
 
@@ -257,8 +288,9 @@ void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
     const BindOp& op = ops[i];
     BindApplier steps(vm, op, i, job);
     absl::Status s =
-        IsMap(op) ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
-                  : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
+        IsMap(op)
+            ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
+            : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
     UDRM_CHECK(s.ok(), "bind: a validated op failed to apply");
   }
 }

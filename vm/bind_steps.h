@@ -9,21 +9,24 @@
 //     fence slot) or SmUnmapExecLock — every lock before any change (see vm/gpuvm_exec.h for why
 //     locking several ops on the unmodified tree suffices). CancelledError when cancelled.
 //     The resv fence slots are reserved here (the exec prepares them).
-//  3. PreallocBind: the worst case for the whole list, into the job: Gpuva nodes (a map 1, the
-//     remaps of one op at most 2 — only the first and last VA it overlaps can stick out), op-list
-//     capacity (per op: the VAs it may meet — those overlapping it now plus every node the
-//     earlier ops may create — plus its map), one VmBo per mapped BO, the page-table
-//     reservations (ReservePageTables), device addresses, BO memory, the dependencies.
-//     ResourceExhausted (or InvalidArgument from the page table) with nothing changed.
+//  3. PreallocBind: exactly what the list needs, into the job, from the plan (vm/bind_plan.h:
+//     the entries ApplyBind will append, computed on a copy of the touched ranges): Gpuva nodes
+//     (each map one, each remap one per surviving piece), op-list capacity, the removed-VA list,
+//     one VmBo per mapped BO, ONE page-table reservation for the whole list
+//     (ReservePageTables), device addresses, the dependencies (in-fences, and the pending
+//     page-table work of other binds on overlapping ranges: vm/bind_ranges.h). Every allocation
+//     site asks the failslab hook first (vm/internal/failslab.h). ResourceExhausted (or
+//     InvalidArgument from the page table) with nothing changed.
 //  4. ApplyBind: each op through SmMap/SmUnmap with callbacks that change the tree at once and
 //     append to the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the
 //     hole only (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. Uses
 //     only the pre-allocated nodes, list capacity and VmBos (the Gpuvm's btree and extobj list
 //     still allocate inside vm/gpuvm*: not ours to change). Cannot fail (crashes on a broken
-//     contract).
+//     contract, e.g. an entry that differs from the plan).
 //  5. Push (BindVm::PushLocked): arm, add the finished fence to the VM resv with kBookkeep (as
 //     xe does for bind fences on the VM) and to the resv of each mapped external BO with kKernel
-//     (as msm does for the BOs a VM_BIND maps, so eviction waits for the bind), push.
+//     (as msm does for the BOs a VM_BIND maps, so eviction waits for the bind), record it in the
+//     range tracker as the last job of its ops' ranges, push.
 #ifndef UDRM_VM_BIND_STEPS_H_
 #define UDRM_VM_BIND_STEPS_H_
 
@@ -36,6 +39,7 @@
 #include "fence/fence.h"
 #include "vm/bind_job.h"
 #include "vm/bind_op.h"
+#include "vm/bind_plan.h"
 #include "vm/bind_vm.h"
 
 namespace vm {
@@ -46,28 +50,24 @@ absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
 // Runs exec.UntilAllLocked; returns its status.
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops);
 
-// Creates the job (Init on `entity`, dependencies: in-fences and the VM's last bind job) with
-// every pre-allocation. On error nothing is left behind.
+// Creates the job (Init on `entity`, dependencies: in-fences and the unfinished bind jobs on
+// overlapping ranges) with every pre-allocation. On error nothing is left behind — except that a
+// failed or killed bind job met on the ranges marks the VM unusable (FailedPrecondition).
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences);
 
-// The page-table part of PreallocBind, kept in one function so that a list-level reservation
-// (one covering the whole op list applied in order) can replace it: per op, ReserveForUnmap of
-// its range for the unmap entries it produces (only its two ends can split a large page; every
-// other unmap boundary is a VA boundary), plus ReserveForMap of its range for its map entry.
-// On error, whatever was reserved is returned to the page table.
-absl::StatusOr<std::vector<OpTables>> ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
-                                                       std::span<const uint64_t> targets);
-// Hands every reservation back (what Map/Unmap did not use).
-void UnreservePageTables(PageTable& pt, std::vector<OpTables>& tables);
-
-// Worst-case counts used by PreallocBind (exposed for tests that prove the bound).
-struct BindBounds {
-  size_t vas = 0;      // Gpuva nodes
-  size_t entries = 0;  // op-list entries (also the bound on removed VAs)
-};
-BindBounds BindWorstCase(const Gpuvm& vm, std::span<const BindOp> ops);
+// The page-table part of PreallocBind: for each planned entry in order, ReserveForUnmap of its
+// range or ReserveForMap of its range, target and flags, all added into `list` (the list-level
+// overloads of vm/page_table.h), so that the reservation covers the whole op list applied in
+// order in any table state. On error `list` keeps what was reserved (hand it back with
+// UnreservePageTables). ResourceExhausted from the failslab hook, InvalidArgument from the page
+// table.
+absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
+                               std::span<const PlannedEntry> plan,
+                               std::span<const uint64_t> targets, Prealloc& list);
+// Hands the reservation back (what Map/Unmap did not use). `list` is empty afterwards.
+void UnreservePageTables(PageTable& pt, Prealloc& list);
 
 void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job);
 

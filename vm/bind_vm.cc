@@ -7,6 +7,7 @@
 #include "exec/exec.h"
 #include "vm/bind_steps.h"
 #include "vm/gpuvm_exec.h"
+#include "vm/internal/failslab.h"
 #include "vm/vm_bo.h"
 
 namespace vm {
@@ -68,6 +69,9 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   if (unusable()) return absl::FailedPreconditionError("VM unusable");
   absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBind(*this, entity, ops, in_fences);
   if (!job.ok()) return job.status();
+  if (internal::ShouldFailAlloc("locked BO list")) {
+    return absl::ResourceExhaustedError("bind: allocating the locked-BO list failed");
+  }
   locked.reserve(exec.objects().size());
   for (exec::Object* o : exec.objects()) locked.push_back(Ref<Bo>::Share(static_cast<Bo*>(o)));
   ApplyBind(*this, ops, **job);
@@ -82,12 +86,8 @@ fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJo
   fence::FenceRef out = armed.finished();
   {
     absl::MutexLock l(&pt_mu_);
-    if (queue_tail_ == nullptr) {
-      queue_head_ = bind;
-    } else {
-      queue_tail_->queue_next_ = bind;
-    }
-    queue_tail_ = bind;
+    bind->finished_ = out;
+    LinkPendingLocked(bind);
   }
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   gpuvm_->resv().AddFence(out, fence::ResvUsage::kBookkeep);
@@ -102,17 +102,24 @@ fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJo
     }
     if (!seen) op.bo->resv().AddFence(out, fence::ResvUsage::kKernel);
   }
-  {
-    absl::MutexLock l(&last_mu_);
-    last_fence_ = out;
-  }
-  std::move(armed).Push();
+  ranges_.Record(bind->ranges_, out, bind->range_nodes_);
+  std::move(armed).Push();  // `bind` may be freed from here on
   return out;
 }
 
-fence::FenceRef BindVm::last_fence() const {
-  absl::MutexLock l(&last_mu_);
-  return last_fence_;
+void BindVm::LinkPendingLocked(BindJob* job) {
+  job->pending_prev_ = pending_tail_;
+  job->pending_next_ = nullptr;
+  (pending_tail_ == nullptr ? pending_head_ : pending_tail_->pending_next_) = job;
+  pending_tail_ = job;
+}
+
+void BindVm::UnlinkPendingLocked(BindJob* job) {
+  (job->pending_prev_ == nullptr ? pending_head_ : job->pending_prev_->pending_next_) =
+      job->pending_next_;
+  (job->pending_next_ == nullptr ? pending_tail_ : job->pending_next_->pending_prev_) =
+      job->pending_prev_;
+  job->pending_prev_ = job->pending_next_ = nullptr;
 }
 
 absl::StatusOr<uint64_t> BindVm::AssignDeviceAddress(std::byte* host) {
@@ -139,36 +146,43 @@ bool BindVm::ExecuteLocked(BindJob& job) {
       failed = true;
       MarkUnusable();
     }
-    OpTables& t = job.tables_[e.op];
     if (e.kind == BindEntry::Kind::kMap) {
       if (failed || unusable()) continue;  // msm: stop mapping new things, keep unmapping
-      job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, t.map));
+      job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, job.tables_));
     } else {
-      job.inv_.Absorb(pt_->Unmap(e.va, e.range, t.unmap));
+      job.inv_.Absorb(pt_->Unmap(e.va, e.range, job.tables_));
     }
   }
   job.ran_ = true;
   return !failed;
 }
 
-void BindVm::CatchUpLocked(BindJob* upto) {
-  while (queue_head_ != nullptr && queue_head_ != upto) {
-    BindJob* j = queue_head_;
-    queue_head_ = j->queue_next_;
-    if (queue_head_ == nullptr) queue_tail_ = nullptr;
-    MarkUnusable();  // a bind job that never ran: the tree and the page table disagree
-    ExecuteLocked(*j);
+void BindVm::CatchUpLocked(BindJob* job) {
+  UnlinkPendingLocked(job);
+  MarkUnusable();  // a bind job that never ran: the tree and the page table disagree
+  ExecuteLocked(*job);
+}
+
+void BindVm::CatchUpKilledLocked() {
+  for (BindJob* j = pending_head_; j != nullptr;) {
+    BindJob* next = j->pending_next_;
+    // Only a job that will never run has a signalled finished fence while pending: a job that
+    // runs leaves the list (under pt_mu_) before its fence can signal.
+    if (j->finished_->IsSignaledFlag()) CatchUpLocked(j);
+    j = next;
   }
 }
 
 absl::StatusOr<fence::FenceRef> BindVm::RunJob(BindJob& job) {
   absl::MutexLock l(&pt_mu_);
-  CatchUpLocked(&job);
-  UDRM_CHECK(queue_head_ == &job, "BindVm::RunJob: a job ran out of order");
-  queue_head_ = job.queue_next_;
-  if (queue_head_ == nullptr) queue_tail_ = nullptr;
+  UnlinkPendingLocked(&job);
   for (const fence::FenceRef& dep : job.dependencies()) {
-    if (dep != nullptr && dep->IsSignaledFlag() && !dep->error().ok()) MarkUnusable();
+    if (dep != nullptr && dep->IsSignaledFlag() && !dep->error().ok()) {
+      // A failed producer, or a bind job that failed or was killed on our ranges: execute the
+      // killed jobs' unmaps before ours (this job's maps are skipped: the VM is unusable).
+      MarkUnusable();
+      CatchUpKilledLocked();
+    }
   }
   if (!ExecuteLocked(job)) return absl::InternalError("simulated page-table fault");
   return fence::FenceRef(nullptr);
@@ -177,10 +191,7 @@ absl::StatusOr<fence::FenceRef> BindVm::RunJob(BindJob& job) {
 void BindVm::FreeJob(std::unique_ptr<BindJob> job) {
   {
     absl::MutexLock l(&pt_mu_);
-    if (!job->ran_) {  // killed or cancelled: still execute its unmaps, in order
-      CatchUpLocked(job->queue_next_);
-      UDRM_CHECK(job->ran_, "BindVm::FreeJob: a job not in the bind order");
-    }
+    if (!job->ran_) CatchUpLocked(job.get());  // killed or cancelled: still execute its unmaps
   }
   absl::MutexLock l(&cleanup_mu_);
   BindJob* j = job.release();
@@ -245,6 +256,7 @@ void BindVm::Close() {
       return absl::OkStatus();
     });
     UDRM_CHECK(st.ok(), "BindVm::Close: locking failed");
+    ranges_.Clear();
     absl::StatusOr<Prealloc> pre = pt_->ReserveForUnmap(0, pt_->va_limit());
     UDRM_CHECK(pre.ok(), "BindVm::Close: reservation failed");
     {

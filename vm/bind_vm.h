@@ -6,9 +6,9 @@
 // The path of a bind (BindQueue::Submit → BindVm::Submit; every step is a function in
 // vm/bind_steps.h):
 //   Validate → Lock (one exec::Exec; the VM resv is the lock of the VA tree) → Prealloc (the
-//   worst case of the whole list) → Apply (the tree changes; one op list) → Push (the job, with
-//   the in-fences and the VM's previous bind job as dependencies) → RunJob (the page table, in
-//   order) → cleanup worker (grace period, unused reservations, BO references).
+//   exact needs of the whole list) → Apply (the tree changes; one op list) → Push (the job, with
+//   the in-fences and the pending bind jobs on overlapping ranges as dependencies) → RunJob (the
+//   page table, in order) → cleanup worker (grace period, unused reservations, BO references).
 // Every error before Apply returns a status and changes nothing. Apply and everything after it
 // cannot fail for lack of memory; a failure that can still happen (a simulated page-table fault
 // in RunJob, a bind job killed with its entity or cancelled, an in-fence with an error) makes
@@ -17,11 +17,16 @@
 // the same for run_job failures and GPU hangs; for an in-fence error msm's scheduler skips
 // run_job and the job's unmaps are lost with it — we execute them (catch-up, below).
 //
-// Order: bind jobs of one VM execute on the page table in the order their binds applied to the
-// tree, whatever queue they came from: each job depends on the VM's previous bind job (several
-// queues converge; a coarser rule than per-range tracking, see the report of issue 12). A job
-// that never ran (killed) is caught up — its unmaps executed — by the next job that runs, or by
-// its own FreeJob.
+// Order: per VA range. A bind job depends on the unfinished bind jobs whose ops overlap its
+// ops' ranges (vm/bind_ranges.h, kept under the VM resv), so for every page the jobs touching it
+// execute on the page table in the order their binds applied to the tree, whatever queue they
+// came from and whatever order the in-fences signal in; jobs on disjoint ranges run in any
+// order (one at a time: the page-table writer lock pt_mu_). A job that never ran (killed with
+// its queue, or cancelled by teardown) is caught up — its unmaps executed, its maps skipped, the
+// VM marked unusable — by its own FreeJob, or earlier by the first job that runs with an error
+// among its dependencies (a job depending on a killed one sees the killed job's error, so it
+// never executes before the killed job's unmaps). A bind whose ranges overlap a failed or killed
+// job's fails with FailedPrecondition("VM unusable") and marks the VM unusable.
 //
 // Device addresses: a BO mapping's page-table target is a device address from a window owned
 // by the VM (one 4 GiB slot per mapped BindOp, so a map's range is at most 4 GiB);
@@ -52,13 +57,14 @@
 #include "sched/scheduler.h"
 #include "vm/bind_job.h"
 #include "vm/bind_op.h"
+#include "vm/bind_ranges.h"
 #include "vm/gpuvm.h"
 #include "vm/page_table.h"
 
 namespace vm {
 
 struct BindVmOptions {
-  int va_bits = 48;  // of the page table; the VA space is [0, 2^va_bits)
+  int va_bits = 48;          // of the page table; the VA space is [0, 2^va_bits)
   uint32_t gpuvm_flags = 0;  // Gpuvm::Flags (not kImmediateMode)
   // Null: the VM makes its own (CreateBindScheduler). Else a scheduler created with a
   // BindBackend, which must outlive the VM.
@@ -67,7 +73,7 @@ struct BindVmOptions {
 
 class BindVm {
  public:
-  static constexpr int kSlotShift = 32;        // a mapped BindOp's device-address slot: 4 GiB
+  static constexpr int kSlotShift = 32;  // a mapped BindOp's device-address slot: 4 GiB
   static constexpr size_t kSlots = size_t{1} << 18;
 
   static absl::StatusOr<std::unique_ptr<BindVm>> Create(std::string name, BindVmOptions options);
@@ -117,10 +123,11 @@ class BindVm {
   // --- for the bind steps and BindBackend ---
   // Assigns a device-address slot to host memory. ResourceExhausted when the window is full.
   absl::StatusOr<uint64_t> AssignDeviceAddress(std::byte* host);
-  // The finished fence of the last bind job pushed. Caller holds the VM resv.
-  fence::FenceRef last_fence() const ABSL_LOCKS_EXCLUDED(last_mu_);
+  // The range tracker. Contract: the caller holds the VM resv, which is its lock.
+  BindRanges& ranges() { return ranges_; }
   // Push step: arms and pushes `job` on `entity` (its dependencies are already added), adds its
-  // finished fence to the resvs (see vm/bind_steps.h) and records it as the last bind job.
+  // finished fence to the resvs (see vm/bind_steps.h) and records it in the range tracker as the
+  // last job of its ops' ranges. Caller holds the VM resv. Allocation-free.
   fence::FenceRef PushLocked(sched::Entity& entity, std::unique_ptr<BindJob> job,
                              std::span<const BindOp> ops);
   absl::StatusOr<fence::FenceRef> RunJob(BindJob& job) ABSL_LOCKS_EXCLUDED(pt_mu_);
@@ -131,8 +138,12 @@ class BindVm {
   // Executes `job`'s op list (maps skipped when unusable or failed at the injected entry).
   // Returns false on the injected fault.
   bool ExecuteLocked(BindJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
-  // Executes (unmaps only) the jobs pushed before `upto` that never ran, marking the VM unusable.
-  void CatchUpLocked(BindJob* upto) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
+  void LinkPendingLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
+  void UnlinkPendingLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
+  // Executes (unmaps only, marking the VM unusable) a pushed job that will never run.
+  void CatchUpLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
+  // Catches up every pending job whose finished fence signalled without running (killed).
+  void CatchUpKilledLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   void CleanupLoop() ABSL_LOCKS_EXCLUDED(cleanup_mu_);
   bool CleanupReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(cleanup_mu_);
   void Cleanup(std::unique_ptr<BindJob> job);
@@ -150,14 +161,14 @@ class BindVm {
   std::unique_ptr<std::atomic<std::byte*>[]> slots_;  // device-address window
   std::atomic<uint64_t> next_slot_{1};
 
-  mutable absl::Mutex last_mu_;
-  fence::FenceRef last_fence_ ABSL_GUARDED_BY(last_mu_);
+  // Guarded by the VM resv (gpuvm_->resv()), which no annotation can name: see ranges().
+  BindRanges ranges_;
 
   // The page-table writer lock: RunJob, catch-up and Close. Never held while waiting for
   // anything else.
   absl::Mutex pt_mu_;
-  BindJob* queue_head_ ABSL_GUARDED_BY(pt_mu_) = nullptr;  // pushed, not executed, in order
-  BindJob* queue_tail_ ABSL_GUARDED_BY(pt_mu_) = nullptr;
+  BindJob* pending_head_ ABSL_GUARDED_BY(pt_mu_) = nullptr;  // pushed, not executed, in order
+  BindJob* pending_tail_ ABSL_GUARDED_BY(pt_mu_) = nullptr;
 
   absl::Mutex cleanup_mu_;
   BindJob* cleanup_head_ ABSL_GUARDED_BY(cleanup_mu_) = nullptr;

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "exec/exec.h"
 #include "fence/resv.h"
+#include "vm/gpuvm_list.h"
 #include "vm/gpuvm_ref.h"
 
 namespace vm {
@@ -74,8 +75,9 @@ class Bo final : public exec::Object {
   Ref<Bo> resv_owner_;
   fence::Resv* resv_ = nullptr;
   absl::Mutex gpuva_mu_;
-  // The VmBos of this object, one per VM (obj->gpuva.list). Guarded by the gpuva lock (see top).
-  std::vector<VmBo*> vm_bos_;
+  // The VmBos of this object, one per VM (obj->gpuva.list), intrusive (joining never
+  // allocates). Guarded by the gpuva lock (see top).
+  internal::IntrusiveList<VmBo, internal::BoTag> vm_bos_;
 };
 
 }  // namespace vm

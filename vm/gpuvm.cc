@@ -1,5 +1,6 @@
 #include "vm/gpuvm.h"
 
+#include <initializer_list>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -71,6 +72,8 @@ void Gpuvm::Put() {
   // drm_gpuvm_fini.
   if (kernel_node_.range != 0) {
     tree_.erase(kernel_node_.addr);
+    finger_valid_ = false;
+    ++gen_;
     kernel_node_.vm = nullptr;
   }
   UDRM_CHECK(tree_.empty(), "vm::Gpuvm freed with VAs still in its tree");
@@ -118,28 +121,128 @@ absl::Status Gpuvm::CheckMapping(uint64_t addr, uint64_t range, const Bo* bo,
   return absl::OkStatus();
 }
 
+Gpuvm::TreeIt Gpuvm::UpperBound(uint64_t addr) const {
+  auto& tree = const_cast<Tree&>(tree_);  // iterators only read here
+  if (finger_valid_) {
+    // The answer is the finger or one of its two successors, or one of its two predecessors.
+    TreeIt c = finger_;
+    const TreeIt end = tree.end();
+    int steps = 0;
+    while (c != end && c->first <= addr && steps < 2) {
+      ++c;
+      ++steps;
+    }
+    if (c == end || c->first > addr) {
+      const TreeIt begin = tree.begin();
+      for (int back = 0; back < 3; ++back) {
+        if (c == begin) return c;
+        const TreeIt p = std::prev(c);
+        if (p->first <= addr) return c;
+        if (steps != 0) break;  // went forward: the predecessor was <= addr already
+        c = p;
+      }
+    }
+  }
+  return tree.upper_bound(addr);
+}
+
+// The first VA ending after `start` (the one containing it, or the next). A search: the walks
+// it starts are at random places.
+Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start) const {
+  auto& tree = const_cast<Tree&>(tree_);  // iterators only read here
+  TreeIt it = tree.upper_bound(start);
+  if (it != tree.begin()) {
+    TreeIt prev = std::prev(it);
+    if (prev->second->end() > start) return prev;
+  }
+  return it;
+}
+
 void Gpuvm::InsertUnchecked(Gpuva* va) {
-  tree_.emplace(va->addr, va);
+  SetFinger(tree_.emplace(va->addr, va).first);
+  ++gen_;
   va->vm = this;
 }
 
 absl::Status Gpuvm::Insert(Gpuva* va) {
   UDRM_CHECK(va->vm == nullptr, "vm::Gpuvm::Insert of a VA already in a tree");
   if (absl::Status s = CheckMapping(va->addr, va->range, va->bo, va->offset); !s.ok()) return s;
-  if (FindFirst(va->addr, va->range) != nullptr) {
+  // One search (none near the finger): the insert position, whose neighbours decide overlap.
+  const TreeIt it = UpperBound(va->addr);
+  if ((it != tree_.begin() && std::prev(it)->second->end() > va->addr) ||
+      (it != tree_.end() && it->first < va->end())) {
     return absl::AlreadyExistsError("vm: the VA overlaps an existing mapping");
   }
   Get();
-  InsertUnchecked(va);
+  SetFinger(tree_.emplace_hint(it, va->addr, va));
+  ++gen_;
+  va->vm = this;
   return absl::OkStatus();
+}
+
+Gpuvm::TreeIt Gpuvm::Locate(const Gpuva* va) {
+  if (finger_valid_ && finger_ != tree_.end() && finger_->second == va) return finger_;
+  TreeIt it = UpperBound(va->addr);
+  UDRM_CHECK(it != tree_.begin(), "vm::Gpuvm: VA not in the tree");
+  --it;
+  UDRM_CHECK(it->second == va, "vm::Gpuvm: VA not in the tree");
+  return it;
+}
+
+void Gpuvm::Remap(Gpuva* old, Gpuva* prev, Gpuva* next) {
+  UDRM_CHECK(old != &kernel_node_, "vm::Gpuvm::Remap of the kernel node");
+  UDRM_CHECK(old->vm == this, "vm::Gpuvm::Remap of a VA not in this VM");
+  const bool pieces_inside =
+      (prev != nullptr || next != nullptr) &&
+      (prev == nullptr ||
+       (prev->addr == old->addr && prev->range != 0 && prev->range < old->range)) &&
+      (next == nullptr ||
+       (next->end() == old->end() && next->addr > old->addr && next->addr < old->end())) &&
+      (prev == nullptr || next == nullptr || prev->end() <= next->addr);
+  auto valid = [this](const Gpuva* va) {
+    return va == nullptr || CheckMapping(va->addr, va->range, va->bo, va->offset).ok();
+  };
+  if (!pieces_inside || !valid(prev) || !valid(next)) {
+    // Not the shape a split produces: remove and insert as separate calls (they check).
+    Get();  // the removal must not free the VM half-way
+    Remove(old);
+    for (Gpuva* va : {prev, next}) {
+      if (va == nullptr) continue;
+      UDRM_CHECK(va->vm == nullptr && Insert(va).ok(),
+                 "vm: applying an op to a tree that does not reflect the earlier ops");
+    }
+    Put();
+    return;
+  }
+  UDRM_CHECK((prev == nullptr || prev->vm == nullptr) && (next == nullptr || next->vm == nullptr),
+             "vm::Gpuvm::Remap of a piece already in a tree");
+  // The pieces lie inside `old`, so nothing else can overlap them: `prev` takes old's slot (same
+  // key), `next` goes right after it. The VM reference of `old` passes to the first piece.
+  TreeIt it = Locate(old);
+  old->vm = nullptr;
+  if (prev != nullptr) {
+    it->second = prev;
+    prev->vm = this;
+    ++it;
+  } else {
+    it = tree_.erase(it);
+  }
+  if (next != nullptr) {
+    if (prev != nullptr) Get();
+    it = tree_.emplace_hint(it, next->addr, next);
+    next->vm = this;
+  } else {
+    --it;  // prev's slot
+  }
+  SetFinger(it);
+  ++gen_;
 }
 
 void Gpuvm::Remove(Gpuva* va) {
   UDRM_CHECK(va != &kernel_node_, "vm::Gpuvm::Remove of the kernel node");
   UDRM_CHECK(va->vm == this, "vm::Gpuvm::Remove of a VA not in this VM");
-  auto it = tree_.find(va->addr);
-  UDRM_CHECK(it != tree_.end() && it->second == va, "vm::Gpuvm::Remove: VA not in the tree");
-  tree_.erase(it);
+  SetFinger(tree_.erase(Locate(va)));
+  ++gen_;
   va->vm = nullptr;
   Put();
 }
@@ -171,18 +274,50 @@ Gpuva* Gpuvm::FindNext(uint64_t end) const {
   return FindFirst(end, 1);
 }
 
-Gpuva* Gpuvm::FirstAtOrAfter(uint64_t key, uint64_t end) const {
-  auto it = tree_.lower_bound(key);
-  return it != tree_.end() && it->first < end ? it->second : nullptr;
+Gpuvm::VaRange Gpuvm::Range(uint64_t start, uint64_t end) const {
+  auto& tree = const_cast<Tree&>(tree_);  // iterators only read through a const VM
+  return VaRange(this, nullptr, end > start ? FirstOverlapping(start) : tree.end(), end);
 }
 
-Gpuvm::VaRange Gpuvm::Range(uint64_t start, uint64_t end) const {
-  Gpuva* first = end > start ? FindFirst(start, end - start) : nullptr;
-  return VaRange(this, first, end);
+Gpuvm::VaRange Gpuvm::RangeForUpdate(uint64_t start, uint64_t end) {
+  return VaRange(this, this, end > start ? FirstOverlapping(start) : tree_.end(), end);
 }
 
 Gpuvm::VaRange Gpuvm::All() const {
-  return VaRange(this, tree_.empty() ? nullptr : tree_.begin()->second, UINT64_MAX);
+  return VaRange(this, nullptr, const_cast<Tree&>(tree_).begin(), UINT64_MAX);
+}
+
+}  // namespace vm
+
+namespace vm {
+
+size_t Gpuvm::NodesForInserts(size_t height, size_t n) {
+  // Insert i (from 0) needs at most height + growths(i) + 1 blocks, where growths(i), the root
+  // splits possible before it, is 0 for i = 0 and 1 + (i-1)/k after (k = kTreeNodeSlots - 1).
+  // Closed form of the sum; the callers bound n (ReserveInserts: <= kMaxReservedInserts).
+  constexpr size_t k = internal::NodePool::kTreeNodeSlots - 1;
+  if (n == 0) return 0;
+  const size_t m = n - 1;  // inserts after the first: sum of 1 + j/k for j in [0, m)
+  const size_t q = m / k;
+  const size_t r = m % k;
+  return n * (height + 1) + m + k * q * (q - 1) / 2 * (q != 0) + q * r;
+}
+
+absl::StatusOr<Gpuvm::InsertReservation> Gpuvm::ReserveInserts(size_t n) {
+  if (n > kMaxReservedInserts) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "vm::Gpuvm::ReserveInserts: ", n, " inserts is more than one reservation covers"));
+  }
+  const size_t blocks = NodesForInserts(tree_.height(), n);
+  if (absl::Status s = pool_.Reserve(blocks); !s.ok()) return s;
+  Get();
+  return InsertReservation(Ref<Gpuvm>::Adopt(this), blocks);
+}
+
+void Gpuvm::InsertReservation::Release() {
+  if (!vm_) return;
+  vm_->pool_.Unreserve(std::exchange(blocks_, 0));
+  vm_.reset();
 }
 
 }  // namespace vm

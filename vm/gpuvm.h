@@ -20,14 +20,30 @@
 // Thread-safety: the tree (Insert/Remove/Find*/iteration/split-merge/apply) is NOT synchronised:
 // the driver serialises it (its VM lock). The extobj, evict and deferred lists have an internal
 // mutex (lists_mu_), so VmBos may join or leave them from any thread.
+//
+// Allocation (VM_BIND updates the tree where it must not fail for lack of memory):
+// - The tree's btree nodes come from a per-VM pool (vm/gpuvm_node_pool.h). ReserveInserts(n)
+//   fills it for the worst case of n inserts; while that InsertReservation is alive, the next n
+//   Insert calls (and ApplyMap / ApplyRemap, which insert through it) allocate nothing, whatever
+//   Removes are interleaved (Remove never allocates: erasing frees or merges nodes, and freed
+//   nodes go back to the pool).
+// - Never allocating, reservation or not: Remove, ApplyUnmap, Find*/Range/iteration, the
+//   split/merge walks in callback form (SmMap/SmUnmap; the steps themselves are the caller's),
+//   and every VmBo list change — VmBo::Link/Unlink/UnlinkDefer, ExtobjAdd, Evict, Put,
+//   PutDeferred, Obtain's and ObtainPrealloc's join of the BO's VmBo list, DeferredCleanup — all
+//   lists are intrusive. (VmBo::Create / Obtain of a new VmBo allocate the VmBo itself: use
+//   Create up front and ObtainPrealloc.) Error statuses allocate their message: the
+//   allocation-free guarantee is for calls that succeed (Insert's contract under ApplyMap).
+// - Allocating: Create, ReserveInserts, an Insert without a reservation, the *OpsCreate list
+//   forms (the op vector), the *ForTesting snapshots.
 #ifndef UDRM_VM_GPUVM_H_
 #define UDRM_VM_GPUVM_H_
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -38,6 +54,8 @@
 #include "exec/exec.h"
 #include "vm/bo.h"
 #include "vm/gpuva.h"
+#include "vm/gpuvm_list.h"
+#include "vm/gpuvm_node_pool.h"
 #include "vm/gpuvm_ref.h"
 
 namespace vm {
@@ -106,11 +124,43 @@ class Gpuvm {
   absl::Status CheckMapping(uint64_t addr, uint64_t range, const Bo* bo, uint64_t offset) const;
 
   // drm_gpuva_insert: InvalidArgument (see CheckMapping), AlreadyExists if it overlaps a VA.
-  // Takes a VM reference and sets va->vm. Contract: va is not in a tree.
+  // Takes a VM reference and sets va->vm. Contract: va is not in a tree. Allocates tree nodes
+  // unless a reservation covers it (see ReserveInserts).
   absl::Status Insert(Gpuva* va);
+
+  // Pre-allocates the tree nodes of `n` inserts, so that the next n successful Insert calls
+  // (ApplyMap: 1 insert, ApplyRemap: 1 per prev/next piece) allocate nothing while the returned
+  // reservation is alive (see the top). ResourceExhausted (nothing reserved) if memory runs
+  // out. The bound (NodesForInserts) is the worst case: an insert may split every node on its
+  // path and add a new root, height+1 nodes, and the height may grow during the n inserts.
+  // Several reservations may be outstanding; each one's promise holds independently of the
+  // others only if the inserts they cover are no more than the sum they reserved.
+  // Thread-safety: as Insert (the driver's VM lock) — it reads the tree's height; the
+  // reservation itself may be destroyed on any thread. Blocks (a mutex, and operator new).
+  // More than this: ResourceExhausted (the bound grows as n^2/28).
+  static constexpr size_t kMaxReservedInserts = size_t{1} << 20;
+  class InsertReservation;
+  [[nodiscard]] absl::StatusOr<InsertReservation> ReserveInserts(size_t n);
+  // The blocks ReserveInserts(n) reserves for a tree of height `height`: sum over the n
+  // inserts of (height before it + 1), the height growing by one at the first insert and then
+  // at most once per kTreeNodeSlots-1 inserts (a new root holds one key and gains at most one
+  // per insert before it can split again).
+  static size_t NodesForInserts(size_t height, size_t n);
+  // The btree's height (0 when empty) and node-pool statistics, for tests and the bench.
+  size_t tree_height() const { return tree_.height(); }
+  const internal::NodePool& node_pool() const { return pool_; }
+  internal::NodePool& node_pool_for_testing() { return pool_; }
   // drm_gpuva_remove: drops the VM reference (which may free the VM: hold your own). Contracts
   // (crash): va is in this VM's tree and is not the kernel node.
   void Remove(Gpuva* va);
+
+  // The tree part of drm_gpuva_remap: replaces `old` by its surviving pieces `prev` / `next`
+  // (either may be null), as Remove(old) then Insert of each piece would — same tree, same
+  // references, same crashes — but in place when the pieces have the shape a split produces
+  // (prev starts at old's start, next ends at old's end, both inside old): no search, no
+  // allocation for prev (it takes old's slot), one hinted insert for next. Contract (crash):
+  // old is in this VM's tree and not the kernel node; the pieces are in no tree and fit.
+  void Remap(Gpuva* old, Gpuva* prev, Gpuva* next);
 
   // drm_gpuva_find_first: the first VA overlapping [addr, addr+range); nullptr for range 0.
   Gpuva* FindFirst(uint64_t addr, uint64_t range) const;
@@ -121,7 +171,9 @@ class Gpuvm {
   // drm_gpuva_find_next: the VA containing `end` (nullptr if none or `end` is not valid).
   Gpuva* FindNext(uint64_t end) const;
   // drm_gpuvm_interval_empty.
-  bool IntervalEmpty(uint64_t addr, uint64_t range) const { return FindFirst(addr, range) == nullptr; }
+  bool IntervalEmpty(uint64_t addr, uint64_t range) const {
+    return FindFirst(addr, range) == nullptr;
+  }
   // VAs in the tree, kernel node included.
   size_t va_count() const { return tree_.size(); }
 
@@ -131,6 +183,10 @@ class Gpuvm {
   class RangeIterator;
   class VaRange;
   VaRange Range(uint64_t start, uint64_t end) const;
+  // Range for a walk whose body changes the tree at the current VA (split/merge applied at
+  // once): the same VAs, and the VM's finger (see below) follows the walk, so removing the
+  // current VA and inserting its pieces costs no search. Not for concurrent readers (writes).
+  VaRange RangeForUpdate(uint64_t start, uint64_t end);
   // Every VA, in address order (same removal rule).
   VaRange All() const;
 
@@ -154,8 +210,24 @@ class Gpuvm {
   ~Gpuvm();
   void InsertUnchecked(Gpuva* va);
   std::vector<Ref<VmBo>> Snapshot(List which) const ABSL_LOCKS_EXCLUDED(lists_mu_);
-  // The first VA starting at or after `key` and before `end`.
-  Gpuva* FirstAtOrAfter(uint64_t key, uint64_t end) const;
+  using TreeAlloc = internal::PoolAllocator<std::pair<const uint64_t, Gpuva*>>;
+  // The map by start address, with its height (absl keeps it in its protected btree).
+  class Tree : public absl::btree_map<uint64_t, Gpuva*, std::less<uint64_t>, TreeAlloc> {
+   public:
+    explicit Tree(internal::NodePool* pool) : btree_map(TreeAlloc(pool)) {}
+    size_t height() const { return this->tree_.height(); }
+  };
+  using TreeIt = Tree::iterator;
+  // tree_.upper_bound(addr), without a search when the finger is within two entries of it.
+  // Const (reads the finger only), so concurrent const readers stay safe.
+  TreeIt UpperBound(uint64_t addr) const;
+  TreeIt FirstOverlapping(uint64_t start) const;
+  // The iterator of `va`, which must be in the tree (crash otherwise); O(1) at the finger.
+  TreeIt Locate(const Gpuva* va);
+  void SetFinger(TreeIt it) {
+    finger_ = it;
+    finger_valid_ = true;
+  }
 
   std::atomic<int> refs_{1};
   const std::string name_;
@@ -165,47 +237,105 @@ class Gpuvm {
   const uint64_t granule_;
   Ref<Bo> r_obj_;
   Gpuva kernel_node_;
-  absl::btree_map<uint64_t, Gpuva*> tree_;  // by addr; driver-serialised (see top)
+  internal::NodePool pool_;  // the tree's nodes; before tree_ (destroyed after it)
+  Tree tree_{&pool_};        // by addr; driver-serialised (see top)
+  // Changes of tree_ so far (a RangeIterator re-locates after one).
+  uint64_t gen_ = 0;
+  // The finger: an iterator into tree_ at the last change (the inserted VA, or the successor of
+  // the removed one) or at the VA an update walk is at. Every change of tree_ sets it or clears
+  // finger_valid_, so it is always a valid iterator while finger_valid_. Insert and Remove start
+  // from it when it is near (a remap is an erase and two inserts at the same place).
+  TreeIt finger_;
+  bool finger_valid_ = false;
 
   mutable absl::Mutex lists_mu_;
-  std::list<VmBo*> extobjs_ ABSL_GUARDED_BY(lists_mu_);
-  std::list<VmBo*> evicted_ ABSL_GUARDED_BY(lists_mu_);
-  std::vector<VmBo*> deferred_ ABSL_GUARDED_BY(lists_mu_);
+  internal::IntrusiveList<VmBo, internal::ExtobjTag> extobjs_ ABSL_GUARDED_BY(lists_mu_);
+  internal::IntrusiveList<VmBo, internal::EvictTag> evicted_ ABSL_GUARDED_BY(lists_mu_);
+  internal::IntrusiveList<VmBo, internal::DeferredTag> deferred_ ABSL_GUARDED_BY(lists_mu_);
   std::function<absl::Status(VmBo&, exec::Exec&)> vm_bo_validate_;
 };
 
+// A promise of tree nodes (Gpuvm::ReserveInserts). Move-only; destroying it (or Release) gives
+// the unused part back to the pool, which frees what it does not cache. Holds a VM reference.
+class Gpuvm::InsertReservation {
+ public:
+  InsertReservation() = default;
+  InsertReservation(InsertReservation&& o) noexcept
+      : vm_(std::move(o.vm_)), blocks_(std::exchange(o.blocks_, 0)) {}
+  InsertReservation& operator=(InsertReservation&& o) noexcept {
+    if (this != &o) {
+      Release();
+      vm_ = std::move(o.vm_);
+      blocks_ = std::exchange(o.blocks_, 0);
+    }
+    return *this;
+  }
+  ~InsertReservation() { Release(); }
+  // Gives the reservation back now (idempotent).
+  void Release();
+  size_t blocks() const { return blocks_; }
+
+ private:
+  friend class Gpuvm;
+  InsertReservation(Ref<Gpuvm> vm, size_t blocks) : vm_(std::move(vm)), blocks_(blocks) {}
+  Ref<Gpuvm> vm_;
+  size_t blocks_ = 0;
+};
+
 // Iteration that tolerates removal of the current VA: the iterator remembers where the current
-// VA ends and looks the next one up from there (O(log n) per step).
+// VA ends. While the tree is unchanged a step is an iterator increment; after a change (the
+// body removed or inserted VAs) it looks the next VA up from there — through the VM's finger,
+// so without a search when the change was at the current VA (the split/merge steps).
 class Gpuvm::RangeIterator {
  public:
   Gpuva* operator*() const { return va_; }
   RangeIterator& operator++() {
-    va_ = vm_->FirstAtOrAfter(next_, end_);
-    if (va_ != nullptr) next_ = va_->end();
+    if (vm_->gen_ == gen_) {
+      ++it_;
+    } else {
+      it_ = vm_->UpperBound(next_ - 1);  // the first VA at or after next_ (> 0: a VA's end)
+      gen_ = vm_->gen_;
+    }
+    Settle();
     return *this;
   }
   bool operator!=(const RangeIterator& o) const { return va_ != o.va_; }
 
  private:
   friend class Gpuvm;
-  RangeIterator(const Gpuvm* vm, Gpuva* va, uint64_t end)
-      : vm_(vm), va_(va), next_(va != nullptr ? va->end() : 0), end_(end) {}
-  const Gpuvm* vm_;
-  Gpuva* va_;
-  uint64_t next_;
-  uint64_t end_;
+  friend class VaRange;
+  RangeIterator(const Gpuvm* vm, Gpuvm* update, TreeIt it, uint64_t end)
+      : vm_(vm), update_(update), it_(it), end_(end), gen_(vm->gen_) {
+    Settle();
+  }
+  RangeIterator() = default;  // the end sentinel
+  void Settle() {
+    va_ = it_ != vm_->tree_.end() && it_->first < end_ ? it_->second : nullptr;
+    if (va_ == nullptr) return;
+    next_ = va_->end();
+    if (update_ != nullptr) update_->SetFinger(it_);
+  }
+  const Gpuvm* vm_ = nullptr;
+  Gpuvm* update_ = nullptr;  // RangeForUpdate: the VM whose finger follows the walk
+  TreeIt it_;
+  Gpuva* va_ = nullptr;
+  uint64_t next_ = 0;
+  uint64_t end_ = 0;
+  uint64_t gen_ = 0;
 };
 
 class Gpuvm::VaRange {
  public:
-  RangeIterator begin() const { return RangeIterator(vm_, first_, end_); }
-  RangeIterator end() const { return RangeIterator(vm_, nullptr, end_); }
+  RangeIterator begin() const { return RangeIterator(vm_, update_, first_, end_); }
+  RangeIterator end() const { return RangeIterator(); }
 
  private:
   friend class Gpuvm;
-  VaRange(const Gpuvm* vm, Gpuva* first, uint64_t end) : vm_(vm), first_(first), end_(end) {}
+  VaRange(const Gpuvm* vm, Gpuvm* update, TreeIt first, uint64_t end)
+      : vm_(vm), update_(update), first_(first), end_(end) {}
   const Gpuvm* vm_;
-  Gpuva* first_;
+  Gpuvm* update_;
+  TreeIt first_;
   uint64_t end_;
 };
 

@@ -1,4 +1,6 @@
 // Split/merge walks (see gpuvm_ops.h); the table in the reference §1.3, row by row.
+#include <utility>
+
 #include "base/check.h"
 #include "vm/gpuvm_ops.h"
 #include "vm/vm_bo.h"
@@ -8,17 +10,26 @@ namespace {
 
 // The walk over the VAs overlapping [addr, end): the next VA is looked up after each step from
 // where the current one ended, so a step may remove the current VA and insert its pieces
-// outside the request window.
-template <typename F>
-absl::Status ForEachOverlapping(const Gpuvm& vm, uint64_t addr, uint64_t end, F&& f) {
-  for (Gpuva* va : vm.Range(addr, end)) {
+// outside the request window. The callback form (a non-const VM: steps may change the tree at
+// once) walks with RangeForUpdate, so those changes start from the VM's finger.
+Gpuvm::VaRange WalkRange(const Gpuvm& vm, uint64_t addr, uint64_t end) {
+  return vm.Range(addr, end);
+}
+Gpuvm::VaRange WalkRange(Gpuvm& vm, uint64_t addr, uint64_t end) {
+  return vm.RangeForUpdate(addr, end);
+}
+
+template <typename VM, typename F>
+absl::Status ForEachOverlapping(VM& vm, uint64_t addr, uint64_t end, F&& f) {
+  for (Gpuva* va : WalkRange(vm, addr, end)) {
     bool stop = false;
     if (absl::Status s = f(va, stop); !s.ok() || stop) return s;
   }
   return absl::OkStatus();
 }
 
-absl::Status WalkMap(const Gpuvm& vm, const OpMap& req, SmSteps& steps) {
+template <typename VM>
+absl::Status WalkMap(VM& vm, const OpMap& req, SmSteps& steps) {
   const uint64_t req_end = req.addr + req.range;
   absl::Status s = ForEachOverlapping(vm, req.addr, req_end, [&](Gpuva* va, bool& stop) {
     Bo* const bo = va->bo;
@@ -33,8 +44,8 @@ absl::Status WalkMap(const Gpuvm& vm, const OpMap& req, SmSteps& steps) {
         return steps.StepUnmap({va, merge});
       }
       stop = true;
-      return steps.StepRemap({std::nullopt, OpMap{req_end, end - req_end, bo, off + req.range},
-                              {va, merge}});
+      return steps.StepRemap(
+          {std::nullopt, OpMap{req_end, end - req_end, bo, off + req.range}, {va, merge}});
     }
     if (addr < req.addr) {
       const uint64_t ls_range = req.addr - addr;
@@ -62,7 +73,8 @@ absl::Status WalkMap(const Gpuvm& vm, const OpMap& req, SmSteps& steps) {
   return steps.StepMap(req);
 }
 
-absl::Status WalkUnmap(const Gpuvm& vm, uint64_t req_addr, uint64_t req_range, SmSteps& steps) {
+template <typename VM>
+absl::Status WalkUnmap(VM& vm, uint64_t req_addr, uint64_t req_range, SmSteps& steps) {
   const uint64_t req_end = req_addr + req_range;
   return ForEachOverlapping(vm, req_addr, req_end, [&](Gpuva* va, bool& stop) {
     std::optional<OpMap> prev, next;
@@ -109,9 +121,10 @@ absl::Status WalkMadvise(const Gpuvm& vm, const OpMap& req, SmSteps& steps) {
     }
     if (end <= req_end) return absl::OkStatus();
     stop = true;
-    absl::Status s = steps.StepRemap(
-        {std::nullopt, OpMap{req_end, end - req_end, nullptr, off + (req_end - addr)},
-         {va, false}});
+    absl::Status s =
+        steps.StepRemap({std::nullopt,
+                         OpMap{req_end, end - req_end, nullptr, off + (req_end - addr)},
+                         {va, false}});
     return s.ok() ? steps.StepMap(OpMap{addr, req_end - addr, nullptr, 0}) : s;
   });
 }
@@ -202,11 +215,14 @@ void ApplyMap(Gpuvm& vm, Gpuva* va, const OpMap& op) { InsertFromOp(vm, va, op);
 void ApplyRemap(Gpuvm& vm, Gpuva* prev, Gpuva* next, const OpRemap& op) {
   UDRM_CHECK(op.prev.has_value() == (prev != nullptr) && op.next.has_value() == (next != nullptr),
              "vm::ApplyRemap: a VA for exactly each of prev/next");
-  vm.Get();  // the removal must not free the VM half-way
-  vm.Remove(op.unmap.va);
-  if (prev != nullptr) InsertFromOp(vm, prev, *op.prev);
-  if (next != nullptr) InsertFromOp(vm, next, *op.next);
-  vm.Put();
+  for (auto [va, m] : {std::pair{prev, &op.prev}, std::pair{next, &op.next}}) {
+    if (va == nullptr) continue;
+    va->addr = (*m)->addr;
+    va->range = (*m)->range;
+    va->bo = (*m)->bo;
+    va->offset = (*m)->offset;
+  }
+  vm.Remap(op.unmap.va, prev, next);
 }
 
 void ApplyUnmap(Gpuvm& vm, const OpUnmap& op) { vm.Remove(op.va); }

@@ -36,7 +36,7 @@ Ref<VmBo> VmBo::Find(Gpuvm& vm, Bo& bo) {
   } else {
     UDRM_CHECK(bo.resv().lock().IsLocked(), "vm::VmBo::Find without the BO's gpuva lock");
   }
-  for (VmBo* vb : bo.vm_bos_) {
+  for (VmBo* vb = bo.vm_bos_.front(); vb != nullptr; vb = decltype(bo.vm_bos_)::Next(vb)) {
     if (vb->vm_ == &vm && vb->TryGet()) return Ref<VmBo>::Adopt(vb);
   }
   return Ref<VmBo>();
@@ -45,7 +45,7 @@ Ref<VmBo> VmBo::Find(Gpuvm& vm, Bo& bo) {
 Ref<VmBo> VmBo::Obtain(Gpuvm& vm, Bo& bo) {
   if (Ref<VmBo> found = Find(vm, bo)) return found;
   Ref<VmBo> vb = Create(vm, bo);
-  bo.vm_bos_.push_back(vb.get());
+  bo.vm_bos_.PushBack(vb.get());
   vb->in_bo_list_ = true;
   return vb;
 }
@@ -57,7 +57,7 @@ Ref<VmBo> VmBo::ObtainPrealloc(Ref<VmBo> pre) {
   Bo& bo = *pre->bo_;
   auto obtain = [&]() -> Ref<VmBo> {
     if (Ref<VmBo> found = Find(vm, bo)) return found;
-    bo.vm_bos_.push_back(pre.get());
+    bo.vm_bos_.PushBack(pre.get());
     pre->in_bo_list_ = true;
     return std::move(pre);
   };
@@ -82,8 +82,7 @@ bool VmBo::TryGet() {
 
 void VmBo::UnlinkFromBo() {
   if (!in_bo_list_) return;
-  auto& list = bo_->vm_bos_;
-  list.erase(std::find(list.begin(), list.end(), this));
+  bo_->vm_bos_.Erase(this);
   in_bo_list_ = false;
 }
 
@@ -121,16 +120,16 @@ void VmBo::PutDeferred() {
   }
   // Queued only after the mutex is released, so the BO cannot be freed while it is held.
   absl::MutexLock l(&vm->lists_mu_);
-  vm->deferred_.push_back(this);
+  vm->deferred_.PushBack(this);
 }
 
 void Gpuvm::DeferredCleanup() {
-  std::vector<VmBo*> batch;
+  internal::IntrusiveList<VmBo, internal::DeferredTag> batch;
   {
     absl::MutexLock l(&lists_mu_);
-    batch.swap(deferred_);
+    batch = deferred_.TakeAll();
   }
-  for (VmBo* vb : batch) vb->Destroy();
+  batch.ForEach([](VmBo* vb) { vb->Destroy(); });
 }
 
 void VmBo::Link(Gpuva* va) {
@@ -189,11 +188,11 @@ void VmBo::AddToList(Gpuvm::List which) {
   absl::MutexLock l(&vm_->lists_mu_);
   if (which == Gpuvm::List::kExtobj) {
     if (in_extobj_) return;
-    extobj_it_ = vm_->extobjs_.insert(vm_->extobjs_.end(), this);
+    vm_->extobjs_.PushBack(this);
     in_extobj_ = true;
   } else {
     if (in_evict_) return;
-    evict_it_ = vm_->evicted_.insert(vm_->evicted_.end(), this);
+    vm_->evicted_.PushBack(this);
     in_evict_ = true;
   }
 }
@@ -202,11 +201,11 @@ void VmBo::RemoveFromList(Gpuvm::List which) {
   absl::MutexLock l(&vm_->lists_mu_);
   if (which == Gpuvm::List::kExtobj) {
     if (!in_extobj_) return;
-    vm_->extobjs_.erase(extobj_it_);
+    vm_->extobjs_.Erase(this);
     in_extobj_ = false;
   } else {
     if (!in_evict_) return;
-    vm_->evicted_.erase(evict_it_);
+    vm_->evicted_.Erase(this);
     in_evict_ = false;
   }
 }
@@ -230,8 +229,13 @@ void VmBo::Evict(bool evict) {
 std::vector<Ref<VmBo>> Gpuvm::Snapshot(List which) const {
   std::vector<Ref<VmBo>> out;
   absl::MutexLock l(&lists_mu_);
-  for (VmBo* vb : which == List::kExtobj ? extobjs_ : evicted_) {
+  auto take = [&](VmBo* vb) {
     if (vb->TryGet()) out.push_back(Ref<VmBo>::Adopt(vb));
+  };
+  if (which == List::kExtobj) {
+    extobjs_.ForEach(take);
+  } else {
+    evicted_.ForEach(take);
   }
   return out;
 }

@@ -16,7 +16,6 @@
 #define UDRM_VM_VM_BO_H_
 
 #include <atomic>
-#include <list>
 
 #include "vm/bo.h"
 #include "vm/gpuva.h"
@@ -86,6 +85,8 @@ class VmBo {
 
  private:
   friend class Gpuvm;
+  template <typename, typename>
+  friend class internal::IntrusiveList;
   friend absl::Status PrepareObjects(Gpuvm&, exec::Exec&, size_t);
   friend absl::Status Validate(Gpuvm&, exec::Exec&);
   VmBo(Gpuvm& vm, Bo& bo);
@@ -98,19 +99,25 @@ class VmBo {
   void Destroy();
   void AddToList(Gpuvm::List which);
   void RemoveFromList(Gpuvm::List which);
+  internal::ListLink<VmBo>& link(internal::BoTag) { return bo_link_; }
+  internal::ListLink<VmBo>& link(internal::ExtobjTag) { return extobj_link_; }
+  internal::ListLink<VmBo>& link(internal::EvictTag) { return evict_link_; }
+  internal::ListLink<VmBo>& link(internal::DeferredTag) { return deferred_link_; }
 
   std::atomic<int> refs_{1};
-  Gpuvm* const vm_;  // holds a reference
-  Bo* const bo_;     // holds a reference
-  bool evicted_ = false;  // guarded by bo_->resv()
-  bool in_bo_list_ = false;  // guarded by the gpuva lock
-  Gpuva* va_head_ = nullptr;  // guarded by the gpuva lock
+  Gpuvm* const vm_;                   // holds a reference
+  Bo* const bo_;                      // holds a reference
+  bool evicted_ = false;              // guarded by bo_->resv()
+  bool in_bo_list_ = false;           // guarded by the gpuva lock
+  internal::ListLink<VmBo> bo_link_;  // in bo_->vm_bos_; guarded by the gpuva lock
+  Gpuva* va_head_ = nullptr;          // guarded by the gpuva lock
   Gpuva* va_tail_ = nullptr;
   // Membership of the VM's lists; guarded by vm_->lists_mu_.
   bool in_extobj_ = false;
   bool in_evict_ = false;
-  std::list<VmBo*>::iterator extobj_it_;
-  std::list<VmBo*>::iterator evict_it_;
+  internal::ListLink<VmBo> extobj_link_;
+  internal::ListLink<VmBo> evict_link_;
+  internal::ListLink<VmBo> deferred_link_;  // after the last PutDeferred
 };
 
 }  // namespace vm

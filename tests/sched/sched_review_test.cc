@@ -1,7 +1,8 @@
 // sched/: regression tests for the scheduler defects of issue 10 (review before VM_BIND): the
 // kill chain starts at the entity's last scheduled job, killed jobs wait for finished fences,
 // Stop from a reset worker while the timeout handler waits for it, PrepareJob's timing, no user
-// callback under the scheduler's lock, and the entity's error once a job is guilty.
+// callback under the scheduler's lock, the entity's error once a job is guilty, and FreeJob
+// never on two threads at once.
 #include <atomic>
 #include <memory>
 #include <set>
@@ -408,6 +409,75 @@ TEST_F(ReviewTest, EntityErrorOnceGuilty) {
     ASSERT_TRUE(SignalsWithin(j.finished, kWait));
   }
   s.reset();
+}
+
+// A backend whose timeout handler hands the reset to a worker and returns while the worker's
+// Stop is still freeing (amdgpu queues its reset work and returns). The worker's first FreeJob
+// stays inside FreeJob — the widened window — until another FreeJob call enters (an overlap) or
+// a bound passes; `in_free` counts FreeJob calls in progress.
+class ReturningResetWorkerBackend : public MockBackend {
+ public:
+  ~ReturningResetWorkerBackend() override {
+    if (worker.joinable()) worker.join();
+  }
+  TimeoutStatus TimedOutJob(Job& job) override {
+    Advance(2);  // both jobs' hardware fences signal: the worker's Stop frees the second
+    Job* bad = &job;
+    worker = std::thread([this, bad] {
+      on_worker = true;
+      sched->Stop(bad);
+      sched->Start(absl::OkStatus());
+      worker_done.Notify();
+    });
+    // Return while the worker's Stop is inside FreeJob.
+    stop_freeing_seen = stop_freeing.WaitForNotificationWithTimeout(kWait);
+    return TimeoutStatus::kReset;
+  }
+  void FreeJob(std::unique_ptr<Job> job) override {
+    if (in_free.fetch_add(1) != 0) {
+      overlaps.fetch_add(1);
+      if (!overlap_flag.exchange(true)) overlap.Notify();
+    }
+    if (on_worker && !window_flag.exchange(true)) {
+      stop_freeing.Notify();
+      (void)overlap.WaitForNotificationWithTimeout(absl::Milliseconds(500));
+    }
+    in_free.fetch_sub(1);
+    freed_jobs.fetch_add(1);
+    job.reset();
+  }
+  static inline thread_local bool on_worker = false;
+  Scheduler* sched = nullptr;
+  std::thread worker;
+  std::atomic<int> in_free{0};
+  std::atomic<int> overlaps{0};
+  std::atomic<int> freed_jobs{0};
+  std::atomic<bool> overlap_flag{false}, window_flag{false};
+  bool stop_freeing_seen = false;
+  absl::Notification overlap, stop_freeing, worker_done;
+};
+
+// backend.h: FreeJob is never called on two threads at once — also when TimedOutJob returns
+// while a Stop it started on a reset worker still frees jobs (the handler's job is freed after
+// the handler returns, on the executor thread; the worker's Stop frees the other finished job).
+TEST_F(ReviewTest, FreeJobNeverOnTwoThreadsWhenHandlerReturnsDuringStop) {
+  ReturningResetWorkerBackend mock;
+  auto s = *Scheduler::Create(&mock, testing::Opts());
+  mock.sched = s.get();
+  {
+    auto e = *Entity::Create({s.get()});
+    auto hung = SubmitMock(e.get());
+    auto second = SubmitMock(e.get());
+    ASSERT_TRUE(SignalsWithin(second.scheduled, kWait));
+    s->Fault();
+    mock.worker_done.WaitForNotification();
+    ASSERT_TRUE(SignalsWithin(hung.finished, kWait));
+    ASSERT_TRUE(SignalsWithin(second.finished, kWait));
+  }
+  s.reset();
+  EXPECT_TRUE(mock.stop_freeing_seen) << "the worker's Stop never called FreeJob";
+  EXPECT_EQ(mock.overlaps.load(), 0) << "two FreeJob calls overlapped";
+  EXPECT_EQ(mock.freed_jobs.load(), 2);
 }
 
 }  // namespace

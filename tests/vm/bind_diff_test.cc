@@ -49,8 +49,8 @@ TEST(BindDiffTest, RandomBindsMatchPageModel) {
         ops.push_back(BindOp::Unmap(first * kPage, len * kPage));
         for (uint64_t p = first; p < first + len; ++p) model[p] = {};
       } else if (kind == 1) {
-        ops.push_back(BindOp::MapNull(first * kPage, len * kPage,
-                                      big ? PageSize::k64K : PageSize::k4K));
+        ops.push_back(
+            BindOp::MapNull(first * kPage, len * kPage, big ? PageSize::k64K : PageSize::k4K));
         for (uint64_t p = first; p < first + len; ++p) model[p] = {ModelPage::kSparse};
       } else {
         const int bo = static_cast<int>(rng() % bos.size());

@@ -68,20 +68,20 @@ TEST_F(BindTest, MapTranslatesToBoMemory) {
 // Validation: every bad op is rejected with InvalidArgument and nothing changes.
 TEST_F(BindTest, ValidateRejectsBadOpsChangingNothing) {
   const std::vector<BindOp> bad = {
-      BindOp::Map(0, 0, a_.get(), 0),                       // size 0
-      BindOp::Map(100, kPage, a_.get(), 0),                 // misaligned va
-      BindOp::Map(0, kPage, a_.get(), 100),                 // misaligned offset
-      BindOp::Map(0, 65 * kPage, a_.get(), 0),              // beyond the BO
-      BindOp::Map(0, kPage, a_.get(), 64 * kPage),          // offset at the BO's end
-      BindOp::Map(0, kPage, nullptr, 0),                    // MAP without a BO
+      BindOp::Map(0, 0, a_.get(), 0),                          // size 0
+      BindOp::Map(100, kPage, a_.get(), 0),                    // misaligned va
+      BindOp::Map(0, kPage, a_.get(), 100),                    // misaligned offset
+      BindOp::Map(0, 65 * kPage, a_.get(), 0),                 // beyond the BO
+      BindOp::Map(0, kPage, a_.get(), 64 * kPage),             // offset at the BO's end
+      BindOp::Map(0, kPage, nullptr, 0),                       // MAP without a BO
       BindOp::Map(kPage, kPage, a_.get(), 0, PageSize::k64K),  // va not aligned to the hint
       {BindOpKind::kMapNull, 0, kPage, a_.get(), 0, kBindRead, PageSize::k4K},  // null with BO
-      {BindOpKind::kUnmap, 0, kPage, nullptr, kPage, 0, PageSize::k4K},        // unmap offset
-      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 1u << 7, PageSize::k4K},       // unknown flag
-      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 0, PageSize::k4K},             // no access
-      {static_cast<BindOpKind>(9), 0, kPage, nullptr, 0, 0, PageSize::k4K},    // unknown kind
-      BindOp::Unmap(~uint64_t{0} - kPage + 1, 2 * kPage),   // overflow
-      BindOp::Unmap(uint64_t{1} << 48, kPage),              // outside the VM
+      {BindOpKind::kUnmap, 0, kPage, nullptr, kPage, 0, PageSize::k4K},         // unmap offset
+      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 1u << 7, PageSize::k4K},        // unknown flag
+      {BindOpKind::kMap, 0, kPage, a_.get(), 0, 0, PageSize::k4K},              // no access
+      {static_cast<BindOpKind>(9), 0, kPage, nullptr, 0, 0, PageSize::k4K},     // unknown kind
+      BindOp::Unmap(~uint64_t{0} - kPage + 1, 2 * kPage),                       // overflow
+      BindOp::Unmap(uint64_t{1} << 48, kPage),                                  // outside the VM
   };
   for (size_t i = 0; i < bad.size(); ++i) {
     absl::StatusOr<fence::FenceRef> f = queue_->Submit({&bad[i], 1});
@@ -155,9 +155,10 @@ TEST_F(BindTest, WorstCaseBoundsCoverRemapsOnBothSides) {
                           BindOp::Map(8 * kPage, 8 * kPage, b_.get(), 0)};
   ASSERT_TRUE(queue_->Bind(setup).ok());
   const BindOp ops[] = {BindOp::MapNull(4 * kPage, 8 * kPage)};
-  const BindBounds b = BindWorstCase(vm_->gpuvm(), ops);
+  const BindPlan b = *PlanBind(vm_->gpuvm(), ops);
   EXPECT_EQ(b.vas, 3u);
-  EXPECT_EQ(b.entries, 3u);
+  EXPECT_EQ(b.entries.size(), 3u);
+  EXPECT_EQ(b.removed, 2u);
   std::optional<exec::Exec> holder;
   holder.emplace(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait);
   exec::Exec& exec = *holder;
@@ -208,8 +209,7 @@ TEST_F(BindTest, CancelledLockChangesNothing) {
   cancel.Cancel();
   const BindOp op = BindOp::Map(0, kPage, a_.get(), 0);
   std::thread t([&] {
-    EXPECT_EQ(queue_->Submit({&op, 1}, {}, &cancel).status().code(),
-              absl::StatusCode::kCancelled);
+    EXPECT_EQ(queue_->Submit({&op, 1}, {}, &cancel).status().code(), absl::StatusCode::kCancelled);
   });
   t.join();
   holder.reset();
@@ -332,6 +332,85 @@ TEST_F(BindTest, QueuesAndThreadsConverge) {
   EXPECT_FALSE(vm_->unusable());
   EXPECT_EQ(Converged(), "");
   queues.clear();
+}
+
+// Several queues: a bind on queue B whose in-fence is signalled completes while queue A's bind
+// on another range still waits for its in-fence (before per-range tracking every bind job
+// depended on the VM's previous one, and B waited for A).
+TEST_F(BindTest, DisjointRangesFromTwoQueuesCompleteOutOfOrder) {
+  std::unique_ptr<BindQueue> qb = *BindQueue::Create(*vm_);
+  fence::FenceContext ctx;
+  fence::FenceRef gate_a = ctx.NewFence();
+  fence::FenceRef gate_b = ctx.NewFence();
+  const BindOp op_a = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  const BindOp op_b = BindOp::Map(16 * kPage, 4 * kPage, b_.get(), 0);
+  absl::StatusOr<fence::FenceRef> fa = queue_->Submit({&op_a, 1}, {&gate_a, 1});
+  ASSERT_TRUE(fa.ok());
+  absl::StatusOr<fence::FenceRef> fb = qb->Submit({&op_b, 1}, {&gate_b, 1});
+  ASSERT_TRUE(fb.ok());
+  gate_b->Signal();
+  absl::StatusOr<absl::Duration> waited = (*fb)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(waited.ok()) << "B waited for A: " << waited.status();
+  EXPECT_FALSE((*fa)->IsSignaledFlag());
+  EXPECT_TRUE(TranslateOnce(vm_->page_table(), 16 * kPage).valid);
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);
+  gate_a->Signal();
+  ASSERT_TRUE((*fa)->Wait().ok());
+  EXPECT_EQ(Converged(), "");
+  qb.reset();
+}
+
+// Several queues: a bind on queue B overlapping queue A's pending bind depends on it, so the page
+// table ends as the tree says (B's unmap after A's map) although B's in-fence signals first.
+TEST_F(BindTest, OverlappingRangeFromAnotherQueueWaitsForItsWork) {
+  std::unique_ptr<BindQueue> qb = *BindQueue::Create(*vm_);
+  std::unique_ptr<BindQueue> qc = *BindQueue::Create(*vm_);
+  fence::FenceContext ctx;
+  fence::FenceRef gate_a = ctx.NewFence();
+  const BindOp map = BindOp::Map(0, 8 * kPage, a_.get(), 0);
+  const BindOp unmap = BindOp::Unmap(2 * kPage, 2 * kPage);
+  absl::StatusOr<fence::FenceRef> fa = queue_->Submit({&map, 1}, {&gate_a, 1});
+  ASSERT_TRUE(fa.ok());
+  absl::StatusOr<fence::FenceRef> fb = qb->Submit({&unmap, 1});
+  ASSERT_TRUE(fb.ok());
+  // A later bind on a third queue and a disjoint range completes: the scheduler ran what it could.
+  const BindOp other = BindOp::MapNull(64 * kPage, kPage);
+  ASSERT_TRUE(qc->Bind({&other, 1}).ok());
+  EXPECT_FALSE((*fb)->IsSignaledFlag());
+  gate_a->Signal();
+  ASSERT_TRUE((*fb)->Wait().ok());
+  EXPECT_TRUE((*fa)->IsSignaledFlag());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 2 * kPage).valid);
+  EXPECT_TRUE(TranslateOnce(vm_->page_table(), 5 * kPage).valid);
+  EXPECT_EQ(Converged(), "");
+  qb.reset();
+  qc.reset();
+}
+
+// A killed bind job on queue A and a bind on queue B over the same range: B depends on A, sees
+// A's error, so A's unmaps are caught up before B's entries, B's maps are skipped, the VM is
+// unusable, and no reference is left behind. A later bind over the range fails.
+TEST_F(BindTest, KilledJobOnOneQueueIsCaughtUpBeforeAnOverlappingBindOfAnother) {
+  std::unique_ptr<BindQueue> qb = *BindQueue::Create(*vm_);
+  const BindOp first = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  ASSERT_TRUE(queue_->Bind({&first, 1}).ok());
+  fence::FenceContext ctx;
+  fence::FenceRef gate = ctx.NewFence();
+  const BindOp unmap = BindOp::Unmap(0, 4 * kPage);
+  absl::StatusOr<fence::FenceRef> fa = queue_->Submit({&unmap, 1}, {&gate, 1});
+  ASSERT_TRUE(fa.ok());
+  const BindOp remap = BindOp::Map(kPage, 2 * kPage, b_.get(), 0);
+  absl::StatusOr<fence::FenceRef> fb = qb->Submit({&remap, 1});
+  ASSERT_TRUE(fb.ok());
+  queue_->entity().Kill();
+  gate->Signal();
+  ASSERT_TRUE((*fb)->Wait().ok());
+  vm_->WaitIdle();
+  EXPECT_TRUE(vm_->unusable());
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), 0).valid);      // A's unmap ran
+  EXPECT_FALSE(TranslateOnce(vm_->page_table(), kPage).valid);  // B's map was skipped
+  EXPECT_EQ(qb->Submit({&unmap, 1}).status().code(), absl::StatusCode::kFailedPrecondition);
+  qb.reset();
 }
 
 }  // namespace

@@ -5,60 +5,11 @@
 // while it is inside a CountAllocations scope. Also VM_BIND's op-list reservation (one Prealloc
 // for a whole list of ops).
 #include <cstdio>
-#include <cstdlib>
-#include <new>
 #include <random>
 #include <vector>
 
+#include "tests/vm/alloc_count.h"
 #include "tests/vm/pt_test_util.h"
-
-namespace {
-
-thread_local bool counting = false;
-thread_local long allocations = 0;
-
-void* Allocate(std::size_t n, std::size_t align) {
-  if (counting) ++allocations;
-  if (n == 0) n = 1;
-  void* p = align <= alignof(std::max_align_t)
-                ? std::malloc(n)
-                : std::aligned_alloc(align, (n + align - 1) / align * align);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-
-}  // namespace
-
-void* operator new(std::size_t n) { return Allocate(n, 0); }
-void* operator new[](std::size_t n) { return Allocate(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  return Allocate(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return Allocate(n, static_cast<std::size_t>(a));
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return Allocate(n, 0);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return Allocate(n, 0);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace vm {
 namespace {
@@ -66,17 +17,6 @@ namespace {
 using namespace vm::testing;  // NOLINT
 
 constexpr uint32_t kRW = kPteRead | kPteWrite;
-
-// Counts this thread's operator new calls during its lifetime.
-class CountAllocations {
- public:
-  CountAllocations() : before_(allocations) { counting = true; }
-  ~CountAllocations() { counting = false; }
-  long count() const { return allocations - before_; }
-
- private:
-  long before_;
-};
 
 class PageTableAllocTest : public ::testing::Test {
  protected:

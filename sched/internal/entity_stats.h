@@ -1,10 +1,10 @@
-// sched::EntityStats — drm_sched_entity_stats: the GPU time an entity's jobs used, for the fair
-// (virtual-runtime) policy.
+// sched::internal::EntityStats — drm_sched_entity_stats: the GPU time an entity's jobs used, for
+// the fair (virtual-runtime) policy.
 //
 // What it is: `runtime` is the sum of the entity's jobs' hardware durations (finished − start on
 // the ring), added when the scheduler frees each job; `avg_job` is an EWMA of them (weight 1/4,
 // as the kernel's DECLARE_EWMA(.., 6, 4)). The run queue turns them into a virtual runtime
-// (sched/run_queue.h).
+// (sched/internal/run_queue.h).
 //
 // Lifetime: shared by the entity and each of its armed jobs — a job can be freed after its entity
 // is gone, and its runtime is still accounted.
@@ -12,15 +12,15 @@
 // after the entity migrated, so AddJobTime is a compare-and-swap loop. The two fields are each
 // atomic, not a consistent pair (the policy reads them separately). Memory ordering: relaxed
 // (statistics; nothing is published through them).
-#ifndef UDRM_SCHED_ENTITY_STATS_H_
-#define UDRM_SCHED_ENTITY_STATS_H_
+#ifndef UDRM_SCHED_INTERNAL_ENTITY_STATS_H_
+#define UDRM_SCHED_INTERNAL_ENTITY_STATS_H_
 
 #include <atomic>
 #include <cstdint>
 
 #include "absl/time/time.h"
 
-namespace sched {
+namespace sched::internal {
 
 class EntityStats {
  public:
@@ -45,6 +45,6 @@ class EntityStats {
   std::atomic<int64_t> avg_job_ns_{0};
 };
 
-}  // namespace sched
+}  // namespace sched::internal
 
-#endif  // UDRM_SCHED_ENTITY_STATS_H_
+#endif  // UDRM_SCHED_INTERNAL_ENTITY_STATS_H_

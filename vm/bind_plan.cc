@@ -1,0 +1,62 @@
+#include "vm/bind_plan.h"
+
+#include <algorithm>
+#include <iterator>
+#include <map>
+
+#include "vm/internal/failslab.h"
+
+namespace vm {
+namespace {
+
+using Intervals = std::map<uint64_t, uint64_t>;  // start -> end, disjoint
+
+// Replays one op on `set`, appending its entries to `plan`.
+void PlanOp(const BindOp& op, size_t index, Intervals& set, BindPlan& plan) {
+  const uint64_t lo = op.va;
+  const uint64_t hi = op.va + op.range;
+  auto it = set.upper_bound(lo);
+  if (it != set.begin() && std::prev(it)->second > lo) --it;
+  while (it != set.end() && it->first < hi) {
+    const uint64_t start = it->first;
+    const uint64_t end = it->second;
+    const uint64_t from = std::max(start, lo);
+    const uint64_t to = std::min(end, hi);
+    plan.entries.push_back({BindEntry::Kind::kUnmap, from, to - from, index});
+    ++plan.removed;
+    it = set.erase(it);
+    if (start < lo) {  // remap: prev piece
+      set.emplace(start, lo);
+      ++plan.vas;
+    }
+    if (end > hi) {  // remap: next piece (nothing after it overlaps the op)
+      set.emplace(hi, end);
+      ++plan.vas;
+      break;
+    }
+  }
+  if (op.kind != BindOpKind::kUnmap) {
+    plan.entries.push_back({BindEntry::Kind::kMap, lo, op.range, index});
+    ++plan.vas;
+    set.emplace(lo, hi);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<BindPlan> PlanBind(const Gpuvm& vm, std::span<const BindOp> ops) {
+  if (internal::ShouldFailAlloc("bind plan")) {
+    return absl::ResourceExhaustedError("bind: allocating the plan failed");
+  }
+  Intervals set;
+  for (const BindOp& op : ops) {
+    for (Gpuva* va : vm.Range(op.va, op.va + op.range)) {
+      if (va != &vm.kernel_node()) set.emplace(va->addr, va->end());
+    }
+  }
+  BindPlan plan;
+  for (size_t i = 0; i < ops.size(); ++i) PlanOp(ops[i], i, set, plan);
+  return plan;
+}
+
+}  // namespace vm

@@ -159,7 +159,8 @@ absl::Status Context::SubmitIteration(int i) {
 
 std::string Context::FirstBindError() const {
   for (const Submitted& s : submitted_) {
-    if (s.is_bind && s.done->IsSignaledFlag() && !s.done->error().ok()) {
+    // The VM is marked unusable while the failing bind job runs, before its out-fence signals.
+    if (s.is_bind && s.done->Wait(kStuck).ok() && !s.done->error().ok()) {
       return absl::StrCat(" (after ", s.name, " of iteration ", s.iteration,
                           " failed: ", s.done->error().ToString(), ")");
     }

@@ -110,6 +110,7 @@ class Context {
   bool Verify(int i);
   void Stop(ContextResult::End end, std::string why);
   // " (after the rebind of iteration N failed: ...)" for the first bind that failed, or "".
+  // Waits for the binds submitted so far.
   std::string FirstBindError() const;
   void WaitAll();
   uint64_t bytes() const { return o_.elements * 4; }

@@ -125,6 +125,7 @@ int Run(const Flags& flags) {
     timeline.AddLegend(kColors[c % 8], absl::StrCat("ctx", c));
   }
   timeline.AddLegend("#7f7f7f", "bind (submit to out-fence)");
+  timeline.AddLegend("#ffffff", "dashed outline: failed");
 
   Gpu gpu(threads, n);
   Engine compute_engine("compute", gpu, timeline, compute_lane);

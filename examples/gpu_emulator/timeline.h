@@ -39,7 +39,7 @@ struct Span {
   std::string detail;  // trace args / SVG tooltip
   absl::Time begin, end;
   std::string color;   // "#rrggbb"
-  bool failed = false;  // finished with an error: outlined in red
+  bool failed = false;  // finished with an error: outlined (dashed) in the picture
 };
 
 struct Mark {

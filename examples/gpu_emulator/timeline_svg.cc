@@ -1,7 +1,8 @@
 // Timeline::ToSvg: the lanes as a picture — an overview of the whole run and a zoomed panel
 // (around the first timeout/reset/fault if there was one, else the middle of the run), each with
 // a time axis, one band per lane, spans as labelled rectangles (tooltips carry the details) and
-// marks as ticks (fence signals, dependencies) or red lines (timeouts, resets, faults).
+// marks as ticks (fence signals, dependencies) or red lines (timeouts, resets, faults); a span
+// that failed is outlined with a dashed black line.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -115,7 +116,7 @@ class SvgWriter {
             "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"%s>"
             "<title>%s (%s) %.3f ms</title></rect>\n",
             x0, ry + 1, x1 - x0, kRowH - 2, s.color,
-            s.failed ? " stroke=\"#d62728\" stroke-width=\"1.5\"" : "", Escape(s.name),
+            s.failed ? " stroke=\"#000\" stroke-width=\"1.5\" stroke-dasharray=\"3,2\"" : "", Escape(s.name),
             Escape(s.detail), absl::ToDoubleMilliseconds(s.end - s.begin)));
         if ((x1 - x0) > 6.5 * s.name.size() + 4) {
           absl::StrAppend(&out, absl::StrFormat(
@@ -199,9 +200,12 @@ std::string Timeline::ToSvg(const std::string& title) const {
   double lx = 8;
   for (const Legend& e : snap.legend) {
     absl::StrAppend(&legend, absl::StrFormat(
-        "<rect x=\"%.0f\" y=\"34\" width=\"12\" height=\"12\" fill=\"%s\"/>"
+        "<rect x=\"%.0f\" y=\"34\" width=\"12\" height=\"12\" fill=\"%s\"%s/>"
         "<text x=\"%.0f\" y=\"44\" class=\"legend\">%s</text>\n",
-        lx, e.color, lx + 16, Escape(e.label)));
+        lx, e.color,
+        // A white entry is the sample of the failed-span outline.
+        e.color == "#ffffff" ? " stroke=\"#000\" stroke-width=\"1.5\" stroke-dasharray=\"3,2\"" : "",
+        lx + 16, Escape(e.label)));
     lx += 16 + 7.5 * e.label.size() + 14;
   }
   const double height = detail.y + h2 + 10;

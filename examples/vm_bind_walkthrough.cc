@@ -188,7 +188,11 @@ int main() {
     std::printf(" [%s]", names(static_cast<vm::Bo*>(o)).c_str());
   }
   std::printf("\n");
-  const vm::BindBounds bounds = vm::BindWorstCase(vm->gpuvm(), ops);
+  absl::StatusOr<vm::BindPlan> plan = vm::PlanBind(vm->gpuvm(), ops);
+  if (!plan.ok()) {
+    std::printf("planning failed: %s\n", plan.status().ToString().c_str());
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<vm::BindJob>> job =
       vm::PreallocBind(*vm, queue->entity(), ops, {&in_fence, 1});
   if (!job.ok()) {
@@ -196,9 +200,9 @@ int main() {
     return 1;
   }
   std::printf(
-      "  pre-allocate the worst case: %zu Gpuva nodes, %zu op-list entries, page-table "
-      "pages for every op\n",
-      bounds.vas, bounds.entries);
+      "  pre-allocate exactly what the list needs (planned before the tree changes): %zu Gpuva "
+      "nodes, %zu op-list entries, one page-table reservation for the whole list\n",
+      plan->vas, plan->entries.size());
   vm::ApplyBind(*vm, ops, **job);
   std::printf(
       "  for_each_vm_bind_operation: drm_gpuvm_sm_xyz() — modify the VA tree at once, "

@@ -80,7 +80,7 @@ void BM_Exec(benchmark::State& state) {
     for (int i = 0; i < kLocksPerTxn; ++i) objs[i] = pool[p[i]].get();
     fence::FenceRef done = timeline.NewFence();
     {
-      exec::Exec e(0, nullptr, cls, policy);
+      exec::Exec e(0, {}, cls, policy);
       absl::Status st = e.UntilAllLocked([&](exec::Exec& x) { return x.PrepareArray(objs, 1); });
       if (!st.ok()) state.SkipWithError("exec failed");
       for (exec::Object* o : e.objects()) o->resv().AddFence(done, fence::ResvUsage::kWrite);

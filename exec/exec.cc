@@ -1,15 +1,15 @@
 #include "exec/exec.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/time/clock.h"
 #include "base/check.h"
 
 namespace exec {
 
-Exec::Exec(uint32_t flags, const udrm::CancelToken* cancel, WwClass* ww_class,
-           BackoffPolicy policy)
-    : flags_(flags), cancel_(cancel), ww_class_(ww_class), policy_(policy) {}
+Exec::Exec(uint32_t flags, std::stop_token cancel, WwClass* ww_class, BackoffPolicy policy)
+    : flags_(flags), cancel_(std::move(cancel)), ww_class_(ww_class), policy_(policy) {}
 
 Exec::~Exec() {
   UnlockAll();

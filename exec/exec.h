@@ -22,8 +22,8 @@
 //
 // Results the caller must handle from LockObj/PrepareObj/PrepareArray: OK; IsBackoff() (contended:
 // leave the body, it will run again); IsAlreadyHeld() (the object is locked by this Exec already,
-// unless kIgnoreDuplicates, which turns it into OK); CancelledError (kInterruptibleWait with a
-// cancelled token); InvalidArgument from a failed reservation (the object is then unlocked — even
+// unless kIgnoreDuplicates, which turns it into OK); CancelledError (kInterruptibleWait and a stop
+// requested on the token); InvalidArgument from a failed reservation (the object is then unlocked — even
 // one an earlier call had locked, as in the kernel).
 //
 // Back-off policy (beyond the kernel): after the same object is contended `free_retries` times in
@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -48,7 +49,6 @@
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "base/cancel.h"
 #include "fence/resv.h"
 #include "ww/ww_mutex.h"
 
@@ -84,8 +84,9 @@ class Exec {
   };
 
   // drm_exec_init. `ww_class` is the class of the objects' Resvs (default: the reservation
-  // class). `cancel` is used with kInterruptibleWait; it must outlive the Exec.
-  explicit Exec(uint32_t flags = 0, const udrm::CancelToken* cancel = nullptr,
+  // class). `cancel` is used with kInterruptibleWait: a stop requested on it interrupts the lock
+  // waits (the kernel's -ERESTARTSYS).
+  explicit Exec(uint32_t flags = 0, std::stop_token cancel = {},
                 ww::WwClass* ww_class = &fence::ReservationWwClass(),
                 BackoffPolicy policy = BackoffPolicy());
   Exec(const Exec&) = delete;
@@ -123,7 +124,7 @@ class Exec {
   void UnlockAll();
 
   const uint32_t flags_;
-  const udrm::CancelToken* const cancel_;
+  const std::stop_token cancel_;
   WwClass* const ww_class_;
   const BackoffPolicy policy_;
   std::optional<WwAcquireContext> ticket_;  // engaged by the first Cleanup() (DRM_EXEC_DUMMY)

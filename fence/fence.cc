@@ -243,8 +243,7 @@ bool Fence::RemoveCallback(FenceCallback* cb) {
   return false;
 }
 
-absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout,
-                                           const udrm::CancelToken* cancel) {
+absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout, std::stop_token cancel) {
   if (timeout < absl::ZeroDuration()) return absl::InvalidArgumentError("negative timeout");
   const absl::Duration kMinRemaining = absl::Nanoseconds(1);
   EnableSignaling();
@@ -253,7 +252,7 @@ absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout,
   if (timeout == absl::ZeroDuration()) return absl::DeadlineExceededError("fence not signaled");
   const absl::Time deadline = absl::Now() + timeout;
   udrm::SpinUntil(std::min(timeout, kWaitSpin), [this] { return IsSignaledFlag(); });
-  internal::Waiter waiter(cancel);
+  internal::Waiter waiter(std::move(cancel));
   FenceCallback cb;
   const bool added = AddCallback(&cb, [&waiter](Fence&) { waiter.Wake(); }).ok();
   absl::Status st =
@@ -267,8 +266,8 @@ absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout,
   return std::max(deadline - absl::Now(), kMinRemaining);
 }
 
-absl::Status Fence::Wait(const udrm::CancelToken* cancel) {
-  return Wait(absl::InfiniteDuration(), cancel).status();
+absl::Status Fence::Wait(std::stop_token cancel) {
+  return Wait(absl::InfiniteDuration(), std::move(cancel)).status();
 }
 
 void Fence::SetDeadline(absl::Time deadline) {

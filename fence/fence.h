@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stop_token>
 #include <string_view>
 
 #include "absl/functional/any_invocable.h"
@@ -39,7 +40,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "base/cancel.h"
 
 namespace fence {
 
@@ -144,21 +144,20 @@ class Fence : public std::enable_shared_from_this<Fence> {
   void EnableSignaling() ABSL_LOCKS_EXCLUDED(mu_);
 
   // dma_fence_wait_timeout. Enables signalling, then blocks until the fence signals, `timeout`
-  // passes, or `cancel` (optional) is cancelled. Returns:
+  // passes, or a stop is requested on `cancel` (optional; a user-space signal). Returns:
   //  - the remaining time (at least 1ns; InfiniteDuration for an infinite timeout) once signalled;
   //    with a zero timeout, 1ns if already signalled (the kernel's "1");
   //  - DeadlineExceededError on timeout (the kernel's 0);
-  //  - CancelledError if `cancel` was cancelled first (the kernel's -ERESTARTSYS);
+  //  - CancelledError if a stop was requested on `cancel` first (the kernel's -ERESTARTSYS);
   //  - InvalidArgumentError for a negative timeout.
   // The fence's own error is not reported here: read error().
   // Before sleeping it polls the signalled flag for up to ~10 us (kWaitSpin): a fence about to
   // signal is then waited for without a sleep and a wake-up (a futex round trip that cost several
   // microseconds per wait on the project's VMs; see sched_bench S1). Not the kernel's behaviour.
   static constexpr absl::Duration kWaitSpin = absl::Microseconds(10);
-  absl::StatusOr<absl::Duration> Wait(absl::Duration timeout,
-                                      const udrm::CancelToken* cancel = nullptr);
+  absl::StatusOr<absl::Duration> Wait(absl::Duration timeout, std::stop_token cancel = {});
   // dma_fence_wait: no timeout. OK or CancelledError.
-  absl::Status Wait(const udrm::CancelToken* cancel = nullptr);
+  absl::Status Wait(std::stop_token cancel = {});
 
   // dma_fence_set_deadline: a hint that the fence should signal by `deadline`; forwarded to
   // SetDeadlineHook() if the fence is unsignalled.

@@ -116,7 +116,7 @@ bool Resv::TestSignaled(ResvUsage usage) const {
 }
 
 absl::StatusOr<absl::Duration> Resv::Wait(ResvUsage usage, absl::Duration timeout,
-                                          const udrm::CancelToken* cancel) const {
+                                          std::stop_token cancel) const {
   if (timeout < absl::ZeroDuration()) return absl::InvalidArgumentError("negative timeout");
   const bool infinite = timeout == absl::InfiniteDuration();
   const absl::Time deadline = infinite ? absl::InfiniteFuture() : absl::Now() + timeout;

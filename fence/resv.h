@@ -31,13 +31,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stop_token>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/atomic_shared_ptr.h"
-#include "base/cancel.h"
 #include "ww/ww_mutex.h"
 #include "fence/fence.h"
 
@@ -66,13 +67,12 @@ class Resv {
   // dma_resv_lock and friends: see ww::WwMutex for results and contracts.
   ww::WwMutex& lock() { return lock_; }
   absl::Status Lock(ww::WwAcquireContext* ctx) { return lock_.Lock(ctx); }
-  absl::Status LockInterruptible(ww::WwAcquireContext* ctx, const udrm::CancelToken* cancel) {
-    return lock_.LockInterruptible(ctx, cancel);
+  absl::Status LockInterruptible(ww::WwAcquireContext* ctx, std::stop_token cancel) {
+    return lock_.LockInterruptible(ctx, std::move(cancel));
   }
   void LockSlow(ww::WwAcquireContext* ctx) { lock_.LockSlow(ctx); }
-  absl::Status LockSlowInterruptible(ww::WwAcquireContext* ctx,
-                                     const udrm::CancelToken* cancel) {
-    return lock_.LockSlowInterruptible(ctx, cancel);
+  absl::Status LockSlowInterruptible(ww::WwAcquireContext* ctx, std::stop_token cancel) {
+    return lock_.LockSlowInterruptible(ctx, std::move(cancel));
   }
   bool TryLock(ww::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
   // dma_resv_unlock: drops unused reservations, then unlocks.
@@ -123,7 +123,7 @@ class Resv {
   bool TestSignaled(ResvUsage usage) const;
   // dma_resv_wait_timeout: waits for the fences present now. Results as Fence::Wait().
   absl::StatusOr<absl::Duration> Wait(ResvUsage usage, absl::Duration timeout,
-                                      const udrm::CancelToken* cancel = nullptr) const;
+                                      std::stop_token cancel = {}) const;
   // dma_resv_set_deadline.
   void SetDeadline(ResvUsage usage, absl::Time deadline) const;
 

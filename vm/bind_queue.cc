@@ -13,7 +13,7 @@ absl::StatusOr<std::unique_ptr<BindQueue>> BindQueue::Create(BindVm& vm, sched::
 
 absl::Status BindQueue::Bind(std::span<const BindOp> ops,
                              std::span<const fence::FenceRef> in_fences,
-                             const udrm::CancelToken* cancel) {
+                             std::stop_token cancel) {
   absl::StatusOr<fence::FenceRef> f = Submit(ops, in_fences, cancel);
   if (!f.ok()) return f.status();
   if (absl::Status s = (*f)->Wait(); !s.ok()) return s;

@@ -13,9 +13,9 @@
 
 #include <memory>
 #include <span>
+#include <stop_token>
 
 #include "absl/status/statusor.h"
-#include "base/cancel.h"
 #include "fence/fence.h"
 #include "sched/entity.h"
 #include "vm/bind_op.h"
@@ -32,14 +32,14 @@ class BindQueue {
   // only (interruptible by `cancel`).
   absl::StatusOr<fence::FenceRef> Submit(std::span<const BindOp> ops,
                                          std::span<const fence::FenceRef> in_fences = {},
-                                         const udrm::CancelToken* cancel = nullptr) {
+                                         std::stop_token cancel = {}) {
     return vm_.Submit(*entity_, ops, in_fences, cancel);
   }
   // Submit, then waits for the out-fence (not interruptible once submitted); returns the
   // submit error or the out-fence's error. Memory ordering: after OK, every translation made
   // from then on reflects the bind.
   absl::Status Bind(std::span<const BindOp> ops, std::span<const fence::FenceRef> in_fences = {},
-                    const udrm::CancelToken* cancel = nullptr);
+                    std::stop_token cancel = {});
 
   sched::Entity& entity() const { return *entity_; }
   BindVm& vm() const { return vm_; }

@@ -56,7 +56,7 @@ BindVm::~BindVm() {
 
 absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<const BindOp> ops,
                                                std::span<const fence::FenceRef> in_fences,
-                                               const udrm::CancelToken* cancel) {
+                                               std::stop_token cancel) {
   if (absl::Status s = ValidateBind(*this, ops, in_fences); !s.ok()) return s;
   // References to every locked BO, released after the exec unlocks (declared first): the job may
   // run and drop the last reference to a BO it unmapped before this call unlocks it (drm_exec

@@ -45,13 +45,13 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "base/cancel.h"
 #include "fence/fence.h"
 #include "sched/entity.h"
 #include "sched/scheduler.h"
@@ -98,7 +98,7 @@ class BindVm {
   // scheduler with a BindBackend.
   absl::StatusOr<fence::FenceRef> Submit(sched::Entity& entity, std::span<const BindOp> ops,
                                          std::span<const fence::FenceRef> in_fences,
-                                         const udrm::CancelToken* cancel = nullptr);
+                                         std::stop_token cancel = {});
 
   // msm_gem_vm_close: marks the VM closed (later Submits fail), waits for every bind job to be
   // cleaned up (blocks: a bind waiting for an in-fence that never signals blocks it), then in

@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <stop_token>
+#include <utility>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -42,9 +44,8 @@ absl::Status PrepareRange(Gpuvm& vm, exec::Exec& exec, uint64_t addr, uint64_t r
 // the constructor (drm_exec_init) and finished by the destructor (drm_gpuvm_exec_unlock).
 class GpuvmExec {
  public:
-  GpuvmExec(Gpuvm& vm, uint32_t exec_flags, size_t num_fences,
-            const udrm::CancelToken* cancel = nullptr)
-      : vm_(vm), num_fences_(num_fences), exec_(exec_flags, cancel) {}
+  GpuvmExec(Gpuvm& vm, uint32_t exec_flags, size_t num_fences, std::stop_token cancel = {})
+      : vm_(vm), num_fences_(num_fences), exec_(exec_flags, std::move(cancel)) {}
 
   // drm_gpuvm_exec_lock: until everything is locked without contention: PrepareVm,
   // PrepareObjects, then the driver hook `extra` (vm_exec->extra.fn), each with num_fences.
@@ -88,7 +89,7 @@ void ResvAddFence(Gpuvm& vm, exec::Exec& exec, const fence::FenceRef& fence,
 // Use them inside one Exec (kIgnoreDuplicates is required, kInterruptibleWait recommended) for
 // ALL the ops of a bind, so every lock is taken before the VM is modified:
 //
-//   exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, &cancel);
+//   exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, cancel);
 //   absl::Status s = exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
 //     for (const BindOp& op : ops) {
 //       absl::Status st = op.is_map ? SmMapExecLock(vm, e, 1, op.req)

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <optional>
 
 #include "base/check.h"
 #include "base/spin.h"
@@ -39,6 +40,12 @@ struct Waiter {
   WwAcquireContext* ctx;  // null for a plain lock
   Waiter* prev = nullptr;
   Waiter* next = nullptr;
+};
+
+// A WaitNode's waker for a std::stop_callback.
+struct WakeOnStop {
+  WaitNode* node;
+  void operator()() const { node->Wake(); }
 };
 
 void WaitNode::Wake() {
@@ -100,19 +107,18 @@ void WwMutex::CheckCanLock(const WwAcquireContext* ctx, bool slow) const {
   }
 }
 
-absl::Status WwMutex::Lock(WwAcquireContext* ctx) { return LockCommon(ctx, nullptr, false); }
+absl::Status WwMutex::Lock(WwAcquireContext* ctx) { return LockCommon(ctx, {}, false); }
 
-absl::Status WwMutex::LockInterruptible(WwAcquireContext* ctx, const udrm::CancelToken* cancel) {
+absl::Status WwMutex::LockInterruptible(WwAcquireContext* ctx, std::stop_token cancel) {
   return LockCommon(ctx, cancel, false);
 }
 
 void WwMutex::LockSlow(WwAcquireContext* ctx) {
-  absl::Status st = LockCommon(ctx, nullptr, true);
+  absl::Status st = LockCommon(ctx, {}, true);
   UDRM_CHECK(st.ok(), "LockSlow failed: a context holding no locks cannot be told to back off");
 }
 
-absl::Status WwMutex::LockSlowInterruptible(WwAcquireContext* ctx,
-                                            const udrm::CancelToken* cancel) {
+absl::Status WwMutex::LockSlowInterruptible(WwAcquireContext* ctx, std::stop_token cancel) {
   return LockCommon(ctx, cancel, true);
 }
 
@@ -126,7 +132,7 @@ void WwMutex::AcquireLocked(WwAcquireContext* ctx) {
   }
 }
 
-absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const udrm::CancelToken* cancel,
+absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel,
                                  bool slow) {
   CheckCanLock(ctx, slow);
   {
@@ -149,17 +155,21 @@ absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const udrm::CancelToken*
 }
 
 // Queues `w`, then sleeps until the mutex is handed to it, it must back off, or it is cancelled.
-absl::Status WwMutex::WaitLocked(internal::Waiter* w, const udrm::CancelToken* cancel) {
+absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& cancel) {
   absl::Status st = AddWaiterLocked(w);
   if (!st.ok()) return st;
-  const bool registered = cancel != nullptr && cancel->Register(w->node);
+  // A stop request wakes the node (at once, here, if one was made already). Lock order: a
+  // WwMutex's mu_, then a WaitNode's (a stop request takes only the latter); destroying the
+  // callback at the end waits for a Wake() in progress on the requesting thread.
+  std::optional<std::stop_callback<internal::WakeOnStop>> on_stop;
+  if (cancel.stop_possible()) on_stop.emplace(cancel, internal::WakeOnStop{w->node});
   for (;;) {
     if (!locked_ && head_ == w) {
       RemoveWaiterLocked(w);
       AcquireLocked(w->ctx);
       break;
     }
-    if (cancel != nullptr && cancel->cancelled()) {
+    if (cancel.stop_requested()) {
       st = absl::CancelledError("lock interrupted");
     } else if (w->ctx != nullptr) {
       st = CheckKillLocked(w);
@@ -174,9 +184,6 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const udrm::CancelToken* c
     w->node->Sleep();
     mu_.Lock();
   }
-  // Lock order: a WwMutex's mu_, then the token's lock, then a WaitNode's (Cancel() takes only
-  // the last two).
-  if (registered) cancel->Unregister(w->node);
   return st;
 }
 

@@ -35,12 +35,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "base/cancel.h"
 
 namespace ww {
 
@@ -81,10 +81,10 @@ bool SlowpathInjection();
 namespace internal {
 
 // A thread's wake-up flag while it waits for a WwMutex; woken by lock hand-over, by a waiter ahead
-// leaving, by a wound (Wound-Wait) or by cancellation.
-class WaitNode final : public udrm::CancelToken::Waker {
+// leaving, by a wound (Wound-Wait) or by a stop request on its cancel token.
+class WaitNode final {
  public:
-  void Wake() override ABSL_LOCKS_EXCLUDED(mu_);
+  void Wake() ABSL_LOCKS_EXCLUDED(mu_);
   // Blocks until woken since the last Sleep() returned. Spins briefly first: ww-mutex hold times
   // are short, and a futex sleep and wake-up costs several microseconds here (exec_bench).
   void Sleep() ABSL_LOCKS_EXCLUDED(mu_);
@@ -163,14 +163,15 @@ class WwMutex {
   // always OK. Contract checks: the context is of this mutex's class and not Done(); in debug
   // builds, after a back-off the next lock must be the contended mutex, with nothing held.
   absl::Status Lock(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
-  // ww_mutex_lock_interruptible: as Lock(), or CancelledError once `cancel` is cancelled.
-  absl::Status LockInterruptible(WwAcquireContext* ctx, const udrm::CancelToken* cancel)
+  // ww_mutex_lock_interruptible: as Lock(), or CancelledError once a stop is requested on
+  // `cancel` (a user-space signal; the kernel's -ERESTARTSYS) while it waits or before.
+  absl::Status LockInterruptible(WwAcquireContext* ctx, std::stop_token cancel)
       ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_lock_slow: after a back-off, with no locks held, sleep until this mutex is ours.
   // Cannot fail. Contract: `ctx` holds no locks.
   void LockSlow(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_lock_slow_interruptible: OK, or CancelledError.
-  absl::Status LockSlowInterruptible(WwAcquireContext* ctx, const udrm::CancelToken* cancel)
+  absl::Status LockSlowInterruptible(WwAcquireContext* ctx, std::stop_token cancel)
       ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_trylock: never blocks. False if held (also when held by `ctx` itself). It may take a
   // free mutex past queued waiters; with a context, that is an acquire like Lock(): a context
@@ -190,9 +191,9 @@ class WwMutex {
   int WaiterCountForTesting() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  absl::Status LockCommon(WwAcquireContext* ctx, const udrm::CancelToken* cancel, bool slow)
+  absl::Status LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel, bool slow)
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status WaitLocked(internal::Waiter* w, const udrm::CancelToken* cancel)
+  absl::Status WaitLocked(internal::Waiter* w, const std::stop_token& cancel)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AcquireLocked(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AddWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -94,7 +94,7 @@ TEST_P(ExecStress, RandomSubsetsThroughExec) {
         std::vector<Object*> pick;
         const int k = 1 + rng() % 4;
         for (int j = 0; j < k; ++j) pick.push_back(objs[rng() % kObjects].get());  // may repeat
-        Exec exec(Exec::kIgnoreDuplicates, nullptr, &cls);
+        Exec exec(Exec::kIgnoreDuplicates, {}, &cls);
         absl::Status st = exec.UntilAllLocked([&](Exec& e) { return e.PrepareArray(pick, 1); });
         ASSERT_TRUE(st.ok()) << st;
         fence::FenceRef done = timeline.NewFence();

@@ -2,6 +2,7 @@
 // and one test per rule of the exec context (contention, duplicates, prepare, back-off policy).
 #include "exec/exec.h"
 
+#include <stop_token>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -175,16 +176,16 @@ TEST_F(ExecTest, ContentionRetriesWithContendedFirst) {
   EXPECT_TRUE(b.resv().lock().IsLocked());
 }
 
-// Rule: an interruptible exec returns Cancelled when its token is cancelled while it waits.
+// Rule: an interruptible exec returns Cancelled when a stop is requested while it waits.
 TEST_F(ExecTest, InterruptibleWaitCancelled) {
   TestObject obj;
   ASSERT_TRUE(obj.resv().Lock(nullptr).ok());
-  udrm::CancelToken token;
+  std::stop_source token;
   std::thread canceller([&] {
     while (obj.resv().lock().WaiterCountForTesting() == 0) absl::SleepFor(absl::Microseconds(50));
-    token.Cancel();
+    token.request_stop();
   });
-  Exec exec(Exec::kInterruptibleWait, &token);
+  Exec exec(Exec::kInterruptibleWait, token.get_token());
   absl::Status st = exec.UntilAllLocked([&](Exec& e) { return e.LockObj(&obj); });
   canceller.join();
   EXPECT_TRUE(absl::IsCancelled(st)) << st;
@@ -200,7 +201,7 @@ TEST_F(ExecTest, BackoffPolicyDelaysOnlyAfterStreak) {
   BackoffPolicy policy;
   policy.free_retries = 0;
   policy.max_delay = absl::Microseconds(50);
-  Exec exec(0, nullptr, &fence::ReservationWwClass(), policy);
+  Exec exec(0, {}, &fence::ReservationWwClass(), policy);
   absl::Status st = exec.UntilAllLocked([&](Exec& e) -> absl::Status {
     for (auto& o : objs) {
       absl::Status s = e.LockObj(o.get());

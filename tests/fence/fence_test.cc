@@ -3,6 +3,7 @@
 #include "fence/fence.h"
 
 #include <atomic>
+#include <stop_token>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -224,18 +225,18 @@ TEST(DmaFence, ContextAllocation) {
   EXPECT_EQ(tl.name(), "gfx");
 }
 
-// udrm: a cancellable wait returns Cancelled when its token is cancelled, and a negative
-// timeout is InvalidArgument.
+// udrm: a cancellable wait returns Cancelled when a stop is requested on its token, and a
+// negative timeout is InvalidArgument.
 TEST(DmaFence, CancellableWait) {
   FenceRef f = MockFence();
-  udrm::CancelToken token;
+  std::stop_source token;
   std::thread canceller([&] {
     absl::SleepFor(absl::Milliseconds(5));
-    token.Cancel();
+    token.request_stop();
   });
-  EXPECT_TRUE(absl::IsCancelled(f->Wait(&token)));
+  EXPECT_TRUE(absl::IsCancelled(f->Wait(token.get_token())));
   canceller.join();
-  EXPECT_TRUE(absl::IsCancelled(f->Wait(absl::Seconds(1), &token).status()));
+  EXPECT_TRUE(absl::IsCancelled(f->Wait(absl::Seconds(1), token.get_token()).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(f->Wait(absl::Seconds(-1)).status()));
   f->Signal();
   EXPECT_TRUE(f->Wait().ok());

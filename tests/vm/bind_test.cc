@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <optional>
 #include <random>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -205,11 +206,12 @@ TEST_F(BindTest, CancelledLockChangesNothing) {
   std::optional<exec::Exec> holder;
   holder.emplace();
   ASSERT_TRUE(holder->UntilAllLocked([&](exec::Exec& e) { return e.LockObj(a_.get()); }).ok());
-  udrm::CancelToken cancel;
-  cancel.Cancel();
+  std::stop_source cancel;
+  cancel.request_stop();
   const BindOp op = BindOp::Map(0, kPage, a_.get(), 0);
   std::thread t([&] {
-    EXPECT_EQ(queue_->Submit({&op, 1}, {}, &cancel).status().code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(queue_->Submit({&op, 1}, {}, cancel.get_token()).status().code(),
+              absl::StatusCode::kCancelled);
   });
   t.join();
   holder.reset();

@@ -4,6 +4,7 @@
 #include "ww/ww_mutex.h"
 
 #include <atomic>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -216,18 +217,18 @@ TEST_P(WwMutexTest, WaiterOrdering) {
   EXPECT_EQ(order, (std::vector<std::string>{"c1", "c2", "c3", "plain"}));
 }
 
-// Rule: LockInterruptible returns Cancelled when its token is cancelled while it waits.
+// Rule: LockInterruptible returns Cancelled when a stop is requested on its token while it waits.
 TEST_P(WwMutexTest, InterruptibleLockCancelled) {
   WwMutex m(&cls_);
   ASSERT_TRUE(m.Lock(nullptr).ok());
-  udrm::CancelToken token;
+  std::stop_source token;
   absl::Status st;
   std::thread t([&] {
     WwAcquireContext ctx(&cls_);
-    st = m.LockInterruptible(&ctx, &token);
+    st = m.LockInterruptible(&ctx, token.get_token());
   });
   WaitForWaiters(m, 1);
-  token.Cancel();
+  token.request_stop();
   t.join();
   EXPECT_TRUE(absl::IsCancelled(st)) << st;
   EXPECT_EQ(m.WaiterCountForTesting(), 0);

@@ -7,13 +7,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <stop_token>
 #include <thread>
 #include <tuple>
 #include <utility>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-#include "base/cancel.h"
 #include "gtest/gtest.h"
 #include "ww/ww_mutex.h"
 
@@ -32,7 +32,7 @@ void WaitForWaiters(const WwMutex& m, int n) {
 // LockSlow the contended mutex, take the other again. OK: both held. Otherwise (cancelled by the
 // deadlock guard) nothing is held.
 absl::Status LockSecond(WwAcquireContext* ctx, WwMutex* first, WwMutex* second,
-                        const udrm::CancelToken* cancel) {
+                        std::stop_token cancel) {
   WwMutex* held = first;
   WwMutex* want = second;
   for (;;) {
@@ -73,7 +73,7 @@ TEST_P(WwTryLockTest, TrylockPastAnOlderWaiterDoesNotDeadlock) {
   bool scenario_ran = false;
   for (int attempt = 0; attempt < kAttempts && !scenario_ran; ++attempt) {
     WwMutex l(&cls_), m(&cls_);
-    udrm::CancelToken guard;
+    std::stop_source guard;
     absl::Notification a_holds_m, c_holds_l, b_ready, release_c, a_done, b_done;
     absl::Status a_st, b_st;
     bool b_won = false, a_queued = false;
@@ -86,7 +86,7 @@ TEST_P(WwTryLockTest, TrylockPastAnOlderWaiterDoesNotDeadlock) {
       ASSERT_TRUE(m.Lock(&ctx).ok());
       a_holds_m.Notify();
       c_holds_l.WaitForNotification();
-      a_st = LockSecond(&ctx, &m, &l, &guard);
+      a_st = LockSecond(&ctx, &m, &l, guard.get_token());
       if (a_st.ok()) {
         l.Unlock();
         m.Unlock();
@@ -112,7 +112,7 @@ TEST_P(WwTryLockTest, TrylockPastAnOlderWaiterDoesNotDeadlock) {
       // L, which it releases only after finishing).
       a_queued = b_won && l.WaiterCountForTesting() == 1;
       if (b_won) {
-        b_st = LockSecond(&ctx, &l, &m, &guard);
+        b_st = LockSecond(&ctx, &l, &m, guard.get_token());
         if (b_st.ok()) {
           m.Unlock();
           l.Unlock();
@@ -125,7 +125,7 @@ TEST_P(WwTryLockTest, TrylockPastAnOlderWaiterDoesNotDeadlock) {
     release_c.Notify();
     const bool finished = a_done.WaitForNotificationWithTimeout(kDeadlockGuard) &&
                           b_done.WaitForNotificationWithTimeout(kDeadlockGuard);
-    guard.Cancel();  // unblocks a deadlocked pair so that the test fails instead of hanging
+    guard.request_stop();  // unblocks a deadlocked pair so that the test fails instead of hanging
     a.join();
     b.join();
     c.join();

@@ -130,8 +130,11 @@ struct Mapping {
 using IclMap = boost::icl::interval_map<uint64_t, Mapping>;
 using IclRange = boost::icl::discrete_interval<uint64_t>;
 
-IclMap MakeIcl(uint64_t n, const std::vector<const void*>& bos) {
-  IclMap m;
+using IclSplitMap = boost::icl::split_interval_map<uint64_t, Mapping>;
+
+template <typename Map = IclMap>
+Map MakeIcl(uint64_t n, const std::vector<const void*>& bos) {
+  Map m;
   for (uint64_t i = 0; i < n; ++i) {
     m += std::make_pair(IclRange::right_open(i * kTile, (i + 1) * kTile), Mapping{bos[i % 8], 0});
   }
@@ -145,10 +148,12 @@ std::vector<const void*> PeerBos() {
   return bos;
 }
 
-void BM_IclRequest(benchmark::State& state) {
+// The peer's request loop, for either icl map form.
+template <typename Map>
+void IclRequests(benchmark::State& state) {
   const uint64_t n = state.range(0);
   const std::vector<const void*> bos = PeerBos();
-  IclMap m = MakeIcl(n, bos);
+  Map m = MakeIcl<Map>(n, bos);
   std::mt19937_64 rng(42);
   for (auto _ : state) {
     const uint64_t range = 1 + rng() % 32;
@@ -163,29 +168,11 @@ void BM_IclRequest(benchmark::State& state) {
   }
   state.counters["vas"] = static_cast<double>(boost::icl::interval_count(m));
 }
+
+void BM_IclRequest(benchmark::State& state) { IclRequests<IclMap>(state); }
 BENCHMARK(BM_IclRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
 
-using IclSplitMap = boost::icl::split_interval_map<uint64_t, Mapping>;
-void BM_IclSplitRequest(benchmark::State& state) {
-  const uint64_t n = state.range(0);
-  const std::vector<const void*> bos = PeerBos();
-  IclSplitMap m;
-  for (uint64_t i = 0; i < n; ++i) {
-    m += std::make_pair(IclRange::right_open(i * kTile, (i + 1) * kTile), Mapping{bos[i % 8], 0});
-  }
-  std::mt19937_64 rng(42);
-  for (auto _ : state) {
-    const uint64_t range = 1 + rng() % 32;
-    const uint64_t addr = rng() % (n * kTile - range);
-    const void* bo = bos[rng() % 8];
-    if (rng() % 4 == 0) {
-      m.erase(IclRange::right_open(addr, addr + range));
-    } else {
-      m += std::make_pair(IclRange::right_open(addr, addr + range), Mapping{bo, 0});
-    }
-    benchmark::DoNotOptimize(m);
-  }
-}
+void BM_IclSplitRequest(benchmark::State& state) { IclRequests<IclSplitMap>(state); }
 BENCHMARK(BM_IclSplitRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
 
 void BM_GpuvmFindFirst(benchmark::State& state) {

@@ -10,20 +10,25 @@
 // the map can split it anywhere without rewriting offsets; its combiner overwrites (operator+= is
 // assignment), so `map += (range, mapping)` is one pass that replaces whatever the range held,
 // like SmMap + apply, and `erase(range)` is SmUnmap + apply. The joining interval_map (rather
-// than split_interval_map) is the faster form: adjacent equal values (same BO, contiguous) merge,
-// so it holds at most as many segments as udrm holds VAs. Lookup: find(addr).
+// than split_interval_map) holds fewer segments: adjacent equal values (same BO, contiguous) merge,
+// so it holds at most as many segments as udrm holds VAs; BM_IclSplitRequest runs the same
+// requests on a split_interval_map (no joining work) and both get a RATIO line, so the
+// comparison is against whichever is faster on the day. Lookup: find(addr).
+// VALUE gpuvm_request_per_log2n_<n>: the request cost / log2(n), flat if it grows as log n.
 // VALUE gpuva_bytes: memory per VA with the index (sizeof(Gpuva) + the btree's heap bytes per
 // entry, measured with mallinfo2 around the inserts of 10^6 VAs).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
+#include <boost/icl/interval_map.hpp>
+#include <boost/icl/split_interval_map.hpp>
+#include <cmath>
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
-
-#include <boost/icl/interval_map.hpp>
 
 #include "bench/report.h"
 #include "vm/gpuvm.h"
@@ -125,8 +130,11 @@ struct Mapping {
 using IclMap = boost::icl::interval_map<uint64_t, Mapping>;
 using IclRange = boost::icl::discrete_interval<uint64_t>;
 
-IclMap MakeIcl(uint64_t n, const std::vector<const void*>& bos) {
-  IclMap m;
+using IclSplitMap = boost::icl::split_interval_map<uint64_t, Mapping>;
+
+template <typename Map = IclMap>
+Map MakeIcl(uint64_t n, const std::vector<const void*>& bos) {
+  Map m;
   for (uint64_t i = 0; i < n; ++i) {
     m += std::make_pair(IclRange::right_open(i * kTile, (i + 1) * kTile), Mapping{bos[i % 8], 0});
   }
@@ -140,10 +148,12 @@ std::vector<const void*> PeerBos() {
   return bos;
 }
 
-void BM_IclRequest(benchmark::State& state) {
+// The peer's request loop, for either icl map form.
+template <typename Map>
+void IclRequests(benchmark::State& state) {
   const uint64_t n = state.range(0);
   const std::vector<const void*> bos = PeerBos();
-  IclMap m = MakeIcl(n, bos);
+  Map m = MakeIcl<Map>(n, bos);
   std::mt19937_64 rng(42);
   for (auto _ : state) {
     const uint64_t range = 1 + rng() % 32;
@@ -158,7 +168,12 @@ void BM_IclRequest(benchmark::State& state) {
   }
   state.counters["vas"] = static_cast<double>(boost::icl::interval_count(m));
 }
+
+void BM_IclRequest(benchmark::State& state) { IclRequests<IclMap>(state); }
 BENCHMARK(BM_IclRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
+
+void BM_IclSplitRequest(benchmark::State& state) { IclRequests<IclSplitMap>(state); }
+BENCHMARK(BM_IclSplitRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
 
 void BM_GpuvmFindFirst(benchmark::State& state) {
   const uint64_t n = state.range(0);
@@ -197,14 +212,20 @@ void PrintGpuvaBytes() {
 int main(int argc, char** argv) {
   std::vector<udrm::bench::Comparison> cmp;
   std::vector<udrm::bench::Value> val;
-  for (const auto& [tag, arg] : {std::pair{"1e3", "/1000"}, std::pair{"1e5", "/100000"},
-                                 std::pair{"1e6", "/1000000"}}) {
+  for (const auto& [tag, arg, n] :
+       {std::tuple{"1e3", "/1000", 1e3}, std::tuple{"1e5", "/100000", 1e5},
+        std::tuple{"1e6", "/1000000", 1e6}}) {
     const std::string t = tag, a = arg;
-    cmp.push_back({"gpuvm_request_" + t, "BM_GpuvmRequest" + a, "icl_interval_map",
-                   "BM_IclRequest" + a});
-    cmp.push_back({"gpuvm_lookup_" + t, "BM_GpuvmFindFirst" + a, "icl_interval_map",
-                   "BM_IclFind" + a});
+    cmp.push_back(
+        {"gpuvm_request_" + t, "BM_GpuvmRequest" + a, "icl_interval_map", "BM_IclRequest" + a});
+    cmp.push_back({"gpuvm_request_" + t, "BM_GpuvmRequest" + a, "icl_split_interval_map",
+                   "BM_IclSplitRequest" + a});
+    cmp.push_back(
+        {"gpuvm_lookup_" + t, "BM_GpuvmFindFirst" + a, "icl_interval_map", "BM_IclFind" + a});
     val.push_back({"gpuvm_request_" + t, "BM_GpuvmRequest" + a});
+    // log n growth: the request cost divided by log2(VAs) stays flat if it grows as log n.
+    val.push_back(
+        {"gpuvm_request_per_log2n_" + t, "BM_GpuvmRequest" + a, 1.0 / std::log2(n), "ns"});
     val.push_back({"gpuvm_find_first_" + t, "BM_GpuvmFindFirst" + a});
   }
   const int rc = udrm::bench::RunAndReport(argc, argv, cmp, val);

@@ -103,6 +103,8 @@ class Entity {
   uint64_t fence_seq_ ABSL_GUARDED_BY(submit_mu_) = 0;
   // The finished fence of the last armed job: a job cancelled after it signals after it.
   fence::FenceRef last_armed_ ABSL_GUARDED_BY(submit_mu_);
+  // That job was cancelled (destroyed without Push): the next armed job waits for last_armed_.
+  bool last_armed_cancelled_ ABSL_GUARDED_BY(submit_mu_) = false;
   bool killed_ ABSL_GUARDED_BY(submit_mu_) = false;
 
   // Under the current scheduler's mu_ (see scheduler.h). An entity changes scheduler only when

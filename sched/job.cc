@@ -64,6 +64,10 @@ ArmedJob Job::Arm(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  //
   job->scheduled_ = std::move(fences.scheduled);
   job->finished_ = std::move(fences.finished);
   fence::FenceRef prev = std::exchange(e->last_armed_, job->finished_);
+  // The previous job never enters the queue, so entity order does not order this one after it.
+  if (std::exchange(e->last_armed_cancelled_, false) && !prev->IsSignaledFlag()) {
+    job->order_after_ = prev;
+  }
   job->arming_thread_ = ThisThread();
   job->state_ = State::kArmed;
   return ArmedJob(std::move(job), std::move(prev));
@@ -118,6 +122,7 @@ void Job::Cancel(std::unique_ptr<Job> job, fence::FenceRef prev) ABSL_NO_THREAD_
   job->state_ = State::kCancelled;
   Entity* e = job->entity_;
   job->entity_ = nullptr;
+  e->last_armed_cancelled_ = true;  // the next armed job waits for this one's finished fence
   e->submit_mu_.Unlock();  // the entity is usable again: its next job takes the next seqno
 #ifndef NDEBUG
   log::Write(log::Level::kWarn,

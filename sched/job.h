@@ -14,10 +14,13 @@
 //      job afterwards (it may already be running, done and freed). Entity::Submit(std::move(job))
 //      does 3 and 4 in one call and returns the finished fence: the common case.
 //   An ArmedJob destroyed without Push cancels the job: the submission lock is released at once
-//   (the entity stays usable), and once the entity's previously armed job has finished and the
-//   job's dependencies have signalled (so its fences never signal ahead of seqno order), its
-//   scheduled fence signals and its finished fence signals with CancelledError; then the job is
-//   destroyed. The backend never sees it (no RunJob, no FreeJob). Debug builds log a warning.
+//   (the entity stays usable, nothing blocks), and once the entity's previously armed job has
+//   finished and the job's dependencies have signalled, its scheduled fence signals and its
+//   finished fence signals with CancelledError; then the job is destroyed. The backend never sees
+//   it (no RunJob, no FreeJob). Debug builds log a warning. Seqno order holds on both sides: the
+//   entity's next armed job waits for the cancelled job's finished fence (an ordering dependency
+//   the scheduler never skips as "same entity", and a killed job waits for it too), so no later
+//   job of the entity signals its scheduled or finished fence before the cancelled job's.
 //   5. The scheduler resolves dependencies, runs the job (Backend::RunJob), signals scheduled(),
 //      then finished() when the hardware fence signals, then calls Backend::FreeJob.
 // A job's failure travels on finished(), never as a return value.
@@ -103,6 +106,11 @@ class Job {
   uint32_t credits_ = 0;
   bool dont_pipeline_ = false;
   absl::InlinedVector<fence::FenceRef, 2> deps_;  // most jobs have 0-2: no allocation
+  // Set by Arm when the entity's previously armed job was cancelled (destroyed without Push): its
+  // finished fence, waited for before deps_ (the scheduler never skips it as same-entity) and by a
+  // kill, so this job's fences signal after the cancelled job's (seqno order). Kept until freed.
+  fence::FenceRef order_after_;
+  bool order_checked_ = false;  // scheduler: order_after_ resolved
   size_t next_dep_ = 0;  // scheduler: dependencies checked so far
   uint64_t submit_stamp_ = 0;  // scheduler: FIFO key
   Job* inbox_next_ = nullptr;  // scheduler: the submission inbox's link (see Scheduler::Enqueue)

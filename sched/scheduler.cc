@@ -201,18 +201,25 @@ void Scheduler::AccountLocked(Job& job) {
 fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
   for (;;) {
     fence::FenceRef dep;
-    if (job.next_dep_ < job.deps_.size()) {
+    if (!job.order_checked_) {
+      // The entity's cancelled previous job (sched/job.h): the same context, yet never queued,
+      // so neither skipped nor pipelined.
+      job.order_checked_ = true;
+      if (job.order_after_ == nullptr) continue;
+      dep = job.order_after_;
+    } else if (job.next_dep_ < job.deps_.size()) {
       dep = job.deps_[job.next_dep_++];
+      // The same entity: entity order already serialises them.
+      if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     } else {
       dep = backend_->PrepareJob(job);  // once per fence it returned, then a final null
       if (dep == nullptr) return nullptr;
+      if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     }
-    // The same entity: entity order already serialises them.
-    if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     // The same scheduler: the ring runs jobs in order, so being scheduled is enough — unless the
     // dependency failed or asked not to be pipelined.
     if (const FinishedFence* f = FinishedFence::Cast(dep.get());
-        f != nullptr && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
+        f != nullptr && dep != job.order_after_ && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
       dep = FinishedFence::ScheduledOf(dep);
     }
     if (dep->IsSignaled()) continue;

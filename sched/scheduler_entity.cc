@@ -139,6 +139,8 @@ std::vector<Scheduler::KilledJob> Scheduler::LinkKilled(Entity* e,
     // Every dependency must have finished ("to avoid data corruptions"): a scheduled fence of a
     // job is replaced by that job's finished fence.
     for (const fence::FenceRef& dep : job->deps_) k.wait.push_back(FinishedFence::FinishedOf(dep));
+    // Its entity's cancelled previous job (sched/job.h), which is in no kill chain.
+    if (job->order_after_ != nullptr) k.wait.push_back(job->order_after_);
     absl::MutexLock l(&killed_mu_);
     // Killed jobs of one entity complete in order, after its last scheduled job.
     if (e->last_killed_ != nullptr) k.wait.push_back(e->last_killed_);

@@ -7,8 +7,8 @@ set -uo pipefail
 tool=$1
 scenario=$2
 shift 2
-# --drop_armed=0: the dropped-ArmedJob workload finds a known sched/ defect
-# (tests/tools/armed_job_order_test.cc); drop the flag once that test passes.
+# --drop_armed=0: the dropped-ArmedJob workload found a sched/ defect, now fixed
+# (tests/sched/armed_job_order_test.cc); drop the flag once a run with it is confirmed green.
 "$tool" --scenario="$scenario" --duration=2s --seed=14 --threads=4 --drop_armed=0 "$@"
 rc=$?
 if [ "$rc" -ne 0 ]; then

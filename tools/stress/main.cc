@@ -24,7 +24,7 @@ constexpr char kUsage[] =
     "  vmbind  VM_BIND binds vs readers translating vs BO release; page table == VA tree\n"
     "  all     each of the above, one after the other (duration split evenly)\n"
     "  --drop_armed=0: sched never drops an armed job unpushed (default 1; see\n"
-    "          tests/tools/armed_job_order_test.cc for the defect it finds)\n"
+    "          tests/sched/armed_job_order_test.cc for the defect it found)\n"
     "The seed decides the workload; a violation prints it with the failing invariant and exits 1.\n";
 
 [[noreturn]] void Usage(const std::string& error) {

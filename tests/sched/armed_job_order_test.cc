@@ -3,7 +3,8 @@
 // signals (sched/job.h), but the entity's next job does not wait for it, so a later job's finished
 // fence signals before the dropped job's — fences of one context out of seqno order (dma_fence's
 // contract; Fence::IsLater and every "keep the later fence per context" rule rely on it).
-// Tagged manual until sched/ fixes it (the fix is in sched internals, which another change edits).
+// Fixed in sched/: the next armed job waits for the cancelled job's finished fence (Job::
+// order_after_), a dependency the scheduler does not skip as same-entity.
 #include <atomic>
 #include <memory>
 

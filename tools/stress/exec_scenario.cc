@@ -57,7 +57,7 @@ void Transaction(Pool& pool, int tid, fence::FenceContext& timeline, std::mt1993
   fence::FenceRef f = timeline.NewFence();
   const auto usage = static_cast<fence::ResvUsage>(Below(rng, 4));
   {
-    exec::Exec exec(flags, nullptr, pool.cls);
+    exec::Exec exec(flags, {}, pool.cls);
     const absl::Status s = exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
       locked.clear();
       for (StressObject* o : pick) {

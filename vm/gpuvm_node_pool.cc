@@ -13,7 +13,7 @@ NodePool::~NodePool() {
   while (free_ != nullptr) {
     FreeBlock* b = free_;
     free_ = b->next;
-    ::operator delete(b, kBlockBytes);
+    ::operator delete(b);  // unsized: clang 14 lacks the sized form
   }
 }
 
@@ -43,7 +43,7 @@ void NodePool::Deallocate(void* p) {
       return;
     }
   }
-  ::operator delete(p, kBlockBytes);
+  ::operator delete(p);  // unsized: clang 14 lacks the sized form
 }
 
 absl::Status NodePool::Reserve(size_t blocks) {
@@ -82,7 +82,7 @@ void NodePool::TrimLocked() {
     FreeBlock* b = free_;
     free_ = b->next;
     --free_count_;
-    ::operator delete(b, kBlockBytes);
+    ::operator delete(b);  // unsized: clang 14 lacks the sized form
   }
 }
 

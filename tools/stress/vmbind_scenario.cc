@@ -273,7 +273,10 @@ void RunVmBind(const Options& options) {
     World world;
     NewWorld(world, binders);
     Gate gate;
-    gate.alive = binders + readers;
+    {
+      absl::MutexLock l(&gate.mu);  // no other thread yet; the lock keeps the annotation honest
+      gate.alive = binders + readers;
+    }
     std::vector<std::unique_ptr<Binder>> bs;
     for (int i = 0; i < binders; ++i) {
       bs.push_back(std::make_unique<Binder>(options, i, world, gate, i * kWindowPages * kPage,

@@ -7,9 +7,9 @@ set -uo pipefail
 tool=$1
 scenario=$2
 shift 2
-# --drop_armed=0: the dropped-ArmedJob workload found a sched/ defect, now fixed
-# (tests/sched/armed_job_order_test.cc); drop the flag once a run with it is confirmed green.
-"$tool" --scenario="$scenario" --duration=2s --seed=14 --threads=4 --drop_armed=0 "$@"
+# The tool's defaults include armed jobs dropped without Push (the workload that found the
+# defect tests/sched/armed_job_order_test.cc guards, fixed in sched/).
+"$tool" --scenario="$scenario" --duration=2s --seed=14 --threads=4 "$@"
 rc=$?
 if [ "$rc" -ne 0 ]; then
   echo "udrm_stress_test: scenario $scenario failed (exit $rc)" >&2

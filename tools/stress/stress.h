@@ -32,9 +32,8 @@ struct Options {
   absl::Duration duration = absl::Seconds(10);
   uint64_t seed = 0;
   int threads = 4;
-  // sched: sometimes arm a job and drop it without Push. Off to run clean past the known defect
-  // that such a job's finished fence may signal after later jobs of its entity
-  // (tests/tools/armed_job_order_test.cc).
+  // sched: sometimes arm a job and drop it without Push (its fences then signal cancelled, in
+  // entity order: //tests/sched:armed_job_order_test). --drop_armed=0 leaves that path out.
   bool drop_armed = true;
 
   // A generator for one thread (or role) of the current scenario: seeded from the seed, the

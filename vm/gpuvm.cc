@@ -128,21 +128,32 @@ Gpuvm::TreeIt Gpuvm::UpperBound(uint64_t addr) const {
     TreeIt c = finger_;
     const TreeIt end = tree.end();
     int steps = 0;
+    bool found = false;
     while (c != end && c->first <= addr && steps < 2) {
       ++c;
       ++steps;
     }
     if (c == end || c->first > addr) {
+      found = steps != 0;  // went forward: the predecessor stepped over is <= addr
       const TreeIt begin = tree.begin();
-      for (int back = 0; back < 3; ++back) {
-        if (c == begin) return c;
+      for (int back = 0; back < 3 && !found; ++back) {
+        if (c == begin) {
+          found = true;
+          break;
+        }
         const TreeIt p = std::prev(c);
-        if (p->first <= addr) return c;
-        if (steps != 0) break;  // went forward: the predecessor was <= addr already
-        c = p;
+        if (p->first <= addr) {
+          found = true;
+        } else {
+          c = p;
+          ++steps;
+        }
       }
     }
+    Count(finger_steps_, steps);
+    if (found) return c;
   }
+  Count(searches_, 1);
   return tree.upper_bound(addr);
 }
 
@@ -150,7 +161,11 @@ Gpuvm::TreeIt Gpuvm::UpperBound(uint64_t addr) const {
 // it starts are at random places.
 Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start) const {
   auto& tree = const_cast<Tree&>(tree_);  // iterators only read here
+  Count(searches_, 1);
   TreeIt it = tree.upper_bound(start);
+  // Both candidate VAs are read next (the walk reads `it`'s unless the predecessor reaches the
+  // end of the window): fetch them in parallel rather than one cache miss after the other.
+  if (it != tree.end()) __builtin_prefetch(it->second);
   if (it != tree.begin()) {
     TreeIt prev = std::prev(it);
     if (prev->second->end() > start) return prev;
@@ -159,6 +174,7 @@ Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start) const {
 }
 
 void Gpuvm::InsertUnchecked(Gpuva* va) {
+  Count(searches_, 1);
   SetFinger(tree_.emplace(va->addr, va).first);
   ++gen_;
   va->vm = this;
@@ -250,6 +266,7 @@ void Gpuvm::Remove(Gpuva* va) {
 Gpuva* Gpuvm::FindFirst(uint64_t addr, uint64_t range) const {
   if (range == 0) return nullptr;
   const uint64_t last = addr + (range - 1) < addr ? UINT64_MAX : addr + (range - 1);
+  Count(searches_, 1);
   auto it = tree_.upper_bound(addr);
   if (it != tree_.begin()) {
     auto prev = std::prev(it);

@@ -157,15 +157,20 @@ Gpuvm::TreeIt Gpuvm::UpperBound(uint64_t addr) const {
   return tree.upper_bound(addr);
 }
 
-// The first VA ending after `start` (the one containing it, or the next). A search: the walks
-// it starts are at random places.
-Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start) const {
+// The first VA ending after `start` (the one containing it, or the next), for a walk of
+// [start, end). A search: the walks it starts are at random places.
+Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start, uint64_t end) const {
   auto& tree = const_cast<Tree&>(tree_);  // iterators only read here
   Count(searches_, 1);
   TreeIt it = tree.upper_bound(start);
-  // Both candidate VAs are read next (the walk reads `it`'s unless the predecessor reaches the
-  // end of the window): fetch them in parallel rather than one cache miss after the other.
-  if (it != tree.end()) __builtin_prefetch(it->second);
+  // The walk reads the VAs it visits (the predecessor's end decides whether it is the first):
+  // on a big tree each is a cache miss, so fetch the ones starting in the window (up to two)
+  // in parallel with the predecessor's, rather than one miss after the other.
+  if (it != tree.end() && it->first < end) {
+    __builtin_prefetch(it->second);
+    TreeIt next = std::next(it);
+    if (next != tree.end() && next->first < end) __builtin_prefetch(next->second);
+  }
   if (it != tree.begin()) {
     TreeIt prev = std::prev(it);
     if (prev->second->end() > start) return prev;
@@ -293,11 +298,11 @@ Gpuva* Gpuvm::FindNext(uint64_t end) const {
 
 Gpuvm::VaRange Gpuvm::Range(uint64_t start, uint64_t end) const {
   auto& tree = const_cast<Tree&>(tree_);  // iterators only read through a const VM
-  return VaRange(this, nullptr, end > start ? FirstOverlapping(start) : tree.end(), end);
+  return VaRange(this, nullptr, end > start ? FirstOverlapping(start, end) : tree.end(), end);
 }
 
 Gpuvm::VaRange Gpuvm::RangeForUpdate(uint64_t start, uint64_t end) {
-  return VaRange(this, this, end > start ? FirstOverlapping(start) : tree_.end(), end);
+  return VaRange(this, this, end > start ? FirstOverlapping(start, end) : tree_.end(), end);
 }
 
 Gpuvm::VaRange Gpuvm::All() const {

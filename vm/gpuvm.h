@@ -230,7 +230,7 @@ class Gpuvm {
   // tree_.upper_bound(addr), without a search when the finger is within two entries of it.
   // Const (reads the finger only), so concurrent const readers stay safe.
   TreeIt UpperBound(uint64_t addr) const;
-  TreeIt FirstOverlapping(uint64_t start) const;
+  TreeIt FirstOverlapping(uint64_t start, uint64_t end) const;
   // The iterator of `va`, which must be in the tree (crash otherwise); O(1) at the finger.
   TreeIt Locate(const Gpuva* va);
   void SetFinger(TreeIt it) {

@@ -15,6 +15,12 @@
 // requests on a split_interval_map (no joining work) and both get a RATIO line, so the
 // comparison is against whichever is faster on the day. Lookup: find(addr).
 // VALUE gpuvm_request_per_log2n_<n>: the request cost / log2(n), flat if it grows as log n.
+// The algorithmic cost apart from memory: VALUE gpuvm_request_<n>_searches / _node_visits /
+// _finger_steps per request (Gpuvm::tree_searches: a search visits tree_height() nodes).
+// BM_GpuvmRequestHot/n (and the peer's BM_IclRequestHot/n): the same tree of n VAs, requests
+// only in a window of 1000 VAs in its middle — the same searches and node visits per request as
+// the full run, but a working set that fits in the caches. Full minus hot is what cache and TLB
+// misses cost.
 // VALUE gpuva_bytes: memory per VA with the index (sizeof(Gpuva) + the btree's heap bytes per
 // entry, measured with mallinfo2 around the inserts of 10^6 VAs).
 #include <benchmark/benchmark.h>
@@ -23,6 +29,7 @@
 #include <boost/icl/interval_map.hpp>
 #include <boost/icl/split_interval_map.hpp>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -96,24 +103,78 @@ class ApplyNow final : public vm::SmSteps {
   Fixture& f_;
 };
 
-void BM_GpuvmRequest(benchmark::State& state) {
+// The request stream (the same for udrm and the peers from the same seed): a random range of
+// 1..32 units starting in [lo, lo + span), a random BO of 8, one in four an unmap.
+struct Requests {
+  uint64_t lo;
+  uint64_t span;
+  std::mt19937_64 rng{42};
+  struct Request {
+    uint64_t addr;
+    uint64_t range;
+    size_t bo;
+    bool unmap;
+  };
+  Request Next() {
+    Request r;
+    r.range = 1 + rng() % 32;
+    r.addr = lo + rng() % (span - r.range);
+    r.bo = rng() % 8;
+    r.unmap = rng() % 4 == 0;
+    return r;
+  }
+};
+
+// The whole VM [0, 16n), or (hot) a window of kHotVas tiles in its middle: same tree, same
+// height and searches, but a working set that stays in the caches.
+constexpr uint64_t kHotVas = 1000;
+Requests MakeRequests(uint64_t n, bool hot) {
+  if (!hot) return Requests{0, n * kTile};
+  return Requests{n / 2 * kTile, kHotVas * kTile};
+}
+
+// The tree's work per request in the last run of each benchmark (printed as VALUE lines).
+struct TreeWork {
+  double searches = 0;      // root-to-leaf searches per request
+  double finger_steps = 0;  // iterator moves instead of a search, per request
+  double height = 0;        // the tree's height at the end (each search visits this many nodes)
+};
+std::map<std::string, TreeWork>& TreeWorkByBench() {
+  static auto* m = new std::map<std::string, TreeWork>;
+  return *m;
+}
+
+void GpuvmRequests(benchmark::State& state, bool hot) {
   const uint64_t n = state.range(0);
   Fixture f(n);
-  std::mt19937_64 rng(42);
+  Requests reqs = MakeRequests(n, hot);
   ApplyNow steps(f);
+  const uint64_t searches0 = f.vm->tree_searches();
+  const uint64_t steps0 = f.vm->finger_steps();
   for (auto _ : state) {
-    const uint64_t range = 1 + rng() % 32;
-    const uint64_t addr = rng() % (n * kTile - range);
-    vm::Bo* bo = f.bos[rng() % 8].get();
-    if (rng() % 4 == 0) {
-      benchmark::DoNotOptimize(vm::SmUnmap(*f.vm, addr, range, steps));
+    const Requests::Request r = reqs.Next();
+    if (r.unmap) {
+      benchmark::DoNotOptimize(vm::SmUnmap(*f.vm, r.addr, r.range, steps));
     } else {
-      benchmark::DoNotOptimize(vm::SmMap(*f.vm, {{addr, range, bo, addr}}, steps));
+      benchmark::DoNotOptimize(
+          vm::SmMap(*f.vm, {{r.addr, r.range, f.bos[r.bo].get(), r.addr}}, steps));
     }
   }
+  const double iters = static_cast<double>(state.iterations());
+  TreeWork w;
+  w.searches = static_cast<double>(f.vm->tree_searches() - searches0) / iters;
+  w.finger_steps = static_cast<double>(f.vm->finger_steps() - steps0) / iters;
+  w.height = static_cast<double>(f.vm->tree_height());
+  TreeWorkByBench()[(hot ? "BM_GpuvmRequestHot/" : "BM_GpuvmRequest/") + std::to_string(n)] = w;
   state.counters["vas"] = static_cast<double>(f.vm->va_count());
+  state.counters["height"] = w.height;
+  state.counters["searches"] = w.searches;
 }
+
+void BM_GpuvmRequest(benchmark::State& state) { GpuvmRequests(state, false); }
 BENCHMARK(BM_GpuvmRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
+void BM_GpuvmRequestHot(benchmark::State& state) { GpuvmRequests(state, true); }
+BENCHMARK(BM_GpuvmRequestHot)->Arg(100000)->Arg(1000000);
 
 // The peer's value: which BO, and the BO offset minus the address (constant along a mapping).
 struct Mapping {
@@ -150,19 +211,17 @@ std::vector<const void*> PeerBos() {
 
 // The peer's request loop, for either icl map form.
 template <typename Map>
-void IclRequests(benchmark::State& state) {
+void IclRequests(benchmark::State& state, bool hot = false) {
   const uint64_t n = state.range(0);
   const std::vector<const void*> bos = PeerBos();
   Map m = MakeIcl<Map>(n, bos);
-  std::mt19937_64 rng(42);
+  Requests reqs = MakeRequests(n, hot);
   for (auto _ : state) {
-    const uint64_t range = 1 + rng() % 32;
-    const uint64_t addr = rng() % (n * kTile - range);
-    const void* bo = bos[rng() % 8];
-    if (rng() % 4 == 0) {
-      m.erase(IclRange::right_open(addr, addr + range));
+    const Requests::Request r = reqs.Next();
+    if (r.unmap) {
+      m.erase(IclRange::right_open(r.addr, r.addr + r.range));
     } else {
-      m += std::make_pair(IclRange::right_open(addr, addr + range), Mapping{bo, 0});
+      m += std::make_pair(IclRange::right_open(r.addr, r.addr + r.range), Mapping{bos[r.bo], 0});
     }
     benchmark::DoNotOptimize(m);
   }
@@ -174,6 +233,9 @@ BENCHMARK(BM_IclRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
 
 void BM_IclSplitRequest(benchmark::State& state) { IclRequests<IclSplitMap>(state); }
 BENCHMARK(BM_IclSplitRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
+
+void BM_IclRequestHot(benchmark::State& state) { IclRequests<IclMap>(state, true); }
+BENCHMARK(BM_IclRequestHot)->Arg(100000)->Arg(1000000);
 
 void BM_GpuvmFindFirst(benchmark::State& state) {
   const uint64_t n = state.range(0);
@@ -207,11 +269,24 @@ void PrintGpuvaBytes() {
   for (auto& va : vas) vm->Remove(&va);
 }
 
+// The tree's work per request (TreeWorkByBench) as VALUE lines: searches, nodes visited by them
+// (searches x height: a btree search visits one node per level), finger steps.
+void PrintTreeWork(const std::string& metric, const std::string& bench) {
+  auto it = TreeWorkByBench().find(bench);
+  if (it == TreeWorkByBench().end()) return;
+  const TreeWork& w = it->second;
+  std::printf("VALUE %s_searches %.3f per request\n", metric.c_str(), w.searches);
+  std::printf("VALUE %s_node_visits %.2f per request (height %.0f)\n", metric.c_str(),
+              w.searches * w.height, w.height);
+  std::printf("VALUE %s_finger_steps %.2f per request\n", metric.c_str(), w.finger_steps);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<udrm::bench::Comparison> cmp;
   std::vector<udrm::bench::Value> val;
+  std::vector<std::pair<std::string, std::string>> work;
   for (const auto& [tag, arg, n] :
        {std::tuple{"1e3", "/1000", 1e3}, std::tuple{"1e5", "/100000", 1e5},
         std::tuple{"1e6", "/1000000", 1e6}}) {
@@ -227,8 +302,18 @@ int main(int argc, char** argv) {
     val.push_back(
         {"gpuvm_request_per_log2n_" + t, "BM_GpuvmRequest" + a, 1.0 / std::log2(n), "ns"});
     val.push_back({"gpuvm_find_first_" + t, "BM_GpuvmFindFirst" + a});
+    work.push_back({"gpuvm_request_" + t, "BM_GpuvmRequest" + a});
+    if (t != "1e3") {
+      // The same tree with the requests in a cache-sized window: the difference to the full
+      // run is the cost of cache misses (same searches, same nodes visited).
+      cmp.push_back({"gpuvm_request_hot_" + t, "BM_GpuvmRequestHot" + a, "icl_interval_map",
+                     "BM_IclRequestHot" + a});
+      val.push_back({"gpuvm_request_hot_" + t, "BM_GpuvmRequestHot" + a});
+      work.push_back({"gpuvm_request_hot_" + t, "BM_GpuvmRequestHot" + a});
+    }
   }
   const int rc = udrm::bench::RunAndReport(argc, argv, cmp, val);
+  for (const auto& [metric, bench] : work) PrintTreeWork(metric, bench);
   PrintGpuvaBytes();
   return rc;
 }

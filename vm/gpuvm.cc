@@ -128,29 +128,49 @@ Gpuvm::TreeIt Gpuvm::UpperBound(uint64_t addr) const {
     TreeIt c = finger_;
     const TreeIt end = tree.end();
     int steps = 0;
+    bool found = false;
     while (c != end && c->first <= addr && steps < 2) {
       ++c;
       ++steps;
     }
     if (c == end || c->first > addr) {
+      found = steps != 0;  // went forward: the predecessor stepped over is <= addr
       const TreeIt begin = tree.begin();
-      for (int back = 0; back < 3; ++back) {
-        if (c == begin) return c;
+      for (int back = 0; back < 3 && !found; ++back) {
+        if (c == begin) {
+          found = true;
+          break;
+        }
         const TreeIt p = std::prev(c);
-        if (p->first <= addr) return c;
-        if (steps != 0) break;  // went forward: the predecessor was <= addr already
-        c = p;
+        if (p->first <= addr) {
+          found = true;
+        } else {
+          c = p;
+          ++steps;
+        }
       }
     }
+    Count(finger_steps_, steps);
+    if (found) return c;
   }
+  Count(searches_, 1);
   return tree.upper_bound(addr);
 }
 
-// The first VA ending after `start` (the one containing it, or the next). A search: the walks
-// it starts are at random places.
-Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start) const {
+// The first VA ending after `start` (the one containing it, or the next), for a walk of
+// [start, end). A search: the walks it starts are at random places.
+Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start, uint64_t end) const {
   auto& tree = const_cast<Tree&>(tree_);  // iterators only read here
+  Count(searches_, 1);
   TreeIt it = tree.upper_bound(start);
+  // The walk reads the VAs it visits (the predecessor's end decides whether it is the first):
+  // on a big tree each is a cache miss, so fetch the ones starting in the window (up to two)
+  // in parallel with the predecessor's, rather than one miss after the other.
+  if (it != tree.end() && it->first < end) {
+    __builtin_prefetch(it->second);
+    TreeIt next = std::next(it);
+    if (next != tree.end() && next->first < end) __builtin_prefetch(next->second);
+  }
   if (it != tree.begin()) {
     TreeIt prev = std::prev(it);
     if (prev->second->end() > start) return prev;
@@ -159,6 +179,7 @@ Gpuvm::TreeIt Gpuvm::FirstOverlapping(uint64_t start) const {
 }
 
 void Gpuvm::InsertUnchecked(Gpuva* va) {
+  Count(searches_, 1);
   SetFinger(tree_.emplace(va->addr, va).first);
   ++gen_;
   va->vm = this;
@@ -250,6 +271,7 @@ void Gpuvm::Remove(Gpuva* va) {
 Gpuva* Gpuvm::FindFirst(uint64_t addr, uint64_t range) const {
   if (range == 0) return nullptr;
   const uint64_t last = addr + (range - 1) < addr ? UINT64_MAX : addr + (range - 1);
+  Count(searches_, 1);
   auto it = tree_.upper_bound(addr);
   if (it != tree_.begin()) {
     auto prev = std::prev(it);
@@ -276,11 +298,11 @@ Gpuva* Gpuvm::FindNext(uint64_t end) const {
 
 Gpuvm::VaRange Gpuvm::Range(uint64_t start, uint64_t end) const {
   auto& tree = const_cast<Tree&>(tree_);  // iterators only read through a const VM
-  return VaRange(this, nullptr, end > start ? FirstOverlapping(start) : tree.end(), end);
+  return VaRange(this, nullptr, end > start ? FirstOverlapping(start, end) : tree.end(), end);
 }
 
 Gpuvm::VaRange Gpuvm::RangeForUpdate(uint64_t start, uint64_t end) {
-  return VaRange(this, this, end > start ? FirstOverlapping(start) : tree_.end(), end);
+  return VaRange(this, this, end > start ? FirstOverlapping(start, end) : tree_.end(), end);
 }
 
 Gpuvm::VaRange Gpuvm::All() const {

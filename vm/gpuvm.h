@@ -177,6 +177,15 @@ class Gpuvm {
   // VAs in the tree, kernel node included.
   size_t va_count() const { return tree_.size(); }
 
+  // The tree's work so far, for the bench (the algorithmic cost of a request, apart from the
+  // memory it touches). A search descends from the root to a leaf: tree_height() nodes. Finger
+  // steps are the iterator moves by which Insert/Remove/Remap and the update walk find their
+  // place without a search (mostly inside one leaf). Rebalancing after an insert or erase
+  // (amortised O(1) nodes) is not counted. Counted with relaxed load+store (no atomic
+  // read-modify-write): exact for one thread; concurrent const readers may lose counts.
+  uint64_t tree_searches() const { return searches_.load(std::memory_order_relaxed); }
+  uint64_t finger_steps() const { return finger_steps_.load(std::memory_order_relaxed); }
+
   // drm_gpuvm_for_each_va_range_safe: the VAs overlapping [start, end) in address order, the
   // kernel node included. The body may remove (and free) the current VA, and insert VAs outside
   // [current VA's end, end); it must not touch VAs later in the range.
@@ -221,12 +230,15 @@ class Gpuvm {
   // tree_.upper_bound(addr), without a search when the finger is within two entries of it.
   // Const (reads the finger only), so concurrent const readers stay safe.
   TreeIt UpperBound(uint64_t addr) const;
-  TreeIt FirstOverlapping(uint64_t start) const;
+  TreeIt FirstOverlapping(uint64_t start, uint64_t end) const;
   // The iterator of `va`, which must be in the tree (crash otherwise); O(1) at the finger.
   TreeIt Locate(const Gpuva* va);
   void SetFinger(TreeIt it) {
     finger_ = it;
     finger_valid_ = true;
+  }
+  static void Count(std::atomic<uint64_t>& c, uint64_t n) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
 
   std::atomic<int> refs_{1};
@@ -247,6 +259,8 @@ class Gpuvm {
   // from it when it is near (a remap is an erase and two inserts at the same place).
   TreeIt finger_;
   bool finger_valid_ = false;
+  mutable std::atomic<uint64_t> searches_{0};      // see tree_searches()
+  mutable std::atomic<uint64_t> finger_steps_{0};  // see finger_steps()
 
   mutable absl::Mutex lists_mu_;
   internal::IntrusiveList<VmBo, internal::ExtobjTag> extobjs_ ABSL_GUARDED_BY(lists_mu_);

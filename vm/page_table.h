@@ -21,8 +21,10 @@
 //    that is not ready.
 //  - Unmap (and a map that replaces mappings) follows unhook -> invalidate -> free: entries are
 //    cleared or replaced at once; the returned Invalidation carries the new translation
-//    generation, which software TLBs (vm::TranslationCache) compare against, and the unhooked
-//    table pages. Release() waits for an RCU grace period — after which no reader can still hold a
+//    generation, which software TLBs compare against, and the unhooked table pages. A change
+//    that removed mappings also sets the stale flag of every vm::TranslationCache built on the
+//    table (after the entries changed), under a registry mutex that only caches' construction
+//    and destruction also take: Map/Unmap still never allocate and never wait for readers. Release() waits for an RCU grace period — after which no reader can still hold a
 //    translation or a table pointer from before — and only then frees those pages. Backing memory
 //    that the old mappings pointed to may be reused only after Release() returns.
 //  - Partial unmap (or partial re-map) of a large page splits it: the rest stays mapped, as
@@ -205,8 +207,13 @@ class PageTable {
   Stats stats() const;
 
  private:
-  friend class TranslationCache;  // reads generation_ through a pointer kept on its own line
+  friend class TranslationCache;  // registers its stale flag (below)
   explicit PageTable(int va_bits);
+
+  // Software TLBs (vm::TranslationCache) register a flag that every Map/Unmap that removed
+  // mappings sets, so that their hit path reads their own line instead of the generation.
+  void RegisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
+  void UnregisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
 
   struct Leaf;
   int levels() const { return levels_; }
@@ -251,6 +258,11 @@ class PageTable {
   // job runs), so the pool has its own lock. Never taken by readers.
   absl::Mutex pool_mu_;
   std::vector<internal::Table*> pool_ ABSL_GUARDED_BY(pool_mu_);
+  // The registered caches' stale flags. Taken by the writer once per removal (never allocates:
+  // only RegisterCache grows the vector) and by caches when they are built or destroyed.
+  // Mutable: readers' caches register through a const PageTable*.
+  mutable absl::Mutex caches_mu_;
+  mutable std::vector<std::atomic<uint64_t>*> caches_ ABSL_GUARDED_BY(caches_mu_);
 };
 
 }  // namespace vm

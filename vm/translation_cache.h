@@ -1,24 +1,30 @@
 // vm::TranslationCache — a per-thread software TLB in front of vm::PageTable::Translate.
 //
 // What it is: a small direct-mapped cache of 4 KiB-page translations owned by one reader thread
-// (a page of any size is cached per 4 KiB page that was looked up). The cache remembers the page
-// table's generation at which its entries were filled; a lookup compares the current generation
-// (one acquire load of a line that only a removal writes) with it, and on a change drops every
-// entry before it walks the table. So a Map/Unmap that removed mappings (which bumps the
-// generation) invalidates all caches at once without touching them. Only valid translations are
-// cached (a fault always walks the table), because a map into a hole does not move the
-// generation: after a fault, a map of the address and a retry see the new mapping. The RCU grace
-// period in PageTable::Release() then guarantees that no thread still uses a translation from
-// before the change.
+// (a page of any size is cached per 4 KiB page that was looked up). The cache registers a flag
+// with its PageTable; a Map/Unmap that removed mappings (the same changes that bump the
+// generation) sets every registered cache's flag after it changed the entries, and the next
+// lookup of each cache then misses, drops every entry and walks the table. So a hit reads only
+// the cache's own lines (its entry and its flag: no shared line, which a writer would dirty on
+// every change), and all caches are invalidated at once without the writer touching entries.
+// Only valid translations are cached (a fault always walks the table), because a map into a
+// hole does not set the flag: after a fault, a map of the address and a retry see the new
+// mapping. The RCU grace period in PageTable::Release() then guarantees that no thread still
+// uses a translation from before the change.
 //
 // What a caller observes: Translate(va) returns what PageTable::Translate(va) returned at some
-// instant since the last generation change the cache saw, and after a removal's generation bump
-// is visible to the thread, nothing from before it. A hit costs one compare of the entry's tag
-// and the generation, and no table walk; a miss walks the table (out of line).
+// instant since the last removal the cache saw, and once the flag store of a removal is visible
+// to the thread (at the latest in a read-side section that starts after the removal's Release()
+// returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
+// no table walk; a miss walks the table (out of line).
+//
+// Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex and
+// stores one flag per registered cache (no allocation). Constructing or destroying a cache takes
+// the same mutex (construction may allocate).
 //
 // Thread-safety: one thread only (no sharing). Contract as for Translate(): used inside an
 // RcuReadSection on a registered thread, and the translation it returns may be used only inside
-// that section. The PageTable must outlive the cache.
+// that section. The PageTable must outlive the cache. Not copyable or movable.
 #ifndef UDRM_VM_TRANSLATION_CACHE_H_
 #define UDRM_VM_TRANSLATION_CACHE_H_
 
@@ -32,65 +38,73 @@ namespace vm {
 
 class TranslationCache {
  public:
-  explicit TranslationCache(const PageTable* table)
-      : generation_(&table->generation_), table_(table) {
+  // Registers with `table` (which must outlive the cache); unregisters on destruction.
+  explicit TranslationCache(const PageTable* table) : table_(table) {
     for (Entry& e : entries_) e.vpn = kEmpty;
+    table_->RegisterCache(&stale_);
   }
+  ~TranslationCache() { table_->UnregisterCache(&stale_); }
+  TranslationCache(const TranslationCache&) = delete;
+  TranslationCache& operator=(const TranslationCache&) = delete;
 
   Translation Translate(uint64_t va) {
     const uint64_t vpn = va >> 12;
     const Entry& e = entries_[vpn & (kEntries - 1)];
-    const uint64_t gen = generation_->load(std::memory_order_acquire);
-    // One branch for both checks: the tag and the generation the entries were filled at.
-    if (__builtin_expect(((e.vpn ^ vpn) | (gen ^ filled_generation_)) == 0, 1)) {
+    // One branch for both checks: the tag, and no removal since the entries were filled.
+    if (__builtin_expect(((e.vpn ^ vpn) | stale_.load(std::memory_order_relaxed)) == 0, 1)) {
       Translation t;
       t.valid = true;
-      // The offset mask is 0 for a sparse page (address 0); va has no bits at 57 and above.
-      t.address = e.base + (va & e.meta);
-      t.flags = static_cast<uint32_t>(e.meta >> kFlagsShift) & 7;
-      t.size = static_cast<PageSize>(e.meta >> kSizeShift);
+      t.address = e.base + (va & 0xfff);
+      t.flags = static_cast<uint32_t>(e.meta) & 7;
+      t.size = static_cast<PageSize>(e.meta >> 3);
       return t;
     }
-    return Miss(va, gen);
+    return Miss(va);
   }
 
  private:
   static constexpr size_t kEntries = 256;
   static constexpr uint64_t kEmpty = ~uint64_t{0};  // never a vpn (va >> 12 < 2^52)
-  static constexpr int kFlagsShift = 58;  // meta: kPte* flags (3 bits)
-  static constexpr int kSizeShift = 61;   // meta: PageSize (2 bits)
-  // 24 bytes: the index scales in the load's addressing mode, and a hit needs no decode branch.
+  // A sparse page's tag carries this bit, so that the hit path needs no sparse branch (its
+  // address is 0, not base + offset); Miss serves it without a walk.
+  static constexpr uint64_t kSparseTag = uint64_t{1} << 63;
+  // 24 bytes: the index scales in the load's addressing mode.
   struct Entry {
-    uint64_t vpn;   // tag: va >> 12, kEmpty if unused
-    uint64_t base;  // address of the 4 KiB page's first byte (0 for a sparse page)
-    uint64_t meta;  // offset mask (0xfff, or 0 for a sparse page) | flags | size
+    uint64_t vpn;   // tag: va >> 12 (| kSparseTag for a sparse page), kEmpty if unused
+    uint64_t base;  // address of the 4 KiB page's first byte
+    uint64_t meta;  // kPte* flags (bits 0-2) | PageSize (bits 3-4)
   };
 
   // Out of line so that the hit path stays a few instructions in the caller's loop.
-  [[gnu::noinline]] Translation Miss(uint64_t va, uint64_t gen) {
-    if (gen != filled_generation_) {  // something was removed: drop everything
-      for (Entry& e : entries_) e.vpn = kEmpty;
-      filled_generation_ = gen;
-    }
-    // `gen` was read before the walk, so a removal during the walk moves the generation past
-    // filled_generation_ and the next lookup drops what this one fills.
-    const Translation t = table_->Translate(va);
-    // Faults are not cached: a fresh map into a hole does not move the generation (that would
-    // drop every thread's cache on every bind), so a cached fault would outlive the map that
-    // fixes it and a fault -> bind -> retry loop would fault forever.
-    if (!t.valid) return t;
+  [[gnu::noinline]] Translation Miss(uint64_t va) {
     Entry& e = entries_[(va >> 12) & (kEntries - 1)];
+    // Cleared before the walk (acquire: the walk sees the entries the removal wrote); a removal
+    // during the walk sets the flag again and the next lookup drops what this one fills.
+    if (stale_.exchange(0, std::memory_order_acq_rel) != 0) {
+      for (Entry& each : entries_) each.vpn = kEmpty;
+    } else if (e.vpn == ((va >> 12) | kSparseTag)) {
+      Translation t;
+      t.valid = true;
+      t.flags = static_cast<uint32_t>(e.meta) & 7;
+      t.size = static_cast<PageSize>(e.meta >> 3);
+      return t;
+    }
+    const Translation t = table_->Translate(va);
+    // Faults are not cached: a fresh map into a hole does not set the flag (that would drop
+    // every thread's cache on every bind), so a cached fault would outlive the map that fixes
+    // it and a fault -> bind -> retry loop would fault forever.
+    if (!t.valid) return t;
     const bool sparse = (t.flags & kPteSparse) != 0;
-    e.vpn = va >> 12;
-    e.base = sparse ? 0 : t.address & ~uint64_t{0xfff};
-    e.meta = (sparse ? 0 : uint64_t{0xfff}) | (uint64_t{t.flags} << kFlagsShift) |
-             (uint64_t{static_cast<uint8_t>(t.size)} << kSizeShift);
+    e.vpn = (va >> 12) | (sparse ? kSparseTag : 0);
+    e.base = t.address & ~uint64_t{0xfff};
+    e.meta = uint64_t{t.flags} | (uint64_t{static_cast<uint8_t>(t.size)} << 3);
     return t;
   }
 
-  const std::atomic<uint64_t>* const generation_;
   const PageTable* const table_;
-  uint64_t filled_generation_ = 0;  // 0: nothing filled yet (generations start at 1)
+  // Set by the table's writer when a Map/Unmap removed mappings (with the generation bump);
+  // cleared by this thread's next miss, which drops every entry. Nonzero: all entries stale.
+  std::atomic<uint64_t> stale_{0};
   std::array<Entry, kEntries> entries_;
 };
 

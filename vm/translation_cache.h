@@ -79,8 +79,10 @@ class TranslationCache {
   [[gnu::noinline]] Translation Miss(uint64_t va) {
     Entry& e = entries_[(va >> 12) & (kEntries - 1)];
     // Cleared before the walk (acquire: the walk sees the entries the removal wrote); a removal
-    // during the walk sets the flag again and the next lookup drops what this one fills.
-    if (stale_.exchange(0, std::memory_order_acq_rel) != 0) {
+    // during the walk sets the flag again and the next lookup drops what this one fills. A plain
+    // load first: a miss without a removal (the common case) pays no locked instruction.
+    if (stale_.load(std::memory_order_relaxed) != 0 &&
+        stale_.exchange(0, std::memory_order_acq_rel) != 0) {
       for (Entry& each : entries_) each.vpn = kEmpty;
     } else if (e.vpn == ((va >> 12) | kSparseTag)) {
       Translation t;

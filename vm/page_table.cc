@@ -150,6 +150,10 @@ int64_t LogPages(int64_t roots) {
 }  // namespace
 
 PageTable::~PageTable() {
+  {
+    absl::MutexLock l(&caches_mu_);
+    UDRM_CHECK(caches_.empty(), "PageTable destroyed before its TranslationCaches");
+  }
   FreeSubtree(root_, 0, levels_);
   absl::MutexLock l(&pool_mu_);
   for (Table* t : pool_) delete t;
@@ -455,6 +459,9 @@ void PageTable::BeginWrite() {
 void PageTable::EndWrite(Invalidation& inv) {
   if (inv.removed_mappings_) {
     inv.generation_ = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    // After the entries changed (release): a cache that sees its flag set also sees them.
+    absl::MutexLock l(&caches_mu_);
+    for (std::atomic<uint64_t>* stale : caches_) stale->store(1, std::memory_order_release);
   } else {
     inv.generation_ = generation_.load(std::memory_order_relaxed);
   }
@@ -501,6 +508,19 @@ void PageTable::Release(Invalidation inv) {
   }
   inv.log_head_ = inv.log_tail_ = nullptr;
   inv.retired_count_ = 0;
+}
+
+void PageTable::RegisterCache(std::atomic<uint64_t>* stale) const {
+  absl::MutexLock l(&caches_mu_);
+  caches_.push_back(stale);
+}
+
+void PageTable::UnregisterCache(std::atomic<uint64_t>* stale) const {
+  absl::MutexLock l(&caches_mu_);
+  auto it = std::find(caches_.begin(), caches_.end(), stale);
+  UDRM_CHECK(it != caches_.end(), "TranslationCache not registered");
+  *it = caches_.back();
+  caches_.pop_back();
 }
 
 PageTable::Stats PageTable::stats() const {

@@ -1,21 +1,35 @@
 // vm::TranslationCache — a per-thread software TLB in front of vm::PageTable::Translate.
 //
-// What it is: a small direct-mapped cache of 4 KiB-page translations owned by one reader thread.
-// Every entry is tagged with the page table's generation when it was filled; a lookup first reads
-// the current generation (one acquire load) and treats every entry of an older generation as
-// invalid, so a Map/Unmap that removed mappings (which bumps the generation) invalidates all
-// caches at once without touching them. Only valid translations are cached (a fault always walks
-// the table), because a map into a hole does not move the generation: after a fault, a map of the
-// address and a retry see the new mapping. The RCU grace period in PageTable::Release() then
-// guarantees that no thread still uses a translation from before the change.
+// What it is: a small direct-mapped cache of 4 KiB-page translations owned by one reader thread
+// (a page of any size is cached per 4 KiB page that was looked up). The cache registers a flag
+// with its PageTable; a Map/Unmap that removed mappings (the same changes that bump the
+// generation) sets every registered cache's flag after it changed the entries, and the next
+// lookup of each cache then misses, drops every entry and walks the table. So a hit reads only
+// the cache's own lines (its entry and its flag: no shared line, which a writer would dirty on
+// every change), and all caches are invalidated at once without the writer touching entries.
+// Only valid translations are cached (a fault always walks the table), because a map into a
+// hole does not set the flag: after a fault, a map of the address and a retry see the new
+// mapping. The RCU grace period in PageTable::Release() then guarantees that no thread still
+// uses a translation from before the change.
+//
+// What a caller observes: Translate(va) returns what PageTable::Translate(va) returned at some
+// instant since the last removal the cache saw, and once the flag store of a removal is visible
+// to the thread (at the latest in a read-side section that starts after the removal's Release()
+// returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
+// no table walk; a miss walks the table (out of line).
+//
+// Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex and
+// stores one flag per registered cache (no allocation). Constructing or destroying a cache takes
+// the same mutex (construction may allocate).
 //
 // Thread-safety: one thread only (no sharing). Contract as for Translate(): used inside an
 // RcuReadSection on a registered thread, and the translation it returns may be used only inside
-// that section.
+// that section. The PageTable must outlive the cache. Not copyable or movable.
 #ifndef UDRM_VM_TRANSLATION_CACHE_H_
 #define UDRM_VM_TRANSLATION_CACHE_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 
 #include "vm/page_table.h"
@@ -24,38 +38,76 @@ namespace vm {
 
 class TranslationCache {
  public:
-  explicit TranslationCache(const PageTable* table) : table_(table) {}
+  // Registers with `table` (which must outlive the cache); unregisters on destruction.
+  explicit TranslationCache(const PageTable* table) : table_(table) {
+    for (Entry& e : entries_) e.vpn = kEmpty;
+    table_->RegisterCache(&stale_);
+  }
+  ~TranslationCache() { table_->UnregisterCache(&stale_); }
+  TranslationCache(const TranslationCache&) = delete;
+  TranslationCache& operator=(const TranslationCache&) = delete;
 
   Translation Translate(uint64_t va) {
-    const uint64_t gen = table_->generation();
     const uint64_t vpn = va >> 12;
-    Entry& e = entries_[vpn & (kEntries - 1)];
-    if (e.generation == gen && e.vpn == vpn) {
-      Translation t = e.page;
-      if (t.valid && !(t.flags & kPteSparse)) t.address += va & 0xfff;
+    const Entry& e = entries_[vpn & (kEntries - 1)];
+    // One branch for both checks: the tag, and no removal since the entries were filled.
+    if (__builtin_expect(((e.vpn ^ vpn) | stale_.load(std::memory_order_relaxed)) == 0, 1)) {
+      Translation t;
+      t.valid = true;
+      t.address = e.base + (va & 0xfff);
+      t.flags = static_cast<uint32_t>(e.meta) & 7;
+      t.size = static_cast<PageSize>(e.meta >> 3);
       return t;
     }
-    Translation t = table_->Translate(va);
-    // Faults are not cached: a fresh map into a hole does not move the generation (that would
-    // drop every thread's cache on every bind), so a cached fault would outlive the map that
-    // fixes it and a fault -> bind -> retry loop would fault forever.
-    if (!t.valid) return t;
-    e.generation = gen;
-    e.vpn = vpn;
-    e.page = t;
-    if (t.valid && !(t.flags & kPteSparse)) e.page.address -= va & 0xfff;
-    return t;
+    return Miss(va);
   }
 
  private:
   static constexpr size_t kEntries = 256;
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // never a vpn (va >> 12 < 2^52)
+  // A sparse page's tag carries this bit, so that the hit path needs no sparse branch (its
+  // address is 0, not base + offset); Miss serves it without a walk.
+  static constexpr uint64_t kSparseTag = uint64_t{1} << 63;
+  // 24 bytes: the index scales in the load's addressing mode.
   struct Entry {
-    uint64_t generation = 0;  // 0: never filled (generations start at 1)
-    uint64_t vpn = 0;
-    Translation page;  // translation of the page's first byte
+    uint64_t vpn;   // tag: va >> 12 (| kSparseTag for a sparse page), kEmpty if unused
+    uint64_t base;  // address of the 4 KiB page's first byte
+    uint64_t meta;  // kPte* flags (bits 0-2) | PageSize (bits 3-4)
   };
+
+  // Out of line so that the hit path stays a few instructions in the caller's loop.
+  [[gnu::noinline]] Translation Miss(uint64_t va) {
+    Entry& e = entries_[(va >> 12) & (kEntries - 1)];
+    // Cleared before the walk (acquire: the walk sees the entries the removal wrote); a removal
+    // during the walk sets the flag again and the next lookup drops what this one fills. A plain
+    // load first: a miss without a removal (the common case) pays no locked instruction.
+    if (stale_.load(std::memory_order_relaxed) != 0 &&
+        stale_.exchange(0, std::memory_order_acq_rel) != 0) {
+      for (Entry& each : entries_) each.vpn = kEmpty;
+    } else if (e.vpn == ((va >> 12) | kSparseTag)) {
+      Translation t;
+      t.valid = true;
+      t.flags = static_cast<uint32_t>(e.meta) & 7;
+      t.size = static_cast<PageSize>(e.meta >> 3);
+      return t;
+    }
+    const Translation t = table_->Translate(va);
+    // Faults are not cached: a fresh map into a hole does not set the flag (that would drop
+    // every thread's cache on every bind), so a cached fault would outlive the map that fixes
+    // it and a fault -> bind -> retry loop would fault forever.
+    if (!t.valid) return t;
+    const bool sparse = (t.flags & kPteSparse) != 0;
+    e.vpn = (va >> 12) | (sparse ? kSparseTag : 0);
+    e.base = t.address & ~uint64_t{0xfff};
+    e.meta = uint64_t{t.flags} | (uint64_t{static_cast<uint8_t>(t.size)} << 3);
+    return t;
+  }
+
   const PageTable* const table_;
-  std::array<Entry, kEntries> entries_{};
+  // Set by the table's writer when a Map/Unmap removed mappings (with the generation bump);
+  // cleared by this thread's next miss, which drops every entry. Nonzero: all entries stale.
+  std::atomic<uint64_t> stale_{0};
+  std::array<Entry, kEntries> entries_;
 };
 
 }  // namespace vm

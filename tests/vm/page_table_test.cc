@@ -2,6 +2,8 @@
 // bad requests, accounting.
 #include "vm/page_table.h"
 
+#include <memory>
+
 #include "tests/vm/pt_test_util.h"
 #include "vm/translation_cache.h"
 
@@ -238,6 +240,59 @@ TEST_F(PageTableTest, TranslationCacheFaultThenMapThenRetry) {
   {
     RcuReadSection s;
     EXPECT_EQ(tlb.Translate(0x40001010).address, 0x80001010u);
+  }
+}
+
+// Every cache built on the table is invalidated by a removal (each registered its own flag), a
+// destroyed cache is forgotten by the table, and a hit returns exactly what the walk returned:
+// offset, flags and size for every page size, and address 0 for a sparse page, also on repeats.
+TEST_F(PageTableTest, TranslationCacheHitsMatchTheWalk) {
+  ASSERT_TRUE(Map(*pt_, 0x7000, 4 * KiB, 0xa000, kPteRead, PageSize::k4K).ok());
+  ASSERT_TRUE(Map(*pt_, 0x10000000, 64 * KiB, 0x20000000, kRW, PageSize::k64K).ok());
+  ASSERT_TRUE(Map(*pt_, 0x40000000, 2 * MiB, 0x80000000, kRW, PageSize::k2M).ok());
+  ASSERT_TRUE(Map(*pt_, 0x8000000000, GiB, 0x4000000000, kPteWrite, PageSize::k1G).ok());
+  ASSERT_TRUE(Map(*pt_, 0x9000, 4 * KiB, 0, kPteRead | kPteSparse, PageSize::k4K).ok());
+  const uint64_t vas[] = {0x7abc, 0x1000f123, 0x401ff008, 0x8012345678, 0x9010, 0x9ff8};
+  auto a = std::make_unique<TranslationCache>(pt_.get());
+  TranslationCache b(pt_.get());
+  {
+    auto doomed = std::make_unique<TranslationCache>(pt_.get());  // registered, then destroyed
+    RcuReadSection s;
+    EXPECT_EQ(doomed->Translate(0x7000).address, 0xa000u);
+  }
+  for (int round = 0; round < 3; ++round) {  // round 0 fills, later rounds hit
+    RcuReadSection s;
+    for (uint64_t va : vas) {
+      const Translation walk = pt_->Translate(va);
+      for (TranslationCache* tlb : {a.get(), &b}) {
+        const Translation t = tlb->Translate(va);
+        EXPECT_EQ(t.valid, walk.valid) << std::hex << va;
+        EXPECT_EQ(t.address, walk.address) << std::hex << va;
+        EXPECT_EQ(t.flags, walk.flags) << std::hex << va;
+        EXPECT_EQ(t.size, walk.size) << std::hex << va;
+      }
+    }
+  }
+  {
+    RcuReadSection s;
+    EXPECT_EQ(b.Translate(0x9010).address, 0u);
+    EXPECT_EQ(b.Translate(0x9010).flags, kPteRead | kPteSparse);
+  }
+  ASSERT_TRUE(Unmap(*pt_, 0x9000, 4 * KiB).ok());  // sparse page removed
+  ASSERT_TRUE(Unmap(*pt_, 0x40000000, 2 * MiB).ok());
+  {
+    RcuReadSection s;
+    for (TranslationCache* tlb : {a.get(), &b}) {
+      EXPECT_FALSE(tlb->Translate(0x9010).valid);
+      EXPECT_FALSE(tlb->Translate(0x401ff008).valid);
+      EXPECT_EQ(tlb->Translate(0x7abc).address, 0xaabcu);  // refilled after the drop
+    }
+  }
+  a.reset();  // unregistered: the next removal must not touch it
+  ASSERT_TRUE(Unmap(*pt_, 0x7000, 4 * KiB).ok());
+  {
+    RcuReadSection s;
+    EXPECT_FALSE(b.Translate(0x7abc).valid);
   }
 }
 

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "fence/fence.h"
+#include "fence/resv.h"
 #include "sched/backend.h"
 #include "sched/job.h"
 #include "sched/scheduler.h"
@@ -69,6 +70,9 @@ class BindJob final : public sched::Job {
   // The tree nodes of ApplyBind's inserts (one per planned Gpuva); released when ApplyBind ends.
   std::optional<Gpuvm::InsertReservation> inserts_;
   std::vector<AddrRange> ranges_;                  // the ops' VA ranges (range tracker)
+  // The resvs of the external BOs the ops map, each once: the push step adds the out-fence to
+  // each (the exec reserved one fence slot per resv, however many ops map its BO).
+  std::vector<fence::Resv*> extobj_resvs_;
   BindRanges::Nodes range_nodes_;                  // for BindRanges::Record at push
   Invalidation inv_;
   fence::FenceRef finished_;  // set at push, before the job is linked; under BindVm::pt_mu_

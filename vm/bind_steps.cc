@@ -218,6 +218,20 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
   if (internal::ShouldFailAlloc("op ranges")) return Exhausted("the op ranges");
   job.ranges_.reserve(ops.size());
   for (const BindOp& op : ops) job.ranges_.push_back({op.va, op.range});
+  // Merged: the same VA space in fewer ranges (a list of neighbouring ops is one range), so
+  // fewer tracker lookups and nodes.
+  std::sort(job.ranges_.begin(), job.ranges_.end(),
+            [](const AddrRange& a, const AddrRange& b) { return a.addr < b.addr; });
+  size_t n = 0;
+  for (const AddrRange& r : job.ranges_) {
+    if (n > 0 && r.addr <= job.ranges_[n - 1].addr + job.ranges_[n - 1].range) {
+      AddrRange& last = job.ranges_[n - 1];
+      last.range = std::max(last.addr + last.range, r.addr + r.range) - last.addr;
+    } else {
+      job.ranges_[n++] = r;
+    }
+  }
+  job.ranges_.resize(n);
   if (internal::ShouldFailAlloc("range dependencies")) return Exhausted("the range dependencies");
   std::vector<fence::FenceRef> deps(in_fences.begin(), in_fences.end());
   bool saw_error = false;
@@ -230,7 +244,7 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
     if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
     if (absl::Status s = job.AddDependency(std::move(f)); !s.ok()) return s;
   }
-  return vm.ranges().Reserve(ops.size(), job.range_nodes_);
+  return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
 }
 
 // Gpuva nodes, op-list and removed-VA capacity, per-op arrays.

@@ -7,9 +7,11 @@
 // changes.
 //
 // BindBackend::RunJob executes the op list on the VM's page table in order (vm/bind_vm.h:
-// BindVm::RunJob). FreeJob hands the job to the VM's cleanup worker, which waits for the grace
-// period (PageTable::Release), returns unused reservations and drops the BO references — so the
-// scheduler thread never blocks. One BindBackend may serve the bind jobs of several VMs.
+// BindVm::RunJob). FreeJob returns the page tables the op list did not use (never linked: no
+// grace period needed) and hands the job to the VM's cleanup worker, which waits for one grace
+// period per batch of jobs (PageTable::Release), then drops the BO references and frees the
+// removed Gpuvas (and with them their device-address slots) — so the scheduler thread never
+// blocks. One BindBackend may serve the bind jobs of several VMs.
 // Thread-safety: a job belongs to its bind call until Push, then to the scheduler, then to the
 // cleanup worker.
 #ifndef UDRM_VM_BIND_JOB_H_

@@ -8,7 +8,9 @@
 //   Validate → Lock (one exec::Exec; the VM resv is the lock of the VA tree) → Prealloc (the
 //   exact needs of the whole list) → Apply (the tree changes; one op list) → Push (the job, with
 //   the in-fences and the pending bind jobs on overlapping ranges as dependencies) → RunJob (the
-//   page table, in order) → cleanup worker (grace period, unused reservations, BO references).
+//   page table, in order; a run of adjacent unmap entries is one Unmap call) → FreeJob (unused
+//   page-table reservations back) → cleanup worker (one grace period per batch of jobs, then BO
+//   references, removed Gpuvas and their device-address slots).
 // Every error before Apply returns a status and changes nothing. Apply and everything after it
 // cannot fail for lack of memory; a failure that can still happen (a simulated page-table fault
 // in RunJob, a bind job killed with its entity or cancelled, an in-fence with an error) makes

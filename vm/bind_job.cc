@@ -10,7 +10,10 @@ namespace vm {
 BindJob::~BindJob() {
   // Error paths of the bind call (before Push) and cleaned-up jobs: hand back what is left.
   UnreservePageTables(vm_->page_table(), tables_);
-  for (BindVa* va : removed_vas_) delete va;
+  for (BindVa* va : removed_vas_) vm_->DestroyVa(va);
+  // The job's own references to the slots it assigned: a cleaned-up job ran and its grace
+  // period passed; a job that never reached Push wrote no page-table entry.
+  for (uint64_t t : targets_) vm_->UnrefDeviceAddress(t);
 }
 
 absl::StatusOr<fence::FenceRef> BindBackend::RunJob(sched::Job& job) {

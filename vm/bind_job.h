@@ -7,9 +7,11 @@
 // changes.
 //
 // BindBackend::RunJob executes the op list on the VM's page table in order (vm/bind_vm.h:
-// BindVm::RunJob). FreeJob hands the job to the VM's cleanup worker, which waits for the grace
-// period (PageTable::Release), returns unused reservations and drops the BO references — so the
-// scheduler thread never blocks. One BindBackend may serve the bind jobs of several VMs.
+// BindVm::RunJob). FreeJob returns the page tables the op list did not use (never linked: no
+// grace period needed) and hands the job to the VM's cleanup worker, which waits for one grace
+// period per batch of jobs (PageTable::Release), then drops the BO references and frees the
+// removed Gpuvas (and with them their device-address slots) — so the scheduler thread never
+// blocks. One BindBackend may serve the bind jobs of several VMs.
 // Thread-safety: a job belongs to its bind call until Push, then to the scheduler, then to the
 // cleanup worker.
 #ifndef UDRM_VM_BIND_JOB_H_
@@ -24,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "fence/fence.h"
+#include "fence/resv.h"
 #include "sched/backend.h"
 #include "sched/job.h"
 #include "sched/scheduler.h"
@@ -69,6 +72,9 @@ class BindJob final : public sched::Job {
   // The tree nodes of ApplyBind's inserts (one per planned Gpuva); released when ApplyBind ends.
   std::optional<Gpuvm::InsertReservation> inserts_;
   std::vector<AddrRange> ranges_;                  // the ops' VA ranges (range tracker)
+  // The resvs of the external BOs the ops map, each once: the push step adds the out-fence to
+  // each (the exec reserved one fence slot per resv, however many ops map its BO).
+  std::vector<fence::Resv*> extobj_resvs_;
   BindRanges::Nodes range_nodes_;                  // for BindRanges::Record at push
   Invalidation inv_;
   fence::FenceRef finished_;  // set at push, before the job is linked; under BindVm::pt_mu_

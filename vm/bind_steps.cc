@@ -1,5 +1,6 @@
 #include "vm/bind_steps.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "base/check.h"
@@ -70,6 +71,7 @@ class BindApplier final : public SmSteps {
   absl::Status StepMap(const OpMap& m) override {
     BindVa* va = TakeVa();
     va->target = job_.targets_[index_];
+    vm_.RefDeviceAddress(va->target);
     va->pte_flags = PteFlags(op_);
     va->page_size = op_.page_size;
     if (m.bo == nullptr) va->flags |= Gpuva::kSparse;
@@ -124,6 +126,7 @@ class BindApplier final : public SmSteps {
     va->flags = old.flags;
     va->pte_flags = old.pte_flags;
     va->target = old.target == 0 ? 0 : old.target + (m.addr - old.addr);
+    vm_.RefDeviceAddress(va->target);
     va->page_size = FitPageSize(old.page_size, m.addr, m.range, va->target);
     return va;
   }
@@ -183,16 +186,19 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
                                std::span<const PlannedEntry> plan,
                                std::span<const uint64_t> targets, Prealloc& list) {
-  for (const PlannedEntry& e : plan) {
+  for (size_t k = 0; k < plan.size();) {
     if (internal::ShouldFailAlloc("page tables")) {
       return absl::ResourceExhaustedError("bind: reserving page tables failed");
     }
+    const PlannedEntry& e = plan[k];
+    const size_t end = PageTableCallEnd(plan, k);
     const BindOp& op = ops[e.op];
     absl::Status s =
         e.kind == BindEntry::Kind::kUnmap
-            ? pt.ReserveForUnmap(e.va, e.range, list)
+            ? pt.ReserveForUnmap(e.va, plan[end - 1].va + plan[end - 1].range - e.va, list)
             : pt.ReserveForMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size, list);
     if (!s.ok()) return s;
+    k = end;
   }
   return absl::OkStatus();
 }
@@ -212,6 +218,20 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
   if (internal::ShouldFailAlloc("op ranges")) return Exhausted("the op ranges");
   job.ranges_.reserve(ops.size());
   for (const BindOp& op : ops) job.ranges_.push_back({op.va, op.range});
+  // Merged: the same VA space in fewer ranges (a list of neighbouring ops is one range), so
+  // fewer tracker lookups and nodes.
+  std::sort(job.ranges_.begin(), job.ranges_.end(),
+            [](const AddrRange& a, const AddrRange& b) { return a.addr < b.addr; });
+  size_t n = 0;
+  for (const AddrRange& r : job.ranges_) {
+    if (n > 0 && r.addr <= job.ranges_[n - 1].addr + job.ranges_[n - 1].range) {
+      AddrRange& last = job.ranges_[n - 1];
+      last.range = std::max(last.addr + last.range, r.addr + r.range) - last.addr;
+    } else {
+      job.ranges_[n++] = r;
+    }
+  }
+  job.ranges_.resize(n);
   if (internal::ShouldFailAlloc("range dependencies")) return Exhausted("the range dependencies");
   std::vector<fence::FenceRef> deps(in_fences.begin(), in_fences.end());
   bool saw_error = false;
@@ -224,7 +244,7 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
     if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
     if (absl::Status s = job.AddDependency(std::move(f)); !s.ok()) return s;
   }
-  return vm.ranges().Reserve(ops.size(), job.range_nodes_);
+  return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
 }
 
 // Gpuva nodes, op-list and removed-VA capacity, per-op arrays.
@@ -245,8 +265,18 @@ absl::Status AllocateLists(BindJob& job, const BindPlan& plan, size_t ops) {
   return absl::OkStatus();
 }
 
-// Device addresses and VmBos of the mapped BOs.
+// Device addresses and VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
 absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
+  if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
+  job.extobj_resvs_.reserve(ops.size());
+  for (const BindOp& op : ops) {
+    if (op.kind == BindOpKind::kMap && vm.gpuvm().IsExtobj(*op.bo)) {
+      job.extobj_resvs_.push_back(&op.bo->resv());
+    }
+  }
+  std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
+  job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
+                          job.extobj_resvs_.end());
   for (size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].kind != BindOpKind::kMap) continue;
     if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");

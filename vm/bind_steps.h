@@ -59,10 +59,27 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences);
 
-// The page-table part of PreallocBind: for each planned entry in order, ReserveForUnmap of its
-// range or ReserveForMap of its range, target and flags, all added into `list` (the list-level
-// overloads of vm/page_table.h), so that the reservation covers the whole op list applied in
-// order in any table state. On error `list` keeps what was reserved (hand it back with
+// The page-table calls of an op list (planned or built): one Map per map entry, one Unmap per run
+// of unmap entries that follow each other in the list and in the VA space (each starting where
+// the previous one ends) — unmapping the neighbours one by one or at once leaves the same table,
+// and one call needs one worst-case reservation instead of one per entry. Returns the end (one
+// past the last entry) of the call that starts at entry `k`. Works on PlannedEntry and BindEntry
+// lists alike, so the reservation and RunJob group the same way.
+template <typename Entries>
+size_t PageTableCallEnd(const Entries& entries, size_t k) {
+  size_t end = k + 1;
+  if (entries[k].kind != BindEntry::Kind::kUnmap) return end;
+  while (end < entries.size() && entries[end].kind == BindEntry::Kind::kUnmap &&
+         entries[end].va == entries[end - 1].va + entries[end - 1].range) {
+    ++end;
+  }
+  return end;
+}
+
+// The page-table part of PreallocBind: for each page-table call of the plan (PageTableCallEnd) in
+// order, ReserveForUnmap of its range or ReserveForMap of its range, target and flags, all added
+// into `list` (the list-level overloads of vm/page_table.h), so that the reservation covers the
+// whole op list applied in order in any table state. On error `list` keeps what was reserved (hand it back with
 // UnreservePageTables). ResourceExhausted from the failslab hook, InvalidArgument from the page
 // table.
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,

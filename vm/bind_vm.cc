@@ -1,7 +1,11 @@
 #include "vm/bind_vm.h"
 
+#include <cstdlib>
+#include <new>
 #include <utility>
 #include <vector>
+
+#include "absl/time/clock.h"
 
 #include "base/check.h"
 #include "exec/exec.h"
@@ -12,9 +16,26 @@
 
 namespace vm {
 
+namespace {
+
+template <typename T>
+T* CallocArray(size_t n) {
+  void* p = std::calloc(n, sizeof(T));
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<T*>(p);
+}
+
+}  // namespace
+
+void BindVm::FreeDeleter::operator()(void* p) const { std::free(p); }
+
 absl::StatusOr<std::unique_ptr<BindVm>> BindVm::Create(std::string name, BindVmOptions options) {
   if (options.gpuvm_flags & Gpuvm::kImmediateMode) {
     return absl::InvalidArgumentError("BindVm: kImmediateMode is not supported");
+  }
+  if (options.device_slots == 0) options.device_slots = kSlots;
+  if (options.device_slots < 2 || options.device_slots > kSlots) {
+    return absl::InvalidArgumentError("BindVm: device_slots must be in [2, kSlots]");
   }
   absl::StatusOr<std::unique_ptr<PageTable>> pt = PageTable::Create(options.va_bits);
   if (!pt.ok()) return pt.status();
@@ -38,9 +59,12 @@ absl::StatusOr<std::unique_ptr<BindVm>> BindVm::Create(std::string name, BindVmO
 }
 
 BindVm::BindVm(std::string name, BindVmOptions options)
-    : scheduler_(options.scheduler), slots_(new std::atomic<std::byte*>[kSlots]) {
+    : scheduler_(options.scheduler),
+      slot_count_(options.device_slots),
+      slot_host_(CallocArray<std::byte*>(options.device_slots)),
+      slot_refs_(CallocArray<uint32_t>(options.device_slots)),
+      slot_next_(CallocArray<uint32_t>(options.device_slots)) {
   (void)name;
-  for (size_t i = 0; i < kSlots; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
   cleanup_thread_ = std::thread([this] { CleanupLoop(); });
 }
 
@@ -91,17 +115,7 @@ fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJo
   }
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   gpuvm_->resv().AddFence(out, fence::ResvUsage::kBookkeep);
-  // Once per resv: the exec reserved one slot per resv however many ops map its BO (a prepare
-  // ensures free slots, it does not add them). Quadratic, but allocation-free after Arm.
-  for (size_t i = 0; i < ops.size(); ++i) {
-    const BindOp& op = ops[i];
-    if (op.kind != BindOpKind::kMap || !gpuvm_->IsExtobj(*op.bo)) continue;
-    bool seen = false;
-    for (size_t j = 0; j < i && !seen; ++j) {
-      seen = ops[j].kind == BindOpKind::kMap && &ops[j].bo->resv() == &op.bo->resv();
-    }
-    if (!seen) op.bo->resv().AddFence(out, fence::ResvUsage::kKernel);
-  }
+  for (fence::Resv* resv : bind->extobj_resvs_) resv->AddFence(out, fence::ResvUsage::kKernel);
   ranges_.Record(bind->ranges_, out, bind->range_nodes_);
   std::move(armed).Push();  // `bind` may be freed from here on
   return out;
@@ -123,35 +137,79 @@ void BindVm::UnlinkPendingLocked(BindJob* job) {
 }
 
 absl::StatusOr<uint64_t> BindVm::AssignDeviceAddress(std::byte* host) {
-  const uint64_t slot = next_slot_.fetch_add(1, std::memory_order_relaxed);
-  if (slot >= kSlots) return absl::ResourceExhaustedError("device-address window exhausted");
-  slots_[slot].store(host, std::memory_order_release);
-  return slot << kSlotShift;
+  size_t slot;
+  {
+    absl::MutexLock l(&slot_mu_);
+    if (free_slot_ != 0) {
+      slot = free_slot_;
+      free_slot_ = slot_next_[slot];
+    } else if (fresh_slot_ < slot_count_) {
+      slot = fresh_slot_++;
+    } else {
+      return absl::ResourceExhaustedError("device-address window exhausted");
+    }
+  }
+  slots_in_use_.fetch_add(1, std::memory_order_relaxed);
+  std::atomic_ref<uint32_t>(slot_refs_[slot]).store(1, std::memory_order_relaxed);
+  // Published to readers by the release stores that link the mapping's PTEs (Map, in RunJob).
+  std::atomic_ref<std::byte*>(slot_host_[slot]).store(host, std::memory_order_release);
+  return uint64_t{slot} << kSlotShift;
+}
+
+void BindVm::RefDeviceAddress(uint64_t target) {
+  if (target == 0) return;
+  std::atomic_ref<uint32_t>(slot_refs_[target >> kSlotShift])
+      .fetch_add(1, std::memory_order_relaxed);
+}
+
+void BindVm::UnrefDeviceAddress(uint64_t target) {
+  if (target == 0) return;
+  const size_t slot = target >> kSlotShift;
+  const uint32_t was =
+      std::atomic_ref<uint32_t>(slot_refs_[slot]).fetch_sub(1, std::memory_order_acq_rel);
+  UDRM_CHECK(was != 0, "BindVm: device-address slot reference underflow");
+  if (was != 1) return;
+  slots_in_use_.fetch_sub(1, std::memory_order_relaxed);
+  absl::MutexLock l(&slot_mu_);
+  slot_next_[slot] = free_slot_;
+  free_slot_ = static_cast<uint32_t>(slot);
+}
+
+void BindVm::DestroyVa(BindVa* va) {
+  UnrefDeviceAddress(va->target);
+  delete va;
 }
 
 const std::byte* BindVm::HostAddress(const Translation& t) const {
   if (!t.valid || (t.flags & kPteSparse) != 0) return nullptr;
   const uint64_t slot = t.address >> kSlotShift;
-  if (slot == 0 || slot >= kSlots) return nullptr;
-  const std::byte* base = slots_[slot].load(std::memory_order_acquire);
+  if (slot == 0 || slot >= slot_count_) return nullptr;
+  const std::byte* base = std::atomic_ref<std::byte*>(slot_host_[slot]).load(std::memory_order_acquire);
   return base + (t.address & ((uint64_t{1} << kSlotShift) - 1));
 }
 
 bool BindVm::ExecuteLocked(BindJob& job) {
   const int fault = fault_at_entry_.exchange(-1, std::memory_order_relaxed);
   bool failed = false;
-  for (size_t k = 0; k < job.entries_.size(); ++k) {
-    const BindEntry& e = job.entries_[k];
-    if (static_cast<int>(k) == fault) {
+  const std::vector<BindEntry>& entries = job.entries_;
+  for (size_t k = 0; k < entries.size();) {
+    const BindEntry& e = entries[k];
+    // One page-table call per map entry, or per run of adjacent unmap entries (reserved as one
+    // call by ReservePageTables: the same grouping, PageTableCallEnd).
+    const size_t end = PageTableCallEnd(entries, k);
+    if (fault >= static_cast<int>(k) && fault < static_cast<int>(end)) {
       failed = true;
       MarkUnusable();
     }
     if (e.kind == BindEntry::Kind::kMap) {
-      if (failed || unusable()) continue;  // msm: stop mapping new things, keep unmapping
-      job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, job.tables_));
+      if (!failed && !unusable()) {  // msm: stop mapping new things, keep unmapping
+        job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, job.tables_));
+      }
     } else {
-      job.inv_.Absorb(pt_->Unmap(e.va, e.range, job.tables_));
+      const BindEntry& last = entries[end - 1];
+      job.inv_.Absorb(pt_->Unmap(e.va, last.va + last.range - e.va, job.tables_));
     }
+    k = end;
   }
   job.ran_ = true;
   return !failed;
@@ -193,21 +251,33 @@ void BindVm::FreeJob(std::unique_ptr<BindJob> job) {
     absl::MutexLock l(&pt_mu_);
     if (!job->ran_) CatchUpLocked(job.get());  // killed or cancelled: still execute its unmaps
   }
+  // What the op list did not use goes back now, not after the grace period: those pages were
+  // never linked, and the next bind's reservation finds them in the page table's pool.
+  UnreservePageTables(*pt_, job->tables_);
   absl::MutexLock l(&cleanup_mu_);
   BindJob* j = job.release();
   if (cleanup_tail_ == nullptr) {
     cleanup_head_ = j;
+    cleanup_first_ = absl::Now();
   } else {
     cleanup_tail_->cleanup_next_ = j;
   }
   cleanup_tail_ = j;
+  ++cleanup_queued_;
 }
 
-void BindVm::Cleanup(std::unique_ptr<BindJob> job) {
-  pt_->Release(std::move(job->inv_));  // one grace period for the whole job
-  UnreservePageTables(*pt_, job->tables_);
-  job->entries_.clear();  // drops the BO references: their PTEs are gone from every reader
-  job.reset();
+void BindVm::Cleanup(BindJob* batch) {
+  Invalidation inv;
+  for (BindJob* j = batch; j != nullptr; j = j->cleanup_next_) inv.Absorb(std::move(j->inv_));
+  pt_->Release(std::move(inv));  // one grace period for the whole batch
+  while (batch != nullptr) {
+    std::unique_ptr<BindJob> job(batch);
+    batch = batch->cleanup_next_;
+    UnreservePageTables(*pt_, job->tables_);
+    job->entries_.clear();  // drops the BO references: their PTEs are gone from every reader
+    job.reset();            // frees the removed Gpuvas (and their device-address slots)
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+  }
 }
 
 void BindVm::CleanupLoop() {
@@ -216,26 +286,30 @@ void BindVm::CleanupLoop() {
     {
       absl::MutexLock l(&cleanup_mu_);
       cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
-      if (cleanup_head_ == nullptr) return;
+      if (cleanup_head_ == nullptr) return;  // stopping
+      cleanup_mu_.AwaitWithDeadline(absl::Condition(this, &BindVm::CleanupDueLocked),
+                                    cleanup_first_ + kCleanupDelay);
       batch = std::exchange(cleanup_head_, nullptr);
       cleanup_tail_ = nullptr;
+      cleanup_queued_ = 0;
     }
-    while (batch != nullptr) {
-      BindJob* next = batch->cleanup_next_;
-      Cleanup(std::unique_ptr<BindJob>(batch));
-      batch = next;
-      in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    Cleanup(batch);
     absl::MutexLock l(&cleanup_mu_);  // wakes WaitIdle
   }
 }
 
 bool BindVm::CleanupReadyLocked() const { return cleanup_head_ != nullptr || stop_cleanup_; }
 
+bool BindVm::CleanupDueLocked() const {
+  return cleanup_queued_ >= kCleanupBatch || idle_waiters_ > 0 || stop_cleanup_;
+}
+
 void BindVm::WaitIdle() {
   absl::MutexLock l(&cleanup_mu_);
+  ++idle_waiters_;
   cleanup_mu_.Await(absl::Condition(
       +[](BindVm* vm) { return vm->in_flight_.load(std::memory_order_acquire) == 0; }, this));
+  --idle_waiters_;
 }
 
 void BindVm::Close() {
@@ -276,7 +350,7 @@ void BindVm::Close() {
   }
   pt_->Release(std::move(inv));
   refs.clear();
-  for (BindVa* va : vas) delete va;
+  for (BindVa* va : vas) DestroyVa(va);
 }
 
 }  // namespace vm

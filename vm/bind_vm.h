@@ -8,7 +8,9 @@
 //   Validate → Lock (one exec::Exec; the VM resv is the lock of the VA tree) → Prealloc (the
 //   exact needs of the whole list) → Apply (the tree changes; one op list) → Push (the job, with
 //   the in-fences and the pending bind jobs on overlapping ranges as dependencies) → RunJob (the
-//   page table, in order) → cleanup worker (grace period, unused reservations, BO references).
+//   page table, in order; a run of adjacent unmap entries is one Unmap call) → FreeJob (unused
+//   page-table reservations back) → cleanup worker (one grace period per batch of jobs, then BO
+//   references, removed Gpuvas and their device-address slots).
 // Every error before Apply returns a status and changes nothing. Apply and everything after it
 // cannot fail for lack of memory; a failure that can still happen (a simulated page-table fault
 // in RunJob, a bind job killed with its entity or cancelled, an in-fence with an error) makes
@@ -30,7 +32,13 @@
 //
 // Device addresses: a BO mapping's page-table target is a device address from a window owned
 // by the VM (one 4 GiB slot per mapped BindOp, so a map's range is at most 4 GiB);
-// HostAddress() turns a translation into host memory, for emulated GPU readers.
+// HostAddress() turns a translation into host memory, for emulated GPU readers. A slot is
+// referenced by every Gpuva whose target lies in it (a remap's pieces share their VA's slot) and
+// by the bind job that assigned it; it is reused once the last reference is gone — a Gpuva's
+// reference is dropped when the Gpuva is freed, which is after the grace period of the bind job
+// that unmapped it (the cleanup worker's PageTable::Release), so no reader can still translate
+// to a slot that is handed out again. The window (BindVmOptions::device_slots) bounds the slots
+// referenced at once, not the maps a VM makes in its life.
 //
 // Lifetime: Create(); BindQueues made on it must be destroyed before it. Close() (or the
 // destructor) waits for every bind job, unmaps everything and drops every reference (msm's
@@ -52,6 +60,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "fence/fence.h"
 #include "sched/entity.h"
 #include "sched/scheduler.h"
@@ -69,12 +78,15 @@ struct BindVmOptions {
   // Null: the VM makes its own (CreateBindScheduler). Else a scheduler created with a
   // BindBackend, which must outlive the VM.
   sched::Scheduler* scheduler = nullptr;
+  // Device-address slots (slot 0 is never used): 0 means BindVm::kSlots, the most there can be;
+  // tests use fewer to reach slot reuse quickly. InvalidArgument if 1 or above kSlots.
+  size_t device_slots = 0;
 };
 
 class BindVm {
  public:
   static constexpr int kSlotShift = 32;  // a mapped BindOp's device-address slot: 4 GiB
-  static constexpr size_t kSlots = size_t{1} << 18;
+  static constexpr size_t kSlots = size_t{1} << 18;  // the largest device-address window
 
   static absl::StatusOr<std::unique_ptr<BindVm>> Create(std::string name, BindVmOptions options);
   // Close(), then stops the cleanup worker and the own scheduler.
@@ -121,8 +133,20 @@ class BindVm {
   void InjectRunFault(int entry) { fault_at_entry_.store(entry, std::memory_order_relaxed); }
 
   // --- for the bind steps and BindBackend ---
-  // Assigns a device-address slot to host memory. ResourceExhausted when the window is full.
-  absl::StatusOr<uint64_t> AssignDeviceAddress(std::byte* host);
+  // Assigns a free device-address slot (a freed one first) to host memory, with one reference
+  // for the caller. ResourceExhausted when every slot is referenced. Lock-free for readers.
+  absl::StatusOr<uint64_t> AssignDeviceAddress(std::byte* host) ABSL_LOCKS_EXCLUDED(slot_mu_);
+  // One more reference to the slot of `target` (a device address; 0, sparse: nothing).
+  void RefDeviceAddress(uint64_t target);
+  // Drops one reference; at zero the slot is free. Contract: no page-table entry the reference
+  // stood for can still be seen by a reader — it was never written, or the grace period of its
+  // unmap (PageTable::Release) has passed.
+  void UnrefDeviceAddress(uint64_t target) ABSL_LOCKS_EXCLUDED(slot_mu_);
+  // Slots referenced now (tests). Memory ordering: relaxed.
+  size_t device_slots_in_use() const { return slots_in_use_.load(std::memory_order_relaxed); }
+  // Frees a Gpuva of this VM that no tree and no reader can reach any more (after the grace
+  // period of its unmap): drops its slot reference.
+  void DestroyVa(BindVa* va);
   // The range tracker. Contract: the caller holds the VM resv, which is its lock.
   BindRanges& ranges() { return ranges_; }
   // Push step: arms and pushes `job` on `entity` (its dependencies are already added), adds its
@@ -146,7 +170,9 @@ class BindVm {
   void CatchUpKilledLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   void CleanupLoop() ABSL_LOCKS_EXCLUDED(cleanup_mu_);
   bool CleanupReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(cleanup_mu_);
-  void Cleanup(std::unique_ptr<BindJob> job);
+  bool CleanupDueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(cleanup_mu_);
+  // Frees a batch of executed jobs (linked through cleanup_next_): one grace period for all.
+  void Cleanup(BindJob* batch);
 
   Ref<Gpuvm> gpuvm_;
   std::unique_ptr<PageTable> pt_;
@@ -158,8 +184,21 @@ class BindVm {
   std::atomic<int> fault_at_entry_{-1};
   std::atomic<int64_t> in_flight_{0};
 
-  std::unique_ptr<std::atomic<std::byte*>[]> slots_;  // device-address window
-  std::atomic<uint64_t> next_slot_{1};
+  // The device-address window: each slot's host base (read by HostAddress through
+  // std::atomic_ref) and reference count (atomic_ref), and the free list's links (under
+  // slot_mu_). calloc'd: the OS supplies zero pages as they are first touched, so creating a VM
+  // does not write the whole window.
+  struct FreeDeleter {
+    void operator()(void* p) const;
+  };
+  size_t slot_count_ = kSlots;
+  std::unique_ptr<std::byte*[], FreeDeleter> slot_host_;
+  std::unique_ptr<uint32_t[], FreeDeleter> slot_refs_;
+  std::unique_ptr<uint32_t[], FreeDeleter> slot_next_;
+  std::atomic<size_t> slots_in_use_{0};
+  absl::Mutex slot_mu_;
+  uint32_t free_slot_ ABSL_GUARDED_BY(slot_mu_) = 0;   // head of the free list; 0: empty
+  size_t fresh_slot_ ABSL_GUARDED_BY(slot_mu_) = 1;    // slots from here on were never used
 
   // Guarded by the VM resv (gpuvm_->resv()), which no annotation can name: see ranges().
   BindRanges ranges_;
@@ -170,9 +209,18 @@ class BindVm {
   BindJob* pending_head_ ABSL_GUARDED_BY(pt_mu_) = nullptr;  // pushed, not executed, in order
   BindJob* pending_tail_ ABSL_GUARDED_BY(pt_mu_) = nullptr;
 
+  // Executed jobs wait here for the cleanup worker, which takes them in batches (one grace
+  // period per batch): when kCleanupBatch jobs are queued, kCleanupDelay after the first one
+  // was, or at once when someone waits (WaitIdle) — fewer wake-ups and grace periods competing
+  // for the CPU with the bind path; memory is freed at most kCleanupDelay later.
+  static constexpr int kCleanupBatch = 32;
+  static constexpr absl::Duration kCleanupDelay = absl::Microseconds(500);
   absl::Mutex cleanup_mu_;
   BindJob* cleanup_head_ ABSL_GUARDED_BY(cleanup_mu_) = nullptr;
   BindJob* cleanup_tail_ ABSL_GUARDED_BY(cleanup_mu_) = nullptr;
+  int cleanup_queued_ ABSL_GUARDED_BY(cleanup_mu_) = 0;
+  absl::Time cleanup_first_ ABSL_GUARDED_BY(cleanup_mu_);  // when the oldest queued job came
+  int idle_waiters_ ABSL_GUARDED_BY(cleanup_mu_) = 0;      // in WaitIdle: clean up at once
   bool stop_cleanup_ ABSL_GUARDED_BY(cleanup_mu_) = false;
   std::thread cleanup_thread_;
 };

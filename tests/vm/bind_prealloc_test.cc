@@ -58,10 +58,15 @@ class BindPreallocTest : public ::testing::Test {
     const size_t reserved = j.tables_.size();
     PageTable& pt = vm_->page_table();
     Invalidation inv;
-    for (const BindEntry& e : j.entries()) {
+    // One page-table call per map entry and per run of adjacent unmap entries, as RunJob.
+    const std::vector<BindEntry>& es = j.entries();
+    for (size_t k = 0; k < es.size();) {
+      const BindEntry& e = es[k];
+      const size_t end = PageTableCallEnd(es, k);
       inv.Absorb(e.kind == BindEntry::Kind::kMap
                      ? pt.Map(e.va, e.range, e.target, e.pte_flags, e.page_size, j.tables_)
-                     : pt.Unmap(e.va, e.range, j.tables_));
+                     : pt.Unmap(e.va, es[end - 1].va + es[end - 1].range - e.va, j.tables_));
+      k = end;
     }
     const size_t used = reserved - j.tables_.size();
     pt.Release(std::move(inv));

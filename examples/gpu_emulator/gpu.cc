@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -13,7 +14,19 @@
 namespace gpu_emulator {
 
 Gpu::Gpu(int threads, int contexts) : contexts_(contexts) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Worker(); });
+  tlbs_.resize(threads);
+  for (auto& t : tlbs_) t.resize(contexts);
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this, i] { Worker(i); });
+}
+
+void Gpu::ForgetContexts() {
+  absl::MutexLock l(&mu_);
+  mu_.Await(absl::Condition(
+      +[](Gpu* g) ABSL_NO_THREAD_SAFETY_ANALYSIS { return g->busy_ == 0 && g->queue_.empty(); },
+      this));
+  for (auto& per_worker : tlbs_) {
+    for (auto& tlb : per_worker) tlb.reset();
+  }
 }
 
 Gpu::~Gpu() {
@@ -30,21 +43,25 @@ void Gpu::Submit(std::shared_ptr<Launch> launch) {
   for (uint64_t g = 0; g < groups; ++g) queue_.emplace_back(launch, g);
 }
 
-void Gpu::Worker() {
+void Gpu::Worker(int index) {
   vm::RcuReaderThread rcu;
   // One software TLB per context: a context's VM never changes.
-  std::vector<std::unique_ptr<vm::TranslationCache>> tlbs(contexts_);
+  std::vector<std::unique_ptr<vm::TranslationCache>>& tlbs = tlbs_[index];
+  bool was_busy = false;
   for (;;) {
     std::shared_ptr<Launch> launch;
     uint64_t group;
     {
       absl::MutexLock l(&mu_);
+      if (std::exchange(was_busy, false)) --busy_;  // the previous workgroup is done
       mu_.Await(absl::Condition(
           +[](Gpu* g) ABSL_NO_THREAD_SAFETY_ANALYSIS { return g->exit_ || !g->queue_.empty(); },
           this));
       if (queue_.empty()) return;
       std::tie(launch, group) = std::move(queue_.front());
       queue_.pop_front();
+      ++busy_;
+      was_busy = true;
     }
     if (!launch->faulted.load(std::memory_order_relaxed)) {
       auto& tlb = tlbs[launch->ctx];

@@ -44,6 +44,7 @@
 #include "sched/job.h"
 #include "sched/scheduler.h"
 #include "vm/bind_vm.h"
+#include "vm/translation_cache.h"
 
 namespace gpu_emulator {
 
@@ -88,11 +89,20 @@ class Gpu {
   void Submit(std::shared_ptr<Launch> launch) ABSL_LOCKS_EXCLUDED(mu_);
   int threads() const { return static_cast<int>(threads_.size()); }
 
+  // Drops every GPU thread's software TLBs: a vm::PageTable must outlive the TranslationCaches
+  // built on it, so call this before the contexts' VMs go, once no more launches come. Blocks
+  // until no workgroup is queued or running.
+  void ForgetContexts() ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
-  void Worker() ABSL_LOCKS_EXCLUDED(mu_);
+  void Worker(int index) ABSL_LOCKS_EXCLUDED(mu_);
 
   const int contexts_;
+  // tlbs_[worker][ctx]: used by that worker only while it runs a workgroup of ctx (busy_ counts
+  // it), created lazily; ForgetContexts resets them when busy_ is 0 and nothing is queued.
+  std::vector<std::vector<std::unique_ptr<vm::TranslationCache>>> tlbs_;
   absl::Mutex mu_;
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // workers running a workgroup
   std::deque<std::pair<std::shared_ptr<Launch>, uint64_t>> queue_ ABSL_GUARDED_BY(mu_);
   bool exit_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -163,6 +163,7 @@ int Run(const Flags& flags) {
     for (auto& ctx : contexts) runners.emplace_back([&ctx] { ctx->Run(); });
     for (auto& t : runners) t.join();
     for (int c = 0; c < n; ++c) results[c] = contexts[c]->Finish();
+    gpu.ForgetContexts();  // the GPU threads' TLBs go before the VMs they translate through
   }  // contexts (entities, bind queues, VMs) go before the schedulers
   const absl::Duration elapsed = absl::Now() - start;
   bind.reset();

@@ -34,6 +34,10 @@ std::atomic<bool>& InjectionFlag() {
 // A first waiter beaten to the mutex by bargers for this long asks for hand-over.
 constexpr int64_t kHandoffAfterNs = 1'000'000;
 
+// How long a locker spins on a held mutex (before queueing, or as the first waiter) before it
+// sleeps: about a transaction's hold time (exec_bench).
+constexpr absl::Duration kSpinBudget = absl::Microseconds(1);
+
 }  // namespace
 
 namespace internal {
@@ -58,11 +62,8 @@ void WaitNode::Wake() {
   woken_.store(true, std::memory_order_release);
 }
 
-void WaitNode::Sleep() {
-  // Long enough to catch a short hold time, short enough not to steal the holder's CPU when
-  // threads outnumber cores: 2000 spins made 16 threads on 2 cores 3x slower (exec_bench).
-  constexpr int kSpins = 128;
-  for (int i = 0; i < kSpins && !Woken(); ++i) udrm::CpuRelax();
+void WaitNode::Sleep(absl::Duration spin) {
+  udrm::SpinUntil(spin, [this] { return Woken(); });
   absl::MutexLock l(&mu_);
   mu_.Await(absl::Condition(this, &WaitNode::Woken));
   woken_.store(false, std::memory_order_relaxed);
@@ -170,16 +171,16 @@ bool WwMutex::MaySpin(const WwAcquireContext* ctx) const {
   if (spinner_.load(std::memory_order_relaxed)) return false;
   if (ctx == nullptr || ctx->acquired() == 0) return true;
   if (ctx->wounded_.load(std::memory_order_relaxed)) return false;
+  // Wound-Wait: waiting is always allowed to an unwounded context; the wound a younger holder
+  // would get is only delayed by the bounded spin.
+  if (!class_->is_wait_die()) return true;
   const uint64_t owner = owner_stamp_.load(std::memory_order_relaxed);
-  if (owner == 0) return true;
-  const bool owner_younger = static_cast<int64_t>(owner - ctx->stamp_) > 0;
-  return class_->is_wait_die() ? owner_younger : !owner_younger;
+  return owner == 0 || static_cast<int64_t>(owner - ctx->stamp_) > 0;
 }
 
 // The kernel's optimistic spin, bounded by time rather than by the owner's running state (which
 // user space cannot see): a preempted holder costs the spinner kSpinBudget, then it sleeps.
 bool WwMutex::SpinThenTake(const WwAcquireContext* ctx) {
-  constexpr absl::Duration kSpinBudget = absl::Microseconds(1);
   bool expected = false;
   if (!spinner_.compare_exchange_strong(expected, true, std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
@@ -267,7 +268,9 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       continue;  // released meanwhile: take it
     }
     mu_.Unlock();
-    w->node->Sleep();
+    // Only the first waiter spins (the kernel's first-waiter optimistic spin): the others would
+    // take CPU from the holder when threads outnumber cores.
+    w->node->Sleep(head_ == w ? kSpinBudget : absl::ZeroDuration());
     mu_.Lock();
     slept = true;
   }

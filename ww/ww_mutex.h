@@ -29,10 +29,11 @@
 //
 // Spinning (the kernel's optimistic spin): before queueing, a locker may spin for about a
 // microsecond while the mutex is held, if no waiter is queued, no other thread is spinning on it,
-// and waiting is what the ww rules would make it do (no context, a context holding no locks, or —
-// by the holder's stamp — Wait-Die behind a younger holder or Wound-Wait behind an older one).
-// The spin is bounded, so a preempted holder costs at most that much before the locker sleeps;
-// every ww decision (die, wound) is still taken under the mutex's internal lock.
+// and waiting is what the ww rules allow it (no context, a context holding no locks, Wait-Die
+// behind a younger holder by the holder's stamp, or an unwounded Wound-Wait context — its wound
+// of a younger holder is then delayed by the spin). A queued first waiter polls for as long
+// before it sleeps; the others sleep at once. The spins are bounded, so a preempted holder costs
+// at most that much; every ww decision (die, wound) is still taken under the internal lock.
 //
 // Without a context, Lock(nullptr)/Unlock() behave as a plain mutex. Mixing context and
 // context-less locking of one class, or two contexts of one class on one thread, can deadlock
@@ -58,6 +59,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace ww {
 
@@ -102,9 +104,9 @@ namespace internal {
 class WaitNode final {
  public:
   void Wake() ABSL_LOCKS_EXCLUDED(mu_);
-  // Blocks until woken since the last Sleep() returned. Spins briefly first: ww-mutex hold times
-  // are short, and a futex sleep and wake-up costs several microseconds here (exec_bench).
-  void Sleep() ABSL_LOCKS_EXCLUDED(mu_);
+  // Blocks until woken since the last Sleep() returned. Polls for up to `spin` first: ww-mutex
+  // hold times are short, and a futex sleep and wake-up costs several microseconds here.
+  void Sleep(absl::Duration spin) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   bool Woken() const { return woken_.load(std::memory_order_acquire); }

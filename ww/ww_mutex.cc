@@ -267,10 +267,11 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
         !AskHandoffLocked()) {
       continue;  // released meanwhile: take it
     }
-    mu_.Unlock();
     // Only the first waiter spins (the kernel's first-waiter optimistic spin): the others would
     // take CPU from the holder when threads outnumber cores.
-    w->node->Sleep(head_ == w ? kSpinBudget : absl::ZeroDuration());
+    const absl::Duration spin = head_ == w ? kSpinBudget : absl::ZeroDuration();
+    mu_.Unlock();
+    w->node->Sleep(spin);
     mu_.Lock();
     slept = true;
   }

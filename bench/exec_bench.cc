@@ -5,6 +5,8 @@
 //  - scoped_lock: std::mutex per object via std::scoped_lock (std::lock's try-and-back-off).
 // The peers keep each object's fences in a vector with the same replace-same-context rule, so all
 // sides do the same work. RATIO lines compare time per transaction (x > 1: udrm faster).
+// lockonly_* lines compare the locking alone (Exec with LockObj vs address-ordered absl::Mutex,
+// no Resv work): a diagnostic that separates the ww-mutex/Exec cost from the Resv's.
 #include <algorithm>
 #include <array>
 #include <mutex>
@@ -93,6 +95,31 @@ void BM_Exec(benchmark::State& state) {
                          benchmark::Counter::kAvgThreads);
 }
 
+// Diagnostic: the locking alone (no Resv reservation or fence publication), to separate the
+// ww-mutex/Exec cost from the Resv's in the ratios above.
+template <ww::WwAlgorithm kAlgo>
+void BM_ExecLockOnly(benchmark::State& state) {
+  const int m = state.range(0);
+  auto& pool = ResvPool<kAlgo>(m);
+  ww::WwClass* cls = const_cast<ww::WwClass*>(pool[0]->r.lock().ww_class());
+  std::mt19937 rng(state.thread_index() + 1);
+  exec::BackoffPolicy policy;
+  for (auto _ : state) {
+    auto p = Pick(rng, m);
+    exec::Object* objs[kLocksPerTxn];
+    for (int i = 0; i < kLocksPerTxn; ++i) objs[i] = pool[p[i]].get();
+    exec::Exec e(0, {}, cls, policy);
+    absl::Status st = e.UntilAllLocked([&](exec::Exec& x) -> absl::Status {
+      for (exec::Object* o : objs) {
+        absl::Status s = x.LockObj(o);
+        if (!s.ok()) return s;
+      }
+      return absl::OkStatus();
+    });
+    if (!st.ok()) state.SkipWithError("exec failed");
+  }
+}
+
 struct AbslObject {
   absl::Mutex mu;
   std::vector<fence::FenceRef> fences ABSL_GUARDED_BY(mu);
@@ -122,6 +149,27 @@ void BM_AddressOrdered(benchmark::State& state) {
     fence::FenceRef done = timeline.NewFence();
     AddressOrderedTxn(objs, done);
     done->Signal();
+  }
+}
+
+void AddressOrderedLockOnlyTxn(std::array<AbslObject*, kLocksPerTxn>& objs)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  std::sort(objs.begin(), objs.end());
+  for (AbslObject* o : objs) o->mu.Lock();
+  for (auto it = objs.rbegin(); it != objs.rend(); ++it) (*it)->mu.Unlock();
+}
+
+void BM_AddressOrderedLockOnly(benchmark::State& state) {
+  const int m = state.range(0);
+  static auto* pools = new std::vector<AbslObject>[2]{std::vector<AbslObject>(8),
+                                                      std::vector<AbslObject>(64)};
+  auto& pool = pools[m == 8 ? 0 : 1];
+  std::mt19937 rng(state.thread_index() + 1);
+  for (auto _ : state) {
+    auto p = Pick(rng, m);
+    std::array<AbslObject*, kLocksPerTxn> objs;
+    for (int i = 0; i < kLocksPerTxn; ++i) objs[i] = &pool[p[i]];
+    AddressOrderedLockOnlyTxn(objs);
   }
 }
 
@@ -162,6 +210,9 @@ BENCHMARK_TEMPLATE(BM_Exec, kWoundWait, true)->Apply(Configure);
 BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, false)->Apply(Configure);
 BENCHMARK(BM_AddressOrdered)->Apply(Configure);
 BENCHMARK(BM_ScopedLock)->Apply(Configure);
+BENCHMARK_TEMPLATE(BM_ExecLockOnly, kWaitDie)->Apply(Configure);
+BENCHMARK_TEMPLATE(BM_ExecLockOnly, kWoundWait)->Apply(Configure);
+BENCHMARK(BM_AddressOrderedLockOnly)->Apply(Configure);
 
 }  // namespace
 
@@ -180,6 +231,11 @@ int main(int argc, char** argv) {
         val.push_back({name + tag, bench + sfx});
       }
       cmp.push_back({"backoff_policy" + tag, wd + sfx, "no_backoff", wd_nb + sfx});
+      for (const auto& [name, bench] : {std::pair{"lockonly_waitdie", "BM_ExecLockOnly<kWaitDie>"},
+                                        std::pair{"lockonly_woundwait", "BM_ExecLockOnly<kWoundWait>"}}) {
+        cmp.push_back({name + tag, bench + sfx, "address_ordered_lockonly",
+                       "BM_AddressOrderedLockOnly" + sfx});
+      }
       val.push_back({"address_ordered" + tag, "BM_AddressOrdered" + sfx});
     }
   }

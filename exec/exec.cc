@@ -1,6 +1,7 @@
 #include "exec/exec.h"
 
 #include <algorithm>
+#include <thread>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -50,10 +51,25 @@ bool Exec::Cleanup() {
     if (!rng_.has_value()) rng_.emplace();
     const absl::Duration delay =
         absl::Nanoseconds(absl::Uniform<int64_t>(*rng_, 0, absl::ToInt64Nanoseconds(cap) + 1));
-    absl::SleepFor(delay);
+    Delay(delay);
     total_backoff_ += delay;
   }
   return true;
+}
+
+// A timed sleep rounds short delays up to the timer slack (about 50 us on Linux), tens of times
+// the delay asked for; below kSleepAbove the delay is spent yielding the CPU instead, which lets
+// a preempted lock holder run when threads outnumber cores.
+void Exec::Delay(absl::Duration delay) {
+  constexpr absl::Duration kSleepAbove = absl::Microseconds(100);
+  if (delay >= kSleepAbove) {
+    absl::SleepFor(delay);
+    return;
+  }
+  const absl::Time until = absl::Now() + delay;
+  do {
+    std::this_thread::yield();
+  } while (absl::Now() < until);
 }
 
 void Exec::UnlockAll() {
@@ -92,6 +108,10 @@ absl::Status Exec::LockObj(Object* obj) {
     return absl::OkStatus();
   }
   st = LockResv(obj->resv());
+  if (st.ok()) {
+    objects_.push_back(obj);
+    return st;
+  }
   if (IsBackoff(st)) {
     contended_ = obj;
     return st;

@@ -27,8 +27,9 @@
 // one an earlier call had locked, as in the kernel).
 //
 // Back-off policy (beyond the kernel): after the same object is contended `free_retries` times in
-// a row, each further retry first sleeps a random time in [0, min(max_delay, base << k)) (jitter
-// from absl::BitGen), with no locks held. Guarantee: Wait-Die and Wound-Wait with a stamp kept
+// a row, each further retry first waits a random time in [0, min(max_delay, base << k)) (jitter
+// from absl::BitGen), with no locks held: delays under 100 us yield the CPU until they pass (a
+// timed sleep would last the timer slack, ~50 us, whatever was asked), longer ones sleep. Guarantee: Wait-Die and Wound-Wait with a stamp kept
 // across retries already rule out deadlock and livelock — the oldest transaction never backs off
 // for a younger one, so it completes, and every transaction becomes the oldest eventually; the
 // delay is bounded, so it only trims wasted retries under heavy contention and cannot starve.
@@ -122,6 +123,7 @@ class Exec {
   absl::Status LockContended();
   absl::Status LockResv(fence::Resv& resv);
   void UnlockAll();
+  static void Delay(absl::Duration delay);
 
   const uint32_t flags_;
   const std::stop_token cancel_;

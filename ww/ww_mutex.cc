@@ -4,6 +4,7 @@
 #include <limits>
 #include <optional>
 
+#include "absl/time/clock.h"
 #include "base/check.h"
 #include "base/spin.h"
 #include "base/status_tag.h"
@@ -30,6 +31,13 @@ std::atomic<bool>& InjectionFlag() {
   return flag;
 }
 
+// A first waiter beaten to the mutex by bargers for this long asks for hand-over.
+constexpr int64_t kHandoffAfterNs = 1'000'000;
+
+// How long a locker spins on a held mutex (before queueing, or as the first waiter) before it
+// sleeps: about a transaction's hold time (exec_bench).
+constexpr absl::Duration kSpinBudget = absl::Microseconds(1);
+
 }  // namespace
 
 namespace internal {
@@ -40,6 +48,7 @@ struct Waiter {
   WwAcquireContext* ctx;  // null for a plain lock
   Waiter* prev = nullptr;
   Waiter* next = nullptr;
+  bool granted = false;  // Unlock() handed the mutex over (set under the mutex's mu_)
 };
 
 // A WaitNode's waker for a std::stop_callback.
@@ -53,11 +62,8 @@ void WaitNode::Wake() {
   woken_.store(true, std::memory_order_release);
 }
 
-void WaitNode::Sleep() {
-  // Long enough to catch a short hold time, short enough not to steal the holder's CPU when
-  // threads outnumber cores: 2000 spins made 16 threads on 2 cores 3x slower (exec_bench).
-  constexpr int kSpins = 128;
-  for (int i = 0; i < kSpins && !Woken(); ++i) udrm::CpuRelax();
+void WaitNode::Sleep(absl::Duration spin) {
+  udrm::SpinUntil(spin, [this] { return Woken(); });
   absl::MutexLock l(&mu_);
   mu_.Await(absl::Condition(this, &WaitNode::Woken));
   woken_.store(false, std::memory_order_relaxed);
@@ -90,7 +96,7 @@ void WwAcquireContext::Fini() {
 
 WwMutex::~WwMutex() {
   absl::MutexLock l(&mu_);
-  UDRM_CHECK(!locked_, "WwMutex destroyed while locked");
+  UDRM_CHECK(!IsLocked(), "WwMutex destroyed while locked");
   UDRM_CHECK(head_ == nullptr, "WwMutex destroyed with waiters");
 }
 
@@ -122,27 +128,95 @@ absl::Status WwMutex::LockSlowInterruptible(WwAcquireContext* ctx, std::stop_tok
   return LockCommon(ctx, cancel, true);
 }
 
-void WwMutex::AcquireLocked(WwAcquireContext* ctx) {
-  locked_ = true;
-  locked_flag_.store(true, std::memory_order_relaxed);
-  owner_ctx_ = ctx;
-  if (ctx != nullptr) {
-    ctx->contending_lock_ = nullptr;
-    ctx->acquired_.fetch_add(1, std::memory_order_relaxed);
+bool WwMutex::TryTake() {
+  uint32_t s = state_.load(std::memory_order_relaxed);
+  while ((s & kLocked) == 0) {
+    if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+      return true;
+    }
   }
+  return false;
+}
+
+void WwMutex::PublishOwner(WwAcquireContext* ctx) {
+  owner_stamp_.store(ctx != nullptr ? ctx->stamp_ : 0, std::memory_order_relaxed);
+  // seq_cst, paired with AddWaiterLocked(): either this holder sees kWaiters in
+  // AfterFastAcquire(), or the new waiter sees this context.
+  owner_ctx_.store(ctx, std::memory_order_seq_cst);
+}
+
+void WwMutex::SetOwner(WwAcquireContext* ctx) {
+  PublishOwner(ctx);
+  if (ctx != nullptr) CountAcquire(ctx);
+}
+
+void WwMutex::CountAcquire(WwAcquireContext* ctx) {
+  ctx->contending_lock_ = nullptr;
+  ctx->acquired_.fetch_add(1, std::memory_order_relaxed);
+}
+
+// ww_mutex_set_context_fastpath: a context that took the mutex without mu_ checks the waiters
+// queued meanwhile (if kWaiters is clear now, a waiter that queues later sees this context).
+void WwMutex::AfterFastAcquire(WwAcquireContext* ctx) {
+  if (ctx == nullptr || (state_.load(std::memory_order_seq_cst) & kWaiters) == 0) return;
+  absl::MutexLock l(&mu_);
+  if (head_ != nullptr) CheckWaitersLocked(ctx);
+}
+
+// Whether waiting is what the ww rules would make `ctx` do (judged on the holder's stamp, a hint:
+// the decision proper is taken under mu_ after the spin), and no one is queued to be passed.
+bool WwMutex::MaySpin(const WwAcquireContext* ctx) const {
+  if ((state_.load(std::memory_order_relaxed) & kWaiters) != 0) return false;
+  if (spinner_.load(std::memory_order_relaxed)) return false;
+  if (ctx == nullptr || ctx->acquired() == 0) return true;
+  if (ctx->wounded_.load(std::memory_order_relaxed)) return false;
+  // Wound-Wait: waiting is always allowed to an unwounded context; the wound a younger holder
+  // would get is only delayed by the bounded spin.
+  if (!class_->is_wait_die()) return true;
+  const uint64_t owner = owner_stamp_.load(std::memory_order_relaxed);
+  return owner == 0 || static_cast<int64_t>(owner - ctx->stamp_) > 0;
+}
+
+// The kernel's optimistic spin, bounded by time rather than by the owner's running state (which
+// user space cannot see): a preempted holder costs the spinner kSpinBudget, then it sleeps.
+bool WwMutex::SpinThenTake(const WwAcquireContext* ctx) {
+  bool expected = false;
+  if (!spinner_.compare_exchange_strong(expected, true, std::memory_order_acquire,
+                                        std::memory_order_relaxed)) {
+    return false;
+  }
+  bool taken = false;
+  udrm::SpinUntil(kSpinBudget, [&] {
+    const uint32_t s = state_.load(std::memory_order_relaxed);
+    if ((s & kWaiters) != 0) return true;  // someone queued: do not pass them
+    if (ctx != nullptr && ctx->acquired() > 0 && ctx->wounded_.load(std::memory_order_relaxed)) {
+      return true;  // Wound-Wait: back off instead of waiting
+    }
+    taken = (s & kLocked) == 0 && TryTake();
+    return taken;
+  });
+  spinner_.store(false, std::memory_order_release);
+  return taken;
 }
 
 absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel,
                                  bool slow) {
   CheckCanLock(ctx, slow);
-  {
+  if (ctx != nullptr) {
+    // Only this context's thread makes owner_ctx_ equal to ctx (or a hand-over to this thread
+    // while it waits here), so the lock-free read is exact.
+    if (owner_ctx_.load(std::memory_order_relaxed) == ctx) return AlreadyHeldError();
+    if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
+  }
+  if (TryTake() || (MaySpin(ctx) && SpinThenTake(ctx))) {
+    SetOwner(ctx);
+    AfterFastAcquire(ctx);
+  } else {
     absl::MutexLock l(&mu_);
-    if (ctx != nullptr) {
-      if (owner_ctx_ == ctx) return AlreadyHeldError();
-      if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
-    }
-    if (!locked_ && head_ == nullptr) {
-      AcquireLocked(ctx);
+    if (TryTake()) {
+      SetOwner(ctx);
+      if (ctx != nullptr && head_ != nullptr) CheckWaitersLocked(ctx);
     } else {
       internal::WaitNode local;
       internal::Waiter w{ctx != nullptr ? &ctx->node_ : &local, ctx};
@@ -154,7 +228,8 @@ absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const std::stop_token& c
   return absl::OkStatus();
 }
 
-// Queues `w`, then sleeps until the mutex is handed to it, it must back off, or it is cancelled.
+// Queues `w`, then sleeps until it takes the mutex (as the first waiter) or is handed it, must
+// back off, or is cancelled.
 absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& cancel) {
   absl::Status st = AddWaiterLocked(w);
   if (!st.ok()) return st;
@@ -163,10 +238,16 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
   // callback at the end waits for a Wake() in progress on the requesting thread.
   std::optional<std::stop_callback<internal::WakeOnStop>> on_stop;
   if (cancel.stop_possible()) on_stop.emplace(cancel, internal::WakeOnStop{w->node});
+  const int64_t queued_at = absl::GetCurrentTimeNanos();
+  bool slept = false;
   for (;;) {
-    if (!locked_ && head_ == w) {
+    if (w->granted) {  // handed over by Unlock(): already out of the queue and published
+      if (w->ctx != nullptr) CountAcquire(w->ctx);
+      break;
+    }
+    if (head_ == w && TryTake()) {
       RemoveWaiterLocked(w);
-      AcquireLocked(w->ctx);
+      SetOwner(w->ctx);
       break;
     }
     if (cancel.stop_requested()) {
@@ -175,16 +256,39 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       st = CheckKillLocked(w);
     }
     if (!st.ok()) {
+      if (head_ == w) state_.fetch_and(~kHandoff, std::memory_order_relaxed);
       RemoveWaiterLocked(w);
       // A free mutex passes to the new first waiter. (Waiters behind only gain from our leaving.)
-      if (!locked_ && head_ != nullptr) head_->node->Wake();
+      if (!IsLocked() && head_ != nullptr) head_->node->Wake();
       break;
     }
+    // Starved: woken as the first waiter and still beaten to it for long enough.
+    if (head_ == w && slept && absl::GetCurrentTimeNanos() - queued_at > kHandoffAfterNs &&
+        !AskHandoffLocked()) {
+      continue;  // released meanwhile: take it
+    }
+    // Only the first waiter spins (the kernel's first-waiter optimistic spin): the others would
+    // take CPU from the holder when threads outnumber cores.
+    const absl::Duration spin = head_ == w ? kSpinBudget : absl::ZeroDuration();
     mu_.Unlock();
-    w->node->Sleep();
+    w->node->Sleep(spin);
     mu_.Lock();
+    slept = true;
   }
   return st;
+}
+
+// Sets kHandoff while the mutex is held; false if it is free (nothing to ask for).
+bool WwMutex::AskHandoffLocked() {
+  uint32_t s = state_.load(std::memory_order_relaxed);
+  while ((s & kLocked) != 0) {
+    if ((s & kHandoff) != 0 ||
+        state_.compare_exchange_weak(s, s | kHandoff, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // __ww_mutex_add_waiter: plain waiters go last; context waiters go before the first younger
@@ -221,6 +325,8 @@ absl::Status WwMutex::AddWaiterLocked(internal::Waiter* w) {
     tail_ = w;
   }
   ++waiters_;
+  // seq_cst, paired with PublishOwner(): see owner_ctx_.
+  state_.fetch_or(kWaiters, std::memory_order_seq_cst);
   if (w->ctx != nullptr && !class_->is_wait_die()) WoundHolderLocked(w->ctx);
   return absl::OkStatus();
 }
@@ -238,12 +344,13 @@ void WwMutex::RemoveWaiterLocked(internal::Waiter* w) {
   }
   --waiters_;
   w->prev = w->next = nullptr;
+  if (head_ == nullptr) state_.fetch_and(~kWaiters, std::memory_order_seq_cst);
 }
 
 // __ww_mutex_wound: an older waiter holding locks wounds a younger holder and wakes it, so that
 // it backs off if it is (or next gets) blocked while holding locks.
 void WwMutex::WoundHolderLocked(WwAcquireContext* waiter_ctx) {
-  WwAcquireContext* holder = owner_ctx_;
+  WwAcquireContext* holder = owner_ctx_.load(std::memory_order_seq_cst);
   if (holder == nullptr || holder == waiter_ctx || waiter_ctx->acquired() == 0) return;
   if (!WwAcquireContext::IsYounger(*holder, *waiter_ctx)) return;
   holder->wounded_.store(true, std::memory_order_relaxed);
@@ -257,7 +364,8 @@ absl::Status WwMutex::CheckKillLocked(internal::Waiter* w) {
   if (!class_->is_wait_die()) {
     return ctx->wounded_.load(std::memory_order_relaxed) ? Kill(ctx) : absl::OkStatus();
   }
-  if (owner_ctx_ != nullptr && WwAcquireContext::IsYounger(*ctx, *owner_ctx_)) return Kill(ctx);
+  WwAcquireContext* owner = owner_ctx_.load(std::memory_order_seq_cst);
+  if (owner != nullptr && WwAcquireContext::IsYounger(*ctx, *owner)) return Kill(ctx);
   for (internal::Waiter* cur = w->prev; cur != nullptr; cur = cur->prev) {
     if (cur->ctx != nullptr) return Kill(ctx);  // an older context is queued ahead of us
   }
@@ -288,12 +396,13 @@ absl::Status WwMutex::MaybeInjectBackoff(WwAcquireContext* ctx) {
 // is stale); a successful trylock is an acquire like any other, so it is checked against the
 // waiters that are already queued (ww_mutex_set_context_fastpath).
 bool WwMutex::TryLock(WwAcquireContext* ctx) {
-  if (ctx != nullptr) CheckCanLock(ctx, false);
-  absl::MutexLock l(&mu_);
-  if (ctx != nullptr && ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
-  if (locked_) return false;
-  AcquireLocked(ctx);
-  if (ctx != nullptr && head_ != nullptr) CheckWaitersLocked(ctx);
+  if (ctx != nullptr) {
+    CheckCanLock(ctx, false);
+    if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
+  }
+  if (!TryTake()) return false;
+  SetOwner(ctx);
+  AfterFastAcquire(ctx);
   return true;
 }
 
@@ -318,18 +427,37 @@ void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
 }
 
 void WwMutex::Unlock() {
+  UDRM_CHECK(IsLocked(), "WwMutex unlocked while not locked");
+  WwAcquireContext* ctx = owner_ctx_.load(std::memory_order_relaxed);
+  if (ctx != nullptr) ctx->acquired_.fetch_sub(1, std::memory_order_relaxed);
+  owner_stamp_.store(0, std::memory_order_relaxed);
+  owner_ctx_.store(nullptr, std::memory_order_seq_cst);
+  uint32_t expected = kLocked;
+  if (state_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+    return;
+  }
+  UnlockSlow();
+}
+
+// Waiters are queued (kWaiters): wake the first, or hand the mutex to it if it asked.
+void WwMutex::UnlockSlow() {
   absl::MutexLock l(&mu_);
-  UDRM_CHECK(locked_, "WwMutex unlocked while not locked");
-  if (owner_ctx_ != nullptr) owner_ctx_->acquired_.fetch_sub(1, std::memory_order_relaxed);
-  owner_ctx_ = nullptr;
-  locked_ = false;
-  locked_flag_.store(false, std::memory_order_relaxed);
-  if (head_ != nullptr) head_->node->Wake();
+  internal::Waiter* first = head_;
+  if (first != nullptr && (state_.load(std::memory_order_relaxed) & kHandoff) != 0) {
+    RemoveWaiterLocked(first);
+    state_.fetch_and(~kHandoff, std::memory_order_relaxed);  // kLocked stays: no one can barge
+    PublishOwner(first->ctx);
+    first->granted = true;
+    first->node->Wake();
+    return;
+  }
+  state_.fetch_and(~(kLocked | kHandoff), std::memory_order_seq_cst);
+  if (first != nullptr) first->node->Wake();
 }
 
 bool WwMutex::IsHeldBy(const WwAcquireContext* ctx) const {
-  absl::MutexLock l(&mu_);
-  return locked_ && owner_ctx_ == ctx;
+  return IsLocked() && owner_ctx_.load(std::memory_order_relaxed) == ctx;
 }
 
 int WwMutex::WaiterCountForTesting() const {

@@ -14,9 +14,26 @@
 // never told to back off.
 //
 // Waiters: context waiters queue in stamp order (oldest first); waiters without a context queue
-// FIFO and are skipped over by the sort, so they are not starved. A released mutex goes to the
-// first waiter; Lock() does not barge past queued waiters (TryLock() may, and then wounds or
-// kills as an acquire does).
+// FIFO and are skipped over by the sort, so they are not starved. Only the first waiter is woken
+// by an Unlock(), so queued waiters are granted the mutex in queue order.
+//
+// Barging (as the kernel's mutex, whose lock path tries a trylock and an optimistic spin before it
+// queues): Lock(), LockSlow() and TryLock() take a *free* mutex even when waiters are queued,
+// because handing every release to a sleeping waiter costs a wake-up per lock and, with more
+// threads than cores, a convoy. Such an acquire is checked against the queue as the kernel's
+// ww_mutex_set_context_fastpath does (Wound-Wait: an older waiter holding locks wounds the new
+// holder; Wait-Die: the first context waiter, if younger and holding locks, is woken to die).
+// Starvation is bounded: a first waiter that has waited longer than about 1 ms and finds the mutex
+// taken asks for hand-over (the kernel's MUTEX_FLAG_HANDOFF), and the next Unlock() passes the
+// mutex to it directly, so no one can barge.
+//
+// Spinning (the kernel's optimistic spin): before queueing, a locker may spin for about a
+// microsecond while the mutex is held, if no waiter is queued, no other thread is spinning on it,
+// and waiting is what the ww rules allow it (no context, a context holding no locks, Wait-Die
+// behind a younger holder by the holder's stamp, or an unwounded Wound-Wait context — its wound
+// of a younger holder is then delayed by the spin). A queued first waiter polls for as long
+// before it sleeps; the others sleep at once. The spins are bounded, so a preempted holder costs
+// at most that much; every ww decision (die, wound) is still taken under the internal lock.
 //
 // Without a context, Lock(nullptr)/Unlock() behave as a plain mutex. Mixing context and
 // context-less locking of one class, or two contexts of one class on one thread, can deadlock
@@ -29,7 +46,8 @@
 // thread; Unlock() is called by the thread that locked.
 //
 // Memory ordering: Unlock() happens-before the next successful lock of the same mutex (as for any
-// mutex), so writes made while holding it are visible to the next holder.
+// mutex), so writes made while holding it are visible to the next holder. Lock()/Unlock() of an
+// uncontended mutex are one atomic compare-exchange each and take no internal lock.
 #ifndef UDRM_WW_WW_MUTEX_H_
 #define UDRM_WW_WW_MUTEX_H_
 
@@ -41,6 +59,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace ww {
 
@@ -85,9 +104,9 @@ namespace internal {
 class WaitNode final {
  public:
   void Wake() ABSL_LOCKS_EXCLUDED(mu_);
-  // Blocks until woken since the last Sleep() returned. Spins briefly first: ww-mutex hold times
-  // are short, and a futex sleep and wake-up costs several microseconds here (exec_bench).
-  void Sleep() ABSL_LOCKS_EXCLUDED(mu_);
+  // Blocks until woken since the last Sleep() returned. Polls for up to `spin` first: ww-mutex
+  // hold times are short, and a futex sleep and wake-up costs several microseconds here.
+  void Sleep(absl::Duration spin) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   bool Woken() const { return woken_.load(std::memory_order_acquire); }
@@ -133,8 +152,8 @@ class WwAcquireContext {
 
   WwClass* const class_;
   const uint64_t stamp_;
-  // Locks held. Written by the owning thread while it holds the mutex's internal lock; read by
-  // other threads under a mutex's internal lock that this context holds or waits on.
+  // Locks held. Written by the owning thread only; read by other threads under the internal lock
+  // of a mutex this context waits on (a waiting context takes and releases nothing).
   std::atomic<int> acquired_{0};
   // Wound-Wait: set by an older waiter; read by this context when it next blocks.
   std::atomic<bool> wounded_{false};
@@ -157,7 +176,7 @@ class WwMutex {
   // Contract: not locked.
   ~WwMutex();
 
-  // ww_mutex_lock. Blocks while the mutex is held by another. Returns OK (acquired), a status
+  // ww_mutex_lock. Blocks while the mutex is held by another (spinning briefly first, see above). Returns OK (acquired), a status
   // with IsBackoff() (-EDEADLK: release all and LockSlow() this mutex; never when `ctx` holds no
   // locks), or IsAlreadyHeld() (-EALREADY: `ctx` holds it already). `ctx` null: plain mutex,
   // always OK. Contract checks: the context is of this mutex's class and not Done(); in debug
@@ -183,19 +202,37 @@ class WwMutex {
   void Unlock() ABSL_LOCKS_EXCLUDED(mu_);
 
   // A snapshot, for assertions: lock-free.
-  bool IsLocked() const { return locked_flag_.load(std::memory_order_relaxed); }
-  // True if `ctx` holds this mutex. Meaningful on the context's own thread.
-  bool IsHeldBy(const WwAcquireContext* ctx) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool IsLocked() const { return (state_.load(std::memory_order_relaxed) & kLocked) != 0; }
+  // True if `ctx` holds this mutex. Meaningful on the context's own thread. Lock-free.
+  bool IsHeldBy(const WwAcquireContext* ctx) const;
   const WwClass* ww_class() const { return class_; }
   // Waiters queued now (for tests that need to know a thread is blocked).
   int WaiterCountForTesting() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // state_ bits. kWaiters and kHandoff change only under mu_; kHandoff is set only while kLocked.
+  static constexpr uint32_t kLocked = 1;    // held
+  static constexpr uint32_t kWaiters = 2;   // the queue is not empty: Unlock() takes mu_
+  static constexpr uint32_t kHandoff = 4;   // Unlock() passes the mutex to the first waiter
+
   absl::Status LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel, bool slow)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Sets kLocked if clear (a barging acquire). Any thread; no lock needed.
+  bool TryTake();
+  // After this thread took the mutex: PublishOwner, then CountAcquire.
+  void SetOwner(WwAcquireContext* ctx);
+  // owner_ctx_ and owner_stamp_ (by the taker, or by an Unlock() that hands over).
+  void PublishOwner(WwAcquireContext* ctx);
+  // The context's own bookkeeping of an acquire (its thread only).
+  static void CountAcquire(WwAcquireContext* ctx);
+  // An acquire made without mu_ checks the queue if there is one (set_context_fastpath).
+  void AfterFastAcquire(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+  bool MaySpin(const WwAcquireContext* ctx) const;
+  bool SpinThenTake(const WwAcquireContext* ctx);
+  void UnlockSlow() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status WaitLocked(internal::Waiter* w, const std::stop_token& cancel)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AcquireLocked(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AskHandoffLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AddWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckKillLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -206,10 +243,16 @@ class WwMutex {
   void CheckCanLock(const WwAcquireContext* ctx, bool slow) const;
 
   WwClass* const class_;
-  mutable absl::Mutex mu_;  // guards the fields below; never held while blocking for the WwMutex
-  bool locked_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<bool> locked_flag_{false};  // mirrors locked_, written under mu_, for IsLocked()
-  WwAcquireContext* owner_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the kernel's ww->ctx
+  std::atomic<uint32_t> state_{0};
+  // The kernel's ww->ctx: written by the thread that takes the mutex (or by an Unlock() that
+  // hands it over), cleared by Unlock() before the release. Another thread may dereference it only
+  // under mu_ with kWaiters set: the holder's Unlock() then needs mu_ to finish, so the context
+  // is alive.
+  std::atomic<WwAcquireContext*> owner_ctx_{nullptr};
+  // The holder's stamp (0: none or no context), read lock-free by spinners as a hint only.
+  std::atomic<uint64_t> owner_stamp_{0};
+  std::atomic<bool> spinner_{false};  // one spinner at a time (the kernel's OSQ)
+  mutable absl::Mutex mu_;  // the kernel's wait_lock; never held while blocking for the WwMutex
   internal::Waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;
   internal::Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;

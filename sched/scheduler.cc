@@ -138,12 +138,21 @@ void Scheduler::RunRounds() {
   mu_.Lock();
   while (!paused_) {
     in_work_ = true;
+    // The credits this round's selection may use: those free now. Read before the drain, so
+    // that every job whose Push returned before one of them was freed is in the inbox (the push's
+    // release happens before JobDone's release of the credit, which this acquire load reads) and
+    // is a candidate of the selection (scheduler.h). A credit freed after this load is left to
+    // the next round, which JobDone's WakeUp guarantees.
+    const uint32_t credits_in_use = credit_count_.load(std::memory_order_acquire);
     // Pushed jobs join their entities before finished jobs are accounted: an entity that
     // arrived before a completion is placed (fair policy) with the statistics of that moment,
     // as the kernel places it at push time.
     DrainInboxLocked();
     TakeFinishedLocked(finished);
-    Job* job = stopping_ ? nullptr : PopReadyJobLocked();
+    if (auto* hook = internal::before_select_hook.load(std::memory_order_relaxed)) {
+      hook(rq_->entities().size());
+    }
+    Job* job = stopping_ ? nullptr : PopReadyJobLocked(credits_in_use);
     // Progress (a job goes to the backend or was freed) restarts the timer.
     if (!finished.empty() || job != nullptr) ArmTimerLocked();
     records.swap(trace_buf_);
@@ -241,8 +250,11 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
 // drm_sched_select_entity + drm_sched_entity_pop_job: the first ready entity in the run queue's
 // order (no dependency callback pending), if its head job's credits are available; then its
 // dependencies and PrepareJob, with mu_ released (preparing_ keeps a kill of the entity out);
-// if it must wait for one, the next entity is tried.
-Job* Scheduler::PopReadyJobLocked() {
+// if it must wait for one, the next entity is tried. `credits_in_use`: credit_count_ as read
+// before the round's drain (RunRounds). Credits freed since then are left to the next round (the
+// contract in scheduler.h); credits charged since then (Start, from a callback run on this
+// thread while mu_ is released) still count: the check uses the larger of the two readings.
+Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
   for (;;) {
     internal::RqEntry* best_entry = nullptr;
     for (internal::RqEntry* r : rq_->entities()) {
@@ -263,7 +275,9 @@ Job* Scheduler::PopReadyJobLocked() {
       head.credits_ = options_.credit_limit;
       ++truncated_;
     }
-    if (options_.credit_limit - credit_count_.load(std::memory_order_acquire) < head.credits_) {
+    const uint32_t in_use =
+        std::max(credits_in_use, credit_count_.load(std::memory_order_relaxed));
+    if (options_.credit_limit - in_use < head.credits_) {
       if (!head.unschedulable_traced_) {
         head.unschedulable_traced_ = true;
         TraceLocked(TraceEvent::kUnschedulable, *head.finished_);

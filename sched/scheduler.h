@@ -10,6 +10,14 @@
 // finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
 // their hardware time is charged to their entity (the fair policy's virtual runtime).
 //
+// What a selection sees: every job whose Push returned before the credits that the selection
+// uses were freed (the kernel selects from the run queue at selection time, and such a push is
+// already there) — e.g. with one credit, jobs pushed while a job runs and before its hardware
+// fence signals all compete for the credit it frees, by priority and policy, whichever thread
+// signals it. A job pushed later (or concurrently) may or may not be a candidate. A selection
+// only uses credits that were free when its round began; a credit freed during a round is used
+// by the next round, which the completion always triggers.
+//
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
 // other schedulers) and is never queued or running twice, so run and free never overlap. A
@@ -189,7 +197,8 @@ class Scheduler {
   void TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases mu_ while it resolves the chosen head job's dependencies (ResolveDependencies).
-  Job* PopReadyJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `credits_in_use`: credit_count_ as read before the round drained the inbox.
+  Job* PopReadyJobLocked(uint32_t credits_in_use) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* PopHeadLocked(Entity* entity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   fence::FenceRef ResolveDependencies(Entity* entity, Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   // Installs the hardware-fence callback (RunJob and Start); `fallback` is the status used when

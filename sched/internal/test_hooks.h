@@ -5,12 +5,19 @@
 #define UDRM_SCHED_INTERNAL_TEST_HOOKS_H_
 
 #include <atomic>
+#include <cstddef>
 
 namespace sched::internal {
 
 // Called by an entity's dependency callback after it marked the dependency signalled and before
 // it wakes the scheduler (the window in which the scheduler may otherwise be destroyed).
 inline std::atomic<void (*)()> dep_callback_hook{nullptr};
+
+// Called by the work item in every round after it drained the inbox and took the finished jobs,
+// right before it selects a job, with the scheduler's `mu_` held (so a hook must not call into
+// that scheduler; pushing to its entities and signalling fences without a lock is fine).
+// `queued_entities`: how many entities have queued jobs (the candidates of the selection).
+inline std::atomic<void (*)(size_t queued_entities)> before_select_hook{nullptr};
 
 }  // namespace sched::internal
 

@@ -247,6 +247,56 @@ TEST_F(ReviewTest, SchedulerOutlivesItsDependencyCallback) {
   internal::dep_callback_hook.store(nullptr);
 }
 
+// Issue 10 (the flake of SchedPolicy.PrioritiesOrderSelection): a selection sees every job whose
+// Push returned before the credit it uses was freed (sched/scheduler.h). The hook parks a round
+// between its drain of the inbox (which took the LOW job) and its selection; meanwhile the test
+// pushes a HIGH job and then completes the blocker, which frees the only credit. The old round
+// saw the credit free at selection and ran the LOW job, the only one it had drained — a priority
+// inversion, since the HIGH push returned before the credit was freed.
+std::atomic<bool> g_park_armed{false};
+void ParkSelectionWithCandidates(size_t queued_entities) {
+  if (queued_entities == 0 || !g_park_armed.exchange(false)) return;
+  g_in_window->Notify();
+  g_release->WaitForNotification();
+}
+
+TEST_F(ReviewTest, SelectionSeesPushesBeforeTheCreditWasFreed) {
+  absl::Notification in_window, release;
+  g_in_window = &in_window;
+  g_release = &release;
+  MockBackend mock;
+  SchedulerOptions opts;
+  opts.credit_limit = 1;
+  opts.policy = Policy::kFifo;
+  auto s = *Scheduler::Create(&mock, testing::Opts(opts));
+  {
+    auto blocker = *Entity::Create({s.get()});
+    auto low = *Entity::Create({s.get()}, Priority::kLow);
+    auto high = *Entity::Create({s.get()}, Priority::kHigh);
+    auto b = SubmitMock(blocker.get());
+    ASSERT_TRUE(SignalsWithin(b.scheduled, kWait));  // holds the only credit
+    g_park_armed.store(true);
+    internal::before_select_hook.store(&ParkSelectionWithCandidates);
+    auto l = SubmitMock(low.get());  // a round drains it and parks before selecting
+    in_window.WaitForNotification();
+    auto h = SubmitMock(high.get());  // returned before the credit is freed
+    EXPECT_EQ(mock.Advance(1), 1);    // the blocker completes: its credit is free
+    ASSERT_TRUE(SignalsWithin(b.finished, kWait));
+    release.Notify();
+    while (mock.run_order().size() < 2) absl::SleepFor(absl::Milliseconds(1));
+    internal::before_select_hook.store(nullptr);
+    EXPECT_EQ(mock.run_order()[1]->context(), h.finished->context())
+        << "LOW's context is " << l.finished->context() << ": the round selected the LOW job it had drained before the HIGH push, although the "
+           "HIGH push returned before the credit was freed";
+    EXPECT_EQ(mock.Advance(1), 1);
+    while (mock.run_order().size() < 3) absl::SleepFor(absl::Milliseconds(1));
+    EXPECT_EQ(mock.Advance(1), 1);
+    ASSERT_TRUE(SignalsWithin(l.finished, kWait));
+    ASSERT_TRUE(SignalsWithin(h.finished, kWait));
+  }
+  s.reset();
+}
+
 // Counts PrepareJob calls per job; optionally returns one external fence per job first.
 class PreparingBackend : public MockBackend {
  public:

@@ -27,11 +27,48 @@ std::shared_ptr<FenceChain> FenceChain::Create(FenceRef prev, FenceRef fence, ui
 FenceChain::FenceChain(FenceRef prev, FenceRef fence, uint64_t context, uint64_t seqno,
                        uint64_t prev_seqno)
     : Fence(context, seqno, SeqnoWidth::k64),
+      index_(JoinIndex(prev.get(), context, seqno, this)),
       prev_(std::move(prev)),
       prev_seqno_(prev_seqno),
       fence_(std::move(fence)) {}
 
+std::shared_ptr<FenceChain::Index> FenceChain::JoinIndex(Fence* prev, uint64_t context,
+                                                         uint64_t seqno, FenceChain* self) {
+  FenceChain* prev_chain = Cast(prev);
+  if (prev_chain != nullptr && prev->context() == context && prev->seqno() < seqno) {
+    Index& index = *prev_chain->index_;
+    absl::MutexLock l(&index.mu);
+    // Only the run's newest node extends it: the index must stay one line of predecessors.
+    if (!index.links.empty() && index.links.rbegin()->second == prev_chain) {
+      index.links.emplace_hint(index.links.end(), seqno, self);
+      return prev_chain->index_;
+    }
+  }
+  auto index = std::make_shared<Index>();
+  absl::MutexLock l(&index->mu);
+  index->links.emplace(seqno, self);
+  return index;
+}
+
+FenceRef FenceChain::IndexedAtOrAfter(uint64_t seqno) const {
+  absl::MutexLock l(&index_->mu);
+  const auto& links = index_->links;
+  for (auto it = links.lower_bound(seqno); it != links.end() && it->first < this->seqno(); ++it) {
+    // A node is erased in its destructor, under mu: while we hold mu it is at worst being
+    // destroyed (use count 0: lock() fails and it is skipped). Every node in range is older than
+    // this one, so its make_shared has finished (weak_this is set). No reference is dropped
+    // under mu (a destructor would take it).
+    if (FenceRef r = it->second->weak_from_this().lock()) return r;
+  }
+  return nullptr;
+}
+
 FenceChain::~FenceChain() {
+  {
+    absl::MutexLock l(&index_->mu);
+    auto it = index_->links.find(seqno());
+    if (it != index_->links.end() && it->second == this) index_->links.erase(it);
+  }
   // Release the links one by one: recursion through ~FenceChain would overflow the stack on a
   // long timeline. Only links nobody else holds are ours to take apart.
   FenceRef prev;
@@ -96,11 +133,30 @@ absl::Status FenceChain::FindSeqno(FenceRef* f, uint64_t seqno) {
     return absl::InvalidArgumentError("timeline point not yet submitted");
   }
   const uint64_t context = head->context();
+  // The kernel's loop visits the head, then each earlier link whose fence is unsignalled, and
+  // stops at the first one outside the context, not a chain, or with prev_seqno < seqno. Within
+  // a run seqnos increase, so the node T that signals `seqno` (prev_seqno < seqno <= its seqno)
+  // is the stop unless it has signalled; then the stop is the first unsignalled link before it.
+  // Every node between the lookup's start and T has prev_seqno >= seqno and cannot stop it, so
+  // the index jumps straight to T, or, if T is gone (GC unhooked and freed it, so it had
+  // signalled), to the oldest live node after it, and Walk() goes on from there.
   FenceRef it = *f;
   while (it != nullptr) {
     FenceChain* link = Cast(it.get());
     if (link == nullptr || it->context() != context || link->prev_seqno_ < seqno) break;
-    it = Walk(it);
+    FenceRef from = link->IndexedAtOrAfter(seqno);
+    if (from != nullptr) {
+      auto* found = static_cast<FenceChain*>(from.get());
+      if (found->prev_seqno_ < seqno && !found->fence_->IsSignaled()) {
+        it = std::move(from);
+        break;
+      }
+    } else {
+      // Nothing live in this run from T on: T is in an earlier run (this one branched off it),
+      // or it and every node between it and `it` were unhooked (signalled) and freed.
+      from = it;
+    }
+    it = Walk(from);
   }
   *f = std::move(it);
   return absl::OkStatus();

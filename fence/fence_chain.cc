@@ -1,10 +1,12 @@
 #include "fence/fence_chain.h"
 
 #include <algorithm>
+#include <typeinfo>
 #include <utility>
 
 #include "base/check.h"
 #include "fence/fence_context.h"
+#include "fence/internal/chain_index.h"
 
 namespace fence {
 
@@ -32,43 +34,26 @@ FenceChain::FenceChain(FenceRef prev, FenceRef fence, uint64_t context, uint64_t
       prev_seqno_(prev_seqno),
       fence_(std::move(fence)) {}
 
-std::shared_ptr<FenceChain::Index> FenceChain::JoinIndex(Fence* prev, uint64_t context,
-                                                         uint64_t seqno, FenceChain* self) {
+std::shared_ptr<internal::ChainIndex> FenceChain::JoinIndex(Fence* prev, uint64_t context,
+                                                            uint64_t seqno, FenceChain* self) {
   FenceChain* prev_chain = Cast(prev);
-  if (prev_chain != nullptr && prev->context() == context && prev->seqno() < seqno) {
-    Index& index = *prev_chain->index_;
-    absl::MutexLock l(&index.mu);
-    // Only the run's newest node extends it: the index must stay one line of predecessors.
-    if (!index.links.empty() && index.links.rbegin()->second == prev_chain) {
-      index.links.emplace_hint(index.links.end(), seqno, self);
-      return prev_chain->index_;
-    }
+  // Only the run's newest node extends it: an index stays one line of predecessors.
+  if (prev_chain != nullptr && prev->context() == context && prev->seqno() < seqno &&
+      prev_chain->index_->AppendAfter(prev, seqno, self)) {
+    return prev_chain->index_;
   }
-  auto index = std::make_shared<Index>();
-  absl::MutexLock l(&index->mu);
-  index->links.emplace(seqno, self);
+  auto index = std::make_shared<internal::ChainIndex>();
+  index->Start(seqno, self);
   return index;
 }
 
 FenceRef FenceChain::IndexedAtOrAfter(uint64_t seqno) const {
-  absl::MutexLock l(&index_->mu);
-  const auto& links = index_->links;
-  for (auto it = links.lower_bound(seqno); it != links.end() && it->first < this->seqno(); ++it) {
-    // A node is erased in its destructor, under mu: while we hold mu it is at worst being
-    // destroyed (use count 0: lock() fails and it is skipped). Every node in range is older than
-    // this one, so its make_shared has finished (weak_this is set). No reference is dropped
-    // under mu (a destructor would take it).
-    if (FenceRef r = it->second->weak_from_this().lock()) return r;
-  }
-  return nullptr;
+  // Every node in range is older than this one, so its make_shared has returned.
+  return index_->FirstLiveAtOrAfter(seqno, this->seqno());
 }
 
 FenceChain::~FenceChain() {
-  {
-    absl::MutexLock l(&index_->mu);
-    auto it = index_->links.find(seqno());
-    if (it != index_->links.end() && it->second == this) index_->links.erase(it);
-  }
+  index_->Erase(seqno(), this);
   // Release the links one by one: recursion through ~FenceChain would overflow the stack on a
   // long timeline. Only links nobody else holds are ours to take apart.
   FenceRef prev;
@@ -88,7 +73,10 @@ FenceChain::~FenceChain() {
   }
 }
 
-FenceChain* FenceChain::Cast(Fence* f) { return dynamic_cast<FenceChain*>(f); }
+FenceChain* FenceChain::Cast(Fence* f) {
+  // FenceChain is final: an exact type test is the dynamic_cast, without its class-graph walk.
+  return f != nullptr && typeid(*f) == typeid(FenceChain) ? static_cast<FenceChain*>(f) : nullptr;
+}
 
 const FenceRef& FenceChain::Contained(const FenceRef& f) {
   FenceChain* chain = Cast(f.get());
@@ -140,24 +128,28 @@ absl::Status FenceChain::FindSeqno(FenceRef* f, uint64_t seqno) {
   // Every node between the lookup's start and T has prev_seqno >= seqno and cannot stop it, so
   // the index jumps straight to T, or, if T is gone (GC unhooked and freed it, so it had
   // signalled), to the oldest live node after it, and Walk() goes on from there.
-  FenceRef it = *f;
-  while (it != nullptr) {
-    FenceChain* link = Cast(it.get());
-    if (link == nullptr || it->context() != context || link->prev_seqno_ < seqno) break;
+  FenceRef it;             // the visited node once the walk has left the head
+  const FenceRef* at = f;  // the visited node: the head (*f, not copied), then `it`
+  for (;;) {
+    FenceChain* link = Cast(at->get());
+    if (link == nullptr || (*at)->context() != context || link->prev_seqno_ < seqno) break;
     FenceRef from = link->IndexedAtOrAfter(seqno);
-    if (from != nullptr) {
+    if (from == nullptr) {
+      // Nothing live in this run from T on: T is in an earlier run (this one branched off it),
+      // or T and every node between it and *at were unhooked (signalled) and freed.
+      it = Walk(*at);
+    } else {
       auto* found = static_cast<FenceChain*>(from.get());
       if (found->prev_seqno_ < seqno && !found->fence_->IsSignaled()) {
-        it = std::move(from);
-        break;
+        *f = std::move(from);
+        return absl::OkStatus();
       }
-    } else {
-      // Nothing live in this run from T on: T is in an earlier run (this one branched off it),
-      // or it and every node between it and `it` were unhooked (signalled) and freed.
-      from = it;
+      it = Walk(from);
     }
-    it = Walk(from);
+    at = &it;
+    if (it == nullptr) break;
   }
+  if (at == f) return absl::OkStatus();
   *f = std::move(it);
   return absl::OkStatus();
 }

@@ -11,13 +11,14 @@
 //
 // Seqno index (udrm, not the kernel): the nodes of one *run* — a node and the predecessors whose
 // context it continues, each created from the run's newest node — are listed by seqno in a
-// shared index (a btree of raw pointers, one entry per live node; a node leaves it in its
-// destructor). The index holds no reference: GC frees unhooked links exactly as before. A node
-// created from an older point of a run (a branch) starts its own index; a lookup below the branch
-// point continues in the older run's index, one O(log n) step per branch.
+// shared index (internal/chain_index.h: a sorted array of raw pointers, one entry per live
+// node; a node leaves it in its destructor). The index holds no reference: GC frees unhooked
+// links exactly as before. A node created from an older point of a run (a branch) starts its own
+// index; a lookup below the branch point continues in the older run's index, one O(log n) step
+// per branch.
 //
 // Memory (measured by bench/fence_bench from the allocator, libstdc++, x86-64): a link costs
-// chain_link_bytes = 336 B, including its make_shared block and its index entry, not its
+// chain_link_bytes = 296 B, including its make_shared block and its index entry, not its
 // contained fence.
 //
 // Thread-safety: every method may be called concurrently; walkers and signallers may race (the
@@ -31,12 +32,14 @@
 #include <cstdint>
 #include <memory>
 
-#include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "fence/fence.h"
 
 namespace fence {
+namespace internal {
+class ChainIndex;
+}  // namespace internal
 
 class FenceChain final : public Fence {
  public:
@@ -85,16 +88,10 @@ class FenceChain final : public Fence {
   std::string_view TimelineNameHook() const override { return "unbound"; }
 
  private:
-  // One run's seqno index (see the top of this file). Keys are the seqnos of live nodes, strictly
-  // increasing from the run's first node to its newest.
-  struct Index {
-    absl::Mutex mu;
-    absl::btree_map<uint64_t, FenceChain*> links ABSL_GUARDED_BY(mu);
-  };
-  // The index `self` joins: prev's if `self` continues prev's context from prev's run's newest
+  // The index `self` joins: prev's if `self` continues prev's context from its run's newest
   // node, else a new one. Registers `self` (not yet owned by a FenceRef; see IndexedAtOrAfter).
-  static std::shared_ptr<Index> JoinIndex(Fence* prev, uint64_t context, uint64_t seqno,
-                                          FenceChain* self);
+  static std::shared_ptr<internal::ChainIndex> JoinIndex(Fence* prev, uint64_t context,
+                                                         uint64_t seqno, FenceChain* self);
   // The oldest live node of this node's run with `seqno` <= its seqno < this node's seqno (all
   // of them are this node's predecessors), or null.
   FenceRef IndexedAtOrAfter(uint64_t seqno) const;
@@ -104,7 +101,8 @@ class FenceChain final : public Fence {
   bool ArmNextLink();
   void OnLinkSignaled();
 
-  const std::shared_ptr<Index> index_;  // set before prev_ (it reads the `prev` argument)
+  // This node's run. Initialised before prev_, from the constructor's `prev` argument.
+  const std::shared_ptr<internal::ChainIndex> index_;
   mutable absl::Mutex prev_mu_;
   FenceRef prev_ ABSL_GUARDED_BY(prev_mu_);
   const uint64_t prev_seqno_;

@@ -3,14 +3,17 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "base/log.h"
 #include "base/spin.h"
 #include "base/status_tag.h"
 #include "fence/internal/waiter.h"
-#include "spdlog/spdlog.h"
 
 namespace fence {
 namespace {
+
+constexpr std::string_view kLogger = "udrm.fence";  // base/log.h
 
 // Identity of the calling thread, for "is this the thread running the callbacks?".
 const void* ThisThread() {
@@ -66,12 +69,14 @@ Fence::~Fence() {
   {
     absl::MutexLock l(&mu_);
     if (cb_head_ == nullptr || (flags_.load(std::memory_order_relaxed) & kSignaledBit)) return;
-    spdlog::warn("fence {}:{} released unsignalled with callbacks pending; signalling -EDEADLK",
-                 context_, seqno_);
     error_ = absl::AbortedError("fence released while unsignalled (EDEADLK)");
     bool signalled = false;
     pending = SignalLocked(absl::Now(), &signalled);
   }
+  // Logged without the fence lock (base/log.h: the sink runs with no udrm lock held).
+  udrm::log::Write(udrm::log::Level::kWarn, kLogger,
+                   absl::StrCat("fence ", context_, ":", seqno_,
+                                " released unsignalled with callbacks pending; signalling -EDEADLK"));
   RunCallbacks(pending);
 }
 
@@ -276,7 +281,9 @@ void Fence::SetDeadline(absl::Time deadline) {
 
 bool Fence::IsLater(const Fence& a, const Fence& b) {
   if (a.context_ != b.context_) {
-    spdlog::warn("Fence::IsLater on different contexts {} and {}", a.context_, b.context_);
+    udrm::log::Write(udrm::log::Level::kWarn, kLogger,
+                     absl::StrCat("Fence::IsLater on different contexts ", a.context_, " and ",
+                                  b.context_));
     return false;
   }
   return SeqnoIsLater(a.seqno_, b.seqno_, a.width_);

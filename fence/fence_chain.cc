@@ -1,10 +1,12 @@
 #include "fence/fence_chain.h"
 
 #include <algorithm>
+#include <typeinfo>
 #include <utility>
 
 #include "base/check.h"
 #include "fence/fence_context.h"
+#include "fence/internal/chain_index.h"
 
 namespace fence {
 
@@ -27,11 +29,31 @@ std::shared_ptr<FenceChain> FenceChain::Create(FenceRef prev, FenceRef fence, ui
 FenceChain::FenceChain(FenceRef prev, FenceRef fence, uint64_t context, uint64_t seqno,
                        uint64_t prev_seqno)
     : Fence(context, seqno, SeqnoWidth::k64),
+      index_(JoinIndex(prev.get(), context, seqno, this)),
       prev_(std::move(prev)),
       prev_seqno_(prev_seqno),
       fence_(std::move(fence)) {}
 
+std::shared_ptr<internal::ChainIndex> FenceChain::JoinIndex(Fence* prev, uint64_t context,
+                                                            uint64_t seqno, FenceChain* self) {
+  FenceChain* prev_chain = Cast(prev);
+  // Only the run's newest node extends it: an index stays one line of predecessors.
+  if (prev_chain != nullptr && prev->context() == context && prev->seqno() < seqno &&
+      prev_chain->index_->AppendAfter(prev, seqno, self)) {
+    return prev_chain->index_;
+  }
+  auto index = std::make_shared<internal::ChainIndex>();
+  index->Start(seqno, self);
+  return index;
+}
+
+FenceRef FenceChain::IndexedAtOrAfter(uint64_t seqno) const {
+  // Every node in range is older than this one, so its make_shared has returned.
+  return index_->FirstLiveAtOrAfter(seqno, this->seqno());
+}
+
 FenceChain::~FenceChain() {
+  index_->Erase(seqno(), this);
   // Release the links one by one: recursion through ~FenceChain would overflow the stack on a
   // long timeline. Only links nobody else holds are ours to take apart.
   FenceRef prev;
@@ -51,7 +73,10 @@ FenceChain::~FenceChain() {
   }
 }
 
-FenceChain* FenceChain::Cast(Fence* f) { return dynamic_cast<FenceChain*>(f); }
+FenceChain* FenceChain::Cast(Fence* f) {
+  // FenceChain is final: an exact type test is the dynamic_cast, without its class-graph walk.
+  return f != nullptr && typeid(*f) == typeid(FenceChain) ? static_cast<FenceChain*>(f) : nullptr;
+}
 
 const FenceRef& FenceChain::Contained(const FenceRef& f) {
   FenceChain* chain = Cast(f.get());
@@ -96,12 +121,35 @@ absl::Status FenceChain::FindSeqno(FenceRef* f, uint64_t seqno) {
     return absl::InvalidArgumentError("timeline point not yet submitted");
   }
   const uint64_t context = head->context();
-  FenceRef it = *f;
-  while (it != nullptr) {
-    FenceChain* link = Cast(it.get());
-    if (link == nullptr || it->context() != context || link->prev_seqno_ < seqno) break;
-    it = Walk(it);
+  // The kernel's loop visits the head, then each earlier link whose fence is unsignalled, and
+  // stops at the first one outside the context, not a chain, or with prev_seqno < seqno. Within
+  // a run seqnos increase, so the node T that signals `seqno` (prev_seqno < seqno <= its seqno)
+  // is the stop unless it has signalled; then the stop is the first unsignalled link before it.
+  // Every node between the lookup's start and T has prev_seqno >= seqno and cannot stop it, so
+  // the index jumps straight to T, or, if T is gone (GC unhooked and freed it, so it had
+  // signalled), to the oldest live node after it, and Walk() goes on from there.
+  FenceRef it;             // the visited node once the walk has left the head
+  const FenceRef* at = f;  // the visited node: the head (*f, not copied), then `it`
+  for (;;) {
+    FenceChain* link = Cast(at->get());
+    if (link == nullptr || (*at)->context() != context || link->prev_seqno_ < seqno) break;
+    FenceRef from = link->IndexedAtOrAfter(seqno);
+    if (from == nullptr) {
+      // Nothing live in this run from T on: T is in an earlier run (this one branched off it),
+      // or T and every node between it and *at were unhooked (signalled) and freed.
+      it = Walk(*at);
+    } else {
+      auto* found = static_cast<FenceChain*>(from.get());
+      if (found->prev_seqno_ < seqno && !found->fence_->IsSignaled()) {
+        *f = std::move(from);
+        return absl::OkStatus();
+      }
+      it = Walk(from);
+    }
+    at = &it;
+    if (it == nullptr) break;
   }
+  if (at == f) return absl::OkStatus();
   *f = std::move(it);
   return absl::OkStatus();
 }

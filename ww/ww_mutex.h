@@ -15,7 +15,8 @@
 //
 // Waiters: context waiters queue in stamp order (oldest first); waiters without a context queue
 // FIFO and are skipped over by the sort, so they are not starved. Only the first waiter is woken
-// by an Unlock(), so queued waiters are granted the mutex in queue order.
+// by an Unlock(), so among queued waiters the first one goes next; a barging locker (below) may
+// still take the mutex before it, for at most about a millisecond.
 //
 // Barging (as the kernel's mutex, whose lock path tries a trylock and an optimistic spin before it
 // queues): Lock(), LockSlow() and TryLock() take a *free* mutex even when waiters are queued,
@@ -183,7 +184,9 @@ class WwMutex {
   // builds, after a back-off the next lock must be the contended mutex, with nothing held.
   absl::Status Lock(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_lock_interruptible: as Lock(), or CancelledError once a stop is requested on
-  // `cancel` (a user-space signal; the kernel's -ERESTARTSYS) while it waits or before.
+  // `cancel` (a user-space signal; the kernel's -ERESTARTSYS) and it would wait. A free mutex is
+  // taken even if the stop was requested before the call (as in the kernel), and a waiter that
+  // was granted the mutex takes it.
   absl::Status LockInterruptible(WwAcquireContext* ctx, std::stop_token cancel)
       ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_lock_slow: after a back-off, with no locks held, sleep until this mutex is ours.

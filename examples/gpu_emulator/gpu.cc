@@ -13,7 +13,7 @@
 
 namespace gpu_emulator {
 
-Gpu::Gpu(int threads, int contexts) : contexts_(contexts) {
+Gpu::Gpu(int threads, int contexts) {
   tlbs_.resize(threads);
   for (auto& t : tlbs_) t.resize(contexts);
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this, i] { Worker(i); });

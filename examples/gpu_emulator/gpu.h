@@ -97,7 +97,6 @@ class Gpu {
  private:
   void Worker(int index) ABSL_LOCKS_EXCLUDED(mu_);
 
-  const int contexts_;
   // tlbs_[worker][ctx]: used by that worker only while it runs a workgroup of ctx (busy_ counts
   // it), created lazily; ForgetContexts resets them when busy_ is 0 and nothing is queued.
   std::vector<std::vector<std::unique_ptr<vm::TranslationCache>>> tlbs_;

@@ -9,35 +9,13 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "tests/base/captured_sink.h"
 
 namespace udrm::log {
 namespace {
 
-class Captured {
- public:
-  Sink sink() {
-    return [this](Level level, std::string_view logger, std::string_view message) {
-      absl::MutexLock l(&mu_);
-      lines_.push_back(std::string(logger) + " " + std::string(message));
-      levels_.push_back(level);
-    };
-  }
-  std::vector<std::string> lines() {
-    absl::MutexLock l(&mu_);
-    return lines_;
-  }
-  std::vector<Level> levels() {
-    absl::MutexLock l(&mu_);
-    return levels_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
-  std::vector<Level> levels_ ABSL_GUARDED_BY(mu_);
-};
+using Captured = udrm::log::testing::CapturedSink;
 
 // Messages of different loggers reach the one sink in order, with name and level; after
 // SetSink(nullptr) they go to spdlog (not to the old sink).

@@ -3,40 +3,18 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "base/log.h"
 #include "fence/fence.h"
 #include "fence/fence_context.h"
 #include "gtest/gtest.h"
+#include "tests/base/captured_sink.h"
 
 namespace fence {
 namespace {
 
 using udrm::log::Level;
 
-class Captured {
- public:
-  udrm::log::Sink sink() {
-    return [this](Level level, std::string_view logger, std::string_view message) {
-      absl::MutexLock l(&mu_);
-      lines_.push_back(std::string(logger) + " " + std::string(message));
-      levels_.push_back(level);
-    };
-  }
-  std::vector<std::string> lines() {
-    absl::MutexLock l(&mu_);
-    return lines_;
-  }
-  std::vector<Level> levels() {
-    absl::MutexLock l(&mu_);
-    return levels_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
-  std::vector<Level> levels_ ABSL_GUARDED_BY(mu_);
-};
+using Captured = udrm::log::testing::CapturedSink;
 
 // Both fence warnings reach the one sink: comparing fences of different contexts, and releasing
 // an unsignalled fence with a callback pending (which then runs with the -EDEADLK error).

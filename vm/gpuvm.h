@@ -137,7 +137,7 @@ class Gpuvm {
   // others only if the inserts they cover are no more than the sum they reserved.
   // Thread-safety: as Insert (the driver's VM lock) — it reads the tree's height; the
   // reservation itself may be destroyed on any thread. Blocks (a mutex, and operator new).
-  // More than this: ResourceExhausted (the bound grows as n^2/28).
+  // More than this: ResourceExhausted (the bound grows as n^2/(2*(kTreeNodeSlots-1))).
   static constexpr size_t kMaxReservedInserts = size_t{1} << 20;
   class InsertReservation;
   [[nodiscard]] absl::StatusOr<InsertReservation> ReserveInserts(size_t n);
@@ -220,10 +220,15 @@ class Gpuvm {
   void InsertUnchecked(Gpuva* va);
   std::vector<Ref<VmBo>> Snapshot(List which) const ABSL_LOCKS_EXCLUDED(lists_mu_);
   using TreeAlloc = internal::PoolAllocator<std::pair<const uint64_t, Gpuva*>>;
-  // The map by start address, with its height (absl keeps it in its protected btree).
-  class Tree : public absl::btree_map<uint64_t, Gpuva*, std::less<uint64_t>, TreeAlloc> {
+  // The map by start address, with its height (absl keeps it in its protected btree): an
+  // absl::btree_map with NodePool::kTargetNodeBytes nodes (absl's own alias fixes 256).
+  using TreeBase = absl::container_internal::btree_map_container<
+      absl::container_internal::btree<absl::container_internal::map_params<
+          uint64_t, Gpuva*, std::less<uint64_t>, TreeAlloc,
+          internal::NodePool::kTargetNodeBytes, /*IsMulti=*/false>>>;
+  class Tree : public TreeBase {
    public:
-    explicit Tree(internal::NodePool* pool) : btree_map(TreeAlloc(pool)) {}
+    explicit Tree(internal::NodePool* pool) : TreeBase(TreeAlloc(pool)) {}
     size_t height() const { return this->tree_.height(); }
   };
   using TreeIt = Tree::iterator;

@@ -24,12 +24,17 @@ namespace vm::internal {
 
 class NodePool {
  public:
-  // The largest btree node of Gpuvm's tree (an internal node of absl::btree_map<uint64_t, T*>:
-  // 15 slots of 16 bytes, 16 children, a 16-byte header). Allocate checks every request fits.
-  static constexpr size_t kBlockBytes = 384;
-  // Keys per node of that tree (gpuvm_alloc_test checks it: the height reaches 2 at the
-  // kTreeNodeSlots+1-th insert).
-  static constexpr size_t kTreeNodeSlots = 15;
+  // The target size of a node of Gpuvm's tree (absl's btree parameter; absl::btree_map uses
+  // 256). 512: a search of 10^5..10^6 VAs is one level shorter, and a node's keys are still read
+  // by a linear scan of consecutive cache lines (gpuvm_bench: 256, 1024 and a binary search
+  // measured slower on large trees).
+  static constexpr size_t kTargetNodeBytes = 512;
+  // Keys per node of that tree: 16-byte slots (key, Gpuva*) after a 16-byte header
+  // (gpuvm_alloc_test checks it: the height reaches 2 at the kTreeNodeSlots+1-th insert).
+  static constexpr size_t kTreeNodeSlots = (kTargetNodeBytes - 16) / 16;
+  // The largest node, an internal one: the leaf's layout plus kTreeNodeSlots+1 child pointers.
+  // Allocate checks every request fits.
+  static constexpr size_t kBlockBytes = kTargetNodeBytes + (kTreeNodeSlots + 1) * 8;
   // Free blocks kept beyond the reserved ones, so a map/unmap storm does not hit malloc.
   static constexpr size_t kCacheBlocks = 64;
 

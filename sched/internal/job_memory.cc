@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <new>
 
+#include "sched/internal/test_hooks.h"
 #include "tbb/scalable_allocator.h"
 
 // Defined only in a process with that sanitizer's runtime (weak: null otherwise).
@@ -23,6 +24,9 @@ void* AllocateJobMemory(std::size_t size, std::size_t align) {
   }
   void* p = aligned ? scalable_aligned_malloc(size, align) : scalable_malloc(size);
   if (p == nullptr) throw std::bad_alloc();
+  if (auto hook = job_memory_hook.load(std::memory_order_relaxed)) {
+    hook(static_cast<long long>(scalable_msize(p)));
+  }
   return p;
 }
 
@@ -36,6 +40,9 @@ void FreeJobMemory(void* p, std::size_t align) noexcept {
       ::operator delete(p);
     }
     return;
+  }
+  if (auto hook = job_memory_hook.load(std::memory_order_relaxed)) {
+    hook(-static_cast<long long>(scalable_msize(p)));
   }
   if (aligned) {
     scalable_aligned_free(p);

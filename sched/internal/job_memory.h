@@ -3,10 +3,10 @@
 // A job is made on the submitting thread and freed on the scheduler's (Backend::FreeJob); its
 // fence pair is freed by whichever thread drops the last reference. glibc's malloc serves this
 // producer/consumer pattern badly: a cross-thread free goes back to the allocating thread's arena
-// under that arena's lock. Measured (sched_bench -c opt, quiet 2-core machine, 2026-12-07, best of
-// several runs): with the global allocator S1 through one entity took 10.7 ms against 3.8 ms, and
-// the S2 chain 5.0 ms against 4.3 ms; the same binary run with oneTBB's malloc proxy preloaded took
-// 4.0 and 4.2 ms. So jobs and fence pairs come from oneTBB's scalable allocator (tbbmalloc).
+// under that arena's lock. Measured (sched_bench -c opt, 2-core machine, 2026-12-07, medians of
+// 8 interleaved runs, global vs scalable): S1 through 1 entity 11.0 vs 6.4 ms, through 8 entities
+// 6.0 vs 4.5 ms, the S2 chain 6.6 vs 4.9 ms; the global-allocator binary run with oneTBB's malloc
+// proxy preloaded was as fast as the scalable one. So jobs and fence pairs come from tbbmalloc.
 //
 // In a process that carries a sanitizer runtime (ASan or TSan) they come from the global allocator
 // instead, so the sanitizer sees every job's allocation and free: ASan reports a use after free of

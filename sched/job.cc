@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "sched/entity.h"
+#include "sched/internal/job_memory.h"
 #include "sched/log.h"
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
@@ -18,6 +19,27 @@ const void* ThisThread() {
 }  // namespace
 
 Job::~Job() = default;
+
+void* Job::operator new(std::size_t size) {
+  return internal::AllocateJobMemory(size, alignof(std::max_align_t));
+}
+void* Job::operator new(std::size_t size, std::align_val_t align) {
+  return internal::AllocateJobMemory(size, static_cast<std::size_t>(align));
+}
+void Job::operator delete(void* p) noexcept {
+  internal::FreeJobMemory(p, alignof(std::max_align_t));
+}
+void Job::operator delete(void* p, std::align_val_t align) noexcept {
+  internal::FreeJobMemory(p, static_cast<std::size_t>(align));
+}
+
+FinishedFence::Pair FinishedFence::CreatePair(uint64_t context, uint64_t seqno,
+                                              const Scheduler* scheduler, bool dont_pipeline) {
+  auto finished = std::allocate_shared<FinishedFence>(internal::JobAllocator<FinishedFence>(),
+                                                      context, seqno, scheduler, dont_pipeline);
+  fence::FenceRef scheduled(finished, &finished->scheduled_);
+  return {std::move(scheduled), std::move(finished)};
+}
 
 absl::Status Job::Init(Entity* entity, uint32_t credits) {
   UDRM_CHECK(state_ == State::kNew, "Job::Init called twice");

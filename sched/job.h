@@ -35,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -59,6 +60,14 @@ class Job {
   Job& operator=(const Job&) = delete;
   virtual ~Job();
 
+  // Jobs, and classes derived from Job, are allocated with these (sched/internal/job_memory.h:
+  // oneTBB's scalable allocator, or the global one in a process with a sanitizer runtime). A job
+  // is made on the submitting thread and freed on the scheduler's, which glibc's malloc serves
+  // slowly. Make jobs with `new` / std::make_unique as usual; never std::malloc them.
+  static void* operator new(std::size_t size);
+  static void* operator new(std::size_t size, std::align_val_t align);
+  static void operator delete(void* p) noexcept;
+  static void operator delete(void* p, std::align_val_t align) noexcept;
 
   // drm_sched_job_init.
   absl::Status Init(Entity* entity, uint32_t credits);

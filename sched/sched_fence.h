@@ -50,13 +50,10 @@ class FinishedFence final : public fence::Fence {
     fence::FenceRef scheduled, finished;
   };
   // drm_sched_fence_alloc + init: the scheduled fence on `context`, the finished one on
-  // `context` + 1, both with `seqno` (64-bit), in one allocation.
+  // `context` + 1, both with `seqno` (64-bit), in one allocation (from the jobs' allocator:
+  // sched/internal/job_memory.h).
   static Pair CreatePair(uint64_t context, uint64_t seqno, const Scheduler* scheduler,
-                         bool dont_pipeline) {
-    auto finished = std::make_shared<FinishedFence>(context, seqno, scheduler, dont_pipeline);
-    fence::FenceRef scheduled(finished, &finished->scheduled_);
-    return {std::move(scheduled), std::move(finished)};
-  }
+                         bool dont_pipeline);
   // Use CreatePair.
   FinishedFence(uint64_t context, uint64_t seqno, const Scheduler* scheduler, bool dont_pipeline)
       : Fence(context + 1, seqno, fence::SeqnoWidth::k64),

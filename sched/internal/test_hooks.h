@@ -1,6 +1,7 @@
 // sched::internal test hooks — injection points that let a test widen a race window
 // deterministically. Compiled into every build, null by default: a hook costs one relaxed load
-// where it is called. Only tests set them (before the race, and back to null afterwards).
+// where it is called. Only tests (and sched_bench's memory counts) set them, and back to null
+// afterwards.
 #ifndef UDRM_SCHED_INTERNAL_TEST_HOOKS_H_
 #define UDRM_SCHED_INTERNAL_TEST_HOOKS_H_
 
@@ -18,6 +19,11 @@ inline std::atomic<void (*)()> dep_callback_hook{nullptr};
 // that scheduler; pushing to its entities and signalling fences without a lock is fine).
 // `queued_entities`: how many entities have queued jobs (the candidates of the selection).
 inline std::atomic<void (*)(size_t queued_entities)> before_select_hook{nullptr};
+
+// Called with the usable size of every block the jobs' allocator (job_memory.h) takes from
+// oneTBB's scalable allocator (positive) or gives back to it (negative) — not for blocks from the
+// global operator new, which a counting program sees itself. For memory measurements (sched_bench).
+inline std::atomic<void (*)(long long bytes)> job_memory_hook{nullptr};
 
 }  // namespace sched::internal
 

@@ -2,14 +2,16 @@
 
 #include <algorithm>
 #include <iterator>
-#include <map>
+
+#include "absl/container/btree_map.h"
 
 #include "vm/internal/failslab.h"
 
 namespace vm {
 namespace {
 
-using Intervals = std::map<uint64_t, uint64_t>;  // start -> end, disjoint
+// start -> end, disjoint. A B-tree: a few node allocations per bind instead of one per range.
+using Intervals = absl::btree_map<uint64_t, uint64_t>;
 
 // Replays one op on `set`, appending its entries to `plan`.
 void PlanOp(const BindOp& op, size_t index, Intervals& set, BindPlan& plan) {
@@ -25,9 +27,10 @@ void PlanOp(const BindOp& op, size_t index, Intervals& set, BindPlan& plan) {
     plan.entries.push_back({BindEntry::Kind::kUnmap, from, to - from, index});
     ++plan.removed;
     it = set.erase(it);
-    if (start < lo) {  // remap: prev piece
+    if (start < lo) {  // remap: prev piece (an insert invalidates B-tree iterators: find again)
       set.emplace(start, lo);
       ++plan.vas;
+      it = set.lower_bound(lo);
     }
     if (end > hi) {  // remap: next piece (nothing after it overlaps the op)
       set.emplace(hi, end);

@@ -6,7 +6,9 @@
 // op overlaps depends only on the VA ranges in the tree, not on BOs or offsets, so PlanBind
 // replays the ops on a copy of just the ranges the ops touch (an interval set) and returns the
 // same entries, in the same order, that ApplyBind will produce — and so the exact number of
-// Gpuva nodes (each map one, each remap one per surviving piece) and of removed VAs.
+// Gpuva nodes (each map one, each remap one per surviving piece) and of removed VAs. A list in
+// address order whose ops are disjoint and share no VA of the tree needs no replay: its entries
+// follow from the tree directly.
 //
 // The prealloc step reserves page tables per planned entry (PageTable::ReserveForMap /
 // ReserveForUnmap into one list-level Prealloc): the page table guarantees that one reservation

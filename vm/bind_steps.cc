@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
+
 #include "base/check.h"
 #include "vm/gpuvm_exec.h"
 #include "vm/gpuvm_ops.h"
@@ -77,8 +79,13 @@ class BindApplier final : public SmSteps {
     if (m.bo == nullptr) va->flags |= Gpuva::kSparse;
     ApplyMap(vm_.gpuvm(), va, m);
     if (m.bo != nullptr) {
-      Ref<VmBo> vb = VmBo::ObtainPrealloc(std::move(job_.vm_bos_[index_]));
-      vb->ExtobjAdd();
+      // The prealloc step found the VmBo, or shares one Create'd VmBo among the ops mapping the
+      // same BO: only the first of them obtains it.
+      Ref<VmBo> pre = std::move(job_.vm_bos_[index_]);
+      Ref<VmBo> vb = pre->in_bo_list() ? std::move(pre) : VmBo::ObtainPrealloc(std::move(pre));
+      // A VmBo with VAs joined the extobj list at its first map (only Destroy leaves it): the
+      // list's mutex once per BO, not once per op.
+      if (!vb->has_vas()) vb->ExtobjAdd();
       vb->Link(va);
     }
     Append({BindEntry::Kind::kMap, m.addr, m.range, va->target, va->pte_flags, va->page_size,
@@ -277,6 +284,9 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
   std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
   job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
                           job.extobj_resvs_.end());
+  // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
+  // locked, so it stays in the BO's list until the exec unlocks), else one from Create.
+  absl::InlinedVector<size_t, 8> first_op;  // per distinct mapped BO: its first op
   for (size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].kind != BindOpKind::kMap) continue;
     if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
@@ -284,8 +294,16 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
         vm.AssignDeviceAddress(ops[i].bo->memory().data() + ops[i].bo_offset);
     if (!t.ok()) return t.status();
     job.targets_[i] = *t;
+    auto same = std::find_if(first_op.begin(), first_op.end(),
+                             [&](size_t j) { return ops[j].bo == ops[i].bo; });
+    if (same != first_op.end()) {
+      job.vm_bos_[i] = job.vm_bos_[*same];
+      continue;
+    }
     if (internal::ShouldFailAlloc("vm_bo")) return Exhausted("a VmBo");
-    job.vm_bos_[i] = VmBo::Create(vm.gpuvm(), *ops[i].bo);
+    first_op.push_back(i);
+    job.vm_bos_[i] = VmBo::Find(vm.gpuvm(), *ops[i].bo);
+    if (!job.vm_bos_[i]) job.vm_bos_[i] = VmBo::Create(vm.gpuvm(), *ops[i].bo);
   }
   return absl::OkStatus();
 }

@@ -98,8 +98,43 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   }
   locked.reserve(exec.objects().size());
   for (exec::Object* o : exec.objects()) locked.push_back(Ref<Bo>::Share(static_cast<Bo*>(o)));
+  // The CPU fast path (xe_migrate_update_pgtables' CPU update): decided, and its out-fence
+  // allocated, before the tree changes, so nothing can fail after ApplyBind on either path.
+  fence::FenceRef inline_out;
+  if (CanRunInlineLocked(**job)) {
+    if (internal::ShouldFailAlloc("inline out-fence")) {
+      return absl::ResourceExhaustedError("bind: allocating the out-fence failed");
+    }
+    inline_out = fence::Fence::Create(inline_fences_.context(), inline_fences_.NextSeqno());
+  }
   ApplyBind(*this, ops, **job);
-  return PushLocked(entity, *std::move(job), ops);
+  if (inline_out == nullptr) return PushLocked(entity, *std::move(job), ops);
+  RunInlineLocked(*std::move(job), inline_out);
+  return inline_out;
+}
+
+bool BindVm::CanRunInlineLocked(BindJob& job) {
+  // Pushes happen under the VM resv, which the caller holds: no job can appear until it unlocks.
+  // A job counts until its FreeJob (after its finished fence signalled and any catch-up ran).
+  if (unfinished_.load(std::memory_order_acquire) != 0) return false;
+  for (const fence::FenceRef& dep : job.dependencies()) {
+    if (dep == nullptr) continue;
+    if (!dep->IsSignaled() || !dep->error().ok()) return false;  // errors: the queued path
+  }
+  return true;
+}
+
+void BindVm::RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef& out) {
+  bool ok;
+  {
+    absl::MutexLock l(&pt_mu_);
+    ok = ExecuteLocked(*job);
+  }
+  inline_runs_.fetch_add(1, std::memory_order_relaxed);
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  if (!ok) out->SetError(absl::InternalError("simulated page-table fault"));
+  out->Signal();
+  Retire(std::move(job));
 }
 
 fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJob> job,
@@ -114,6 +149,7 @@ fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJo
     LinkPendingLocked(bind);
   }
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  unfinished_.fetch_add(1, std::memory_order_acq_rel);
   gpuvm_->resv().AddFence(out, fence::ResvUsage::kBookkeep);
   for (fence::Resv* resv : bind->extobj_resvs_) resv->AddFence(out, fence::ResvUsage::kKernel);
   ranges_.Record(bind->ranges_, out, bind->range_nodes_);
@@ -251,6 +287,11 @@ void BindVm::FreeJob(std::unique_ptr<BindJob> job) {
     absl::MutexLock l(&pt_mu_);
     if (!job->ran_) CatchUpLocked(job.get());  // killed or cancelled: still execute its unmaps
   }
+  unfinished_.fetch_sub(1, std::memory_order_acq_rel);
+  Retire(std::move(job));
+}
+
+void BindVm::Retire(std::unique_ptr<BindJob> job) {
   // What the op list did not use goes back now, not after the grace period: those pages were
   // never linked, and the next bind's reservation finds them in the page table's pool.
   UnreservePageTables(*pt_, job->tables_);

@@ -11,6 +11,20 @@
 //   page table, in order; a run of adjacent unmap entries is one Unmap call) → FreeJob (unused
 //   page-table reservations back) → cleanup worker (one grace period per batch of jobs, then BO
 //   references, removed Gpuvas and their device-address slots).
+// The CPU fast path (xe_migrate_update_pgtables applies page-table updates with the CPU when a
+// bind has nothing to wait for): when every dependency of the bind (its in-fences, and the bind
+// jobs on overlapping ranges) has signalled without error and no bind job of this VM is
+// unfinished (pushed and not yet through FreeJob — so none is queued, running, or about to be
+// caught up), Submit executes the op list itself, on the caller's thread, under the VM resv
+// and pt_mu_ exactly as RunJob would (same ExecuteLocked: injected faults, unusable-skips-maps),
+// and returns an out-fence of the VM's own context that has already signalled (with
+// InternalError on an injected fault). No job is pushed: the scheduler never sees the bind, and
+// the out-fence is not added to any resv or to the range tracker (a signalled fence is nothing to
+// wait for). Cleanup is the queued path's: the job goes to the cleanup worker (grace period,
+// then references), counted in jobs_in_flight() until then. Ordering holds: a later bind locks
+// the VM resv after this one released it, so it sees the page table already updated; an earlier
+// one that is unfinished disables the fast path. The out-fence is allocated (and its failslab
+// site asked) before the tree changes, so nothing can fail after Apply on either path.
 // Every error before Apply returns a status and changes nothing. Apply and everything after it
 // cannot fail for lack of memory; a failure that can still happen (a simulated page-table fault
 // in RunJob, a bind job killed with its entity or cancelled, an in-fence with an error) makes
@@ -62,6 +76,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "fence/fence.h"
+#include "fence/fence_context.h"
 #include "sched/entity.h"
 #include "sched/scheduler.h"
 #include "vm/bind_job.h"
@@ -103,7 +118,8 @@ class BindVm {
   void MarkUnusable() { unusable_.store(true, std::memory_order_release); }
   bool closed() const { return closed_.load(std::memory_order_acquire); }
 
-  // The bind: see the top. Returns the job's finished fence (the out-fence). Errors, with nothing
+  // The bind: see the top. Returns the job's finished fence (the out-fence), or — on the CPU fast
+  // path (see the top) — an already signalled fence of the VM's own context. Errors, with nothing
   // changed: InvalidArgument (bad op or in-fence), FailedPrecondition (unusable or closed),
   // CancelledError (`cancel` raised while locking), ResourceExhausted (pre-allocation failed).
   // Blocks on resv locks (interruptible by `cancel`); never on fences. `entity` must be on a
@@ -122,8 +138,11 @@ class BindVm {
   // (fault or sparse). Contract: inside the RcuReadSection of the Translate. Lock-free.
   const std::byte* HostAddress(const Translation& t) const;
 
-  // Bind jobs pushed and not yet cleaned up. Memory ordering: acquire.
+  // Bind jobs pushed (or run on the CPU fast path) and not yet cleaned up. Memory ordering:
+  // acquire.
   int64_t jobs_in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+  // Binds that took the CPU fast path so far (tests, benches). Memory ordering: relaxed.
+  int64_t binds_run_inline() const { return inline_runs_.load(std::memory_order_relaxed); }
   // Blocks until jobs_in_flight() == 0.
   void WaitIdle() ABSL_LOCKS_EXCLUDED(cleanup_mu_);
 
@@ -162,6 +181,14 @@ class BindVm {
   // Executes `job`'s op list (maps skipped when unusable or failed at the injected entry).
   // Returns false on the injected fault.
   bool ExecuteLocked(BindJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
+  // The CPU fast path's test (see the top). Caller holds the VM resv.
+  bool CanRunInlineLocked(BindJob& job);
+  // The CPU fast path: executes the applied `job`, signals `out`, retires the job. Caller holds
+  // the VM resv. Allocation-free.
+  void RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef& out)
+      ABSL_LOCKS_EXCLUDED(pt_mu_, cleanup_mu_);
+  // Hands an executed job's unused page-table reservations back and queues it for cleanup.
+  void Retire(std::unique_ptr<BindJob> job) ABSL_LOCKS_EXCLUDED(cleanup_mu_);
   void LinkPendingLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   void UnlinkPendingLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   // Executes (unmaps only, marking the VM unusable) a pushed job that will never run.
@@ -183,6 +210,9 @@ class BindVm {
   std::atomic<bool> closed_{false};
   std::atomic<int> fault_at_entry_{-1};
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> unfinished_{0};   // pushed, not yet through FreeJob
+  std::atomic<int64_t> inline_runs_{0};  // binds_run_inline()
+  fence::FenceContext inline_fences_{"vm-bind-cpu"};  // the CPU fast path's out-fences
 
   // The device-address window: each slot's host base (read by HostAddress through
   // std::atomic_ref) and reference count (atomic_ref), and the free list's links (under

@@ -70,6 +70,9 @@ class VmBo {
     }
   }
   bool has_vas() const { return va_head_ != nullptr; }
+  // In the BO's VmBo list (Obtain, or ObtainPrealloc that kept it; false for a VmBo from Create
+  // not yet obtained). Gpuva lock held.
+  bool in_bo_list() const { return in_bo_list_; }
 
   // drm_gpuvm_bo_extobj_add: joins the VM's extobj list if the BO is external (idempotent).
   void ExtobjAdd();

@@ -117,6 +117,9 @@ bool BindVm::CanRunInlineLocked(BindJob& job) {
   // Pushes happen under the VM resv, which the caller holds: no job can appear until it unlocks.
   // A job counts until its FreeJob (after its finished fence signalled and any catch-up ran).
   if (unfinished_.load(std::memory_order_acquire) != 0) return false;
+  uint64_t bytes = 0;
+  for (const AddrRange& r : job.ranges_) bytes += r.range;  // merged: no byte counted twice
+  if (bytes > kInlineMaxBytes) return false;
   for (const fence::FenceRef& dep : job.dependencies()) {
     if (dep == nullptr) continue;
     if (!dep->IsSignaled() || !dep->error().ok()) return false;  // errors: the queued path

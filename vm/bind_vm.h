@@ -15,7 +15,9 @@
 // bind has nothing to wait for): when every dependency of the bind (its in-fences, and the bind
 // jobs on overlapping ranges) has signalled without error and no bind job of this VM is
 // unfinished (pushed and not yet through FreeJob — so none is queued, running, or about to be
-// caught up), Submit executes the op list itself, on the caller's thread, under the VM resv
+// caught up), and its ops cover at most kInlineMaxBytes of VA (a bigger bind, such as a 1 GiB
+// sparse range, stays on the queued path so that Submit does not do its page-table work on the
+// caller's thread), Submit executes the op list itself, on the caller's thread, under the VM resv
 // and pt_mu_ exactly as RunJob would (same ExecuteLocked: injected faults, unusable-skips-maps),
 // and returns an out-fence of the VM's own context that has already signalled (with
 // InternalError on an injected fault). No job is pushed: the scheduler never sees the bind, and
@@ -102,6 +104,8 @@ class BindVm {
  public:
   static constexpr int kSlotShift = 32;  // a mapped BindOp's device-address slot: 4 GiB
   static constexpr size_t kSlots = size_t{1} << 18;  // the largest device-address window
+  // The CPU fast path's bound on the VA a bind's ops cover (16384 4-KiB pages; see the top).
+  static constexpr uint64_t kInlineMaxBytes = uint64_t{64} << 20;
 
   static absl::StatusOr<std::unique_ptr<BindVm>> Create(std::string name, BindVmOptions options);
   // Close(), then stops the cleanup worker and the own scheduler.

@@ -67,6 +67,30 @@ TEST_F(BindInlineTest, IdleBindRunsOnTheCallersThread) {
   EXPECT_EQ(Converged(), "");
 }
 
+// A bind whose ops cover more than kInlineMaxBytes of VA (here a sparse range one page larger)
+// stays on the queued path, even on an idle VM; one of exactly kInlineMaxBytes runs inline.
+TEST_F(BindInlineTest, BigBindsStayQueued) {
+  const uint64_t base = uint64_t{1} << 32;
+  const BindOp big = BindOp::MapNull(base, BindVm::kInlineMaxBytes + kPage);
+  absl::StatusOr<fence::FenceRef> f = queue_->Submit({&big, 1});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(vm_->binds_run_inline(), 0);
+  ASSERT_TRUE((*f)->Wait().ok());
+  EXPECT_TRUE(TranslateOnce(vm_->page_table(), base + BindVm::kInlineMaxBytes).valid);
+  vm_->WaitIdle();  // the queued job is through FreeJob: the VM is idle again
+  const BindOp unmap = BindOp::Unmap(base, BindVm::kInlineMaxBytes + kPage);
+  f = queue_->Submit({&unmap, 1});
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(vm_->binds_run_inline(), 0);  // the unmap covers as much: queued too
+  ASSERT_TRUE((*f)->Wait().ok());
+  vm_->WaitIdle();
+  const BindOp edge = BindOp::MapNull(base, BindVm::kInlineMaxBytes);
+  f = queue_->Submit({&edge, 1});
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(vm_->binds_run_inline(), 1);
+  EXPECT_TRUE((*f)->IsSignaledFlag());
+}
+
 // An in-fence already signalled without error does not stop the fast path; one that signalled
 // with an error does (the queued path makes the VM unusable, as before).
 TEST_F(BindInlineTest, SignalledInFencesAndErrors) {

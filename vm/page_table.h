@@ -129,11 +129,12 @@ class Invalidation {
 class TranslationCache;
 
 namespace internal {
-// log2(page size) - 1 as a mask: the offset bits of `va` inside the page of the valid leaf entry
-// `pte` (any page size). One byte per PageSize (12, 16, 21, 30): no switch on the path.
+// The offset bits of `va` inside the page of the valid leaf entry `pte` (any page size): one
+// load from a 32-byte table that stays in L1, indexed by the entry's PageSize bits.
+inline constexpr uint64_t kLeafOffsetMask[4] = {(uint64_t{1} << 12) - 1, (uint64_t{1} << 16) - 1,
+                                                (uint64_t{1} << 21) - 1, (uint64_t{1} << 30) - 1};
 inline uint64_t LeafOffsetMask(uint64_t pte) {
-  const uint64_t size_bits = (pte & kSizeMask) >> kSizeShift;
-  return (uint64_t{1} << ((0x1E15100Cu >> (8 * size_bits)) & 0xff)) - 1;
+  return kLeafOffsetMask[(pte & kSizeMask) >> kSizeShift];
 }
 
 // The translation of `va` by the valid leaf entry `pte` (any page size).

@@ -129,16 +129,21 @@ class Invalidation {
 class TranslationCache;
 
 namespace internal {
+// The offset bits of `va` inside the page of the valid leaf entry `pte` (any page size): one
+// load from a 32-byte table that stays in L1, indexed by the entry's PageSize bits.
+inline constexpr uint64_t kLeafOffsetMask[4] = {(uint64_t{1} << 12) - 1, (uint64_t{1} << 16) - 1,
+                                                (uint64_t{1} << 21) - 1, (uint64_t{1} << 30) - 1};
+inline uint64_t LeafOffsetMask(uint64_t pte) {
+  return kLeafOffsetMask[(pte & kSizeMask) >> kSizeShift];
+}
+
 // The translation of `va` by the valid leaf entry `pte` (any page size).
 inline Translation LeafTranslation(uint64_t pte, uint64_t va) {
-  const uint64_t size_bits = (pte & kSizeMask) >> kSizeShift;
-  // log2 of the page size per PageSize (12, 16, 21, 30), one byte each: no switch on the path.
-  const uint64_t offset_mask = (uint64_t{1} << ((0x1E15100Cu >> (8 * size_bits)) & 0xff)) - 1;
   Translation out;
   out.valid = true;
   out.flags = static_cast<uint32_t>((pte & kFlagMask) >> 1);
-  out.size = static_cast<PageSize>(size_bits);
-  out.address = (pte & kSparse) ? 0 : (pte & kAddrMask) + (va & offset_mask);
+  out.size = static_cast<PageSize>((pte & kSizeMask) >> kSizeShift);
+  out.address = (pte & kSparse) ? 0 : (pte & kAddrMask) + (va & LeafOffsetMask(pte));
   return out;
 }
 }  // namespace internal
@@ -163,18 +168,9 @@ class PageTable {
   // Reader. Contract: inside an RcuReadSection on a registered thread. Inline: it is the hot path
   // of every emulated GPU access.
   Translation Translate(uint64_t va) const {
-    Translation out;
-    if (va >> va_bits_) return out;
-    const internal::Table* t = root_;
-    for (int shift = top_shift_;; shift -= 9) {
-      const uint64_t pte = t->e[(va >> shift) & 511].load(std::memory_order_acquire);
-      if (!(pte & internal::kValid)) return out;
-      if (pte & internal::kTableBit) {
-        t = reinterpret_cast<const internal::Table*>(pte & internal::kAddrMask);
-        continue;
-      }
-      return internal::LeafTranslation(pte, va);
-    }
+    const uint64_t pte = WalkToLeaf(va);
+    if (!(pte & internal::kValid)) return Translation{};
+    return internal::LeafTranslation(pte, va);
   }
   // The generation software TLBs compare against. Memory ordering: acquire.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
@@ -207,13 +203,25 @@ class PageTable {
   Stats stats() const;
 
  private:
-  friend class TranslationCache;  // registers its stale flag (below)
+  friend class TranslationCache;  // registers its stale flag (below); walks with WalkToLeaf
   explicit PageTable(int va_bits);
 
   // Software TLBs (vm::TranslationCache) register a flag that every Map/Unmap that removed
   // mappings sets, so that their hit path reads their own line instead of the generation.
   void RegisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
   void UnregisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
+
+  // Reader (as Translate): the valid leaf entry that maps `va`, or 0 (a fault).
+  uint64_t WalkToLeaf(uint64_t va) const {
+    if (va >> va_bits_) return 0;
+    const internal::Table* t = root_;
+    for (int shift = top_shift_;; shift -= 9) {
+      const uint64_t pte = t->e[(va >> shift) & 511].load(std::memory_order_acquire);
+      if (!(pte & internal::kValid)) return 0;
+      if (!(pte & internal::kTableBit)) return pte;
+      t = reinterpret_cast<const internal::Table*>(pte & internal::kAddrMask);
+    }
+  }
 
   struct Leaf;
   int levels() const { return levels_; }

@@ -220,13 +220,18 @@ absl::StatusOr<Prealloc> PageTable::Reserve(int64_t pages) {
   Prealloc pre;
   pre.pages_.reserve(pages);
   {
+    // The pool's most recently recycled pages, in the pool's order: TakeRaw takes from the back,
+    // so the page most likely still in cache is used first (taking the reverse order made a
+    // 1 GiB map+unmap in 2 MiB pages ~12 % slower: every map wrote into the coldest page).
     absl::MutexLock l(&pool_mu_);
-    while (!pool_.empty() && static_cast<int64_t>(pre.pages_.size()) < pages) {
-      pre.pages_.push_back(pool_.back());
-      pool_.pop_back();
-    }
+    const size_t take = std::min(pool_.size(), static_cast<size_t>(pages));
+    pre.pages_.assign(pool_.end() - take, pool_.end());
+    pool_.resize(pool_.size() - take);
   }
-  while (static_cast<int64_t>(pre.pages_.size()) < pages) pre.pages_.push_back(new Table);
+  if (const int64_t missing = pages - static_cast<int64_t>(pre.pages_.size()); missing > 0) {
+    pre.pages_.insert(pre.pages_.begin(), missing, nullptr);  // fresh pages are taken last
+    for (int64_t i = 0; i < missing; ++i) pre.pages_[i] = new Table;
+  }
   reserved_tables_.fetch_add(pages, std::memory_order_relaxed);
   return pre;
 }

@@ -238,7 +238,11 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
   // callback at the end waits for a Wake() in progress on the requesting thread.
   std::optional<std::stop_callback<internal::WakeOnStop>> on_stop;
   if (cancel.stop_possible()) on_stop.emplace(cancel, internal::WakeOnStop{w->node});
-  const int64_t queued_at = absl::GetCurrentTimeNanos();
+  // When this waiter became the first (0: it is not): the ~1 ms a barger may overtake it for
+  // counts from then, not from queueing — with more threads than cores a waiter commonly queues
+  // for longer than that behind others, and asking every new first waiter for hand-over at once
+  // would pass each release to a sleeping thread (a convoy).
+  int64_t first_since = 0;
   bool slept = false;
   for (;;) {
     if (w->granted) {  // handed over by Unlock(): already out of the queue and published
@@ -263,8 +267,12 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       break;
     }
     // Starved: woken as the first waiter and still beaten to it for long enough.
-    if (head_ == w && slept && absl::GetCurrentTimeNanos() - queued_at > kHandoffAfterNs &&
-        !AskHandoffLocked()) {
+    if (head_ != w) {
+      first_since = 0;
+    } else if (first_since == 0) {
+      first_since = absl::GetCurrentTimeNanos();
+    } else if (slept && absl::GetCurrentTimeNanos() - first_since > kHandoffAfterNs &&
+               !AskHandoffLocked()) {
       continue;  // released meanwhile: take it
     }
     // Only the first waiter spins (the kernel's first-waiter optimistic spin): the others would

@@ -153,7 +153,9 @@ void WwMutex::SetOwner(WwAcquireContext* ctx) {
 
 void WwMutex::CountAcquire(WwAcquireContext* ctx) {
   ctx->contending_lock_ = nullptr;
-  ctx->acquired_.fetch_add(1, std::memory_order_relaxed);
+  // The context's thread is the only writer: a plain increment, no locked instruction.
+  ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
 }
 
 // ww_mutex_set_context_fastpath: a context that took the mutex without mu_ checks the waiters
@@ -437,9 +439,15 @@ void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
 void WwMutex::Unlock() {
   UDRM_CHECK(IsLocked(), "WwMutex unlocked while not locked");
   WwAcquireContext* ctx = owner_ctx_.load(std::memory_order_relaxed);
-  if (ctx != nullptr) ctx->acquired_.fetch_sub(1, std::memory_order_relaxed);
+  if (ctx != nullptr) {  // the context's own thread: the only writer of its count
+    ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
+                         std::memory_order_relaxed);
+  }
   owner_stamp_.store(0, std::memory_order_relaxed);
-  owner_ctx_.store(nullptr, std::memory_order_seq_cst);
+  // Release, not seq_cst: the release below is a seq_cst read-modify-write of state_, which
+  // orders this store before it; a waiter that queues after it (its fetch_or reads our write or
+  // a later one) sees no owner.
+  owner_ctx_.store(nullptr, std::memory_order_release);
   uint32_t expected = kLocked;
   if (state_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
                                      std::memory_order_relaxed)) {

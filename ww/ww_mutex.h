@@ -154,7 +154,8 @@ class WwAcquireContext {
 
   WwClass* const class_;
   const uint64_t stamp_;
-  // Locks held. Written by the owning thread only; read by other threads under the internal lock
+  // Locks held. Written by the owning thread only (plain load + store, no read-modify-write);
+  // read by other threads under the internal lock
   // of a mutex this context waits on (a waiting context takes and releases nothing).
   std::atomic<int> acquired_{0};
   // Wound-Wait: set by an older waiter; read by this context when it next blocks.

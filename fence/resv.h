@@ -24,8 +24,8 @@
 // readers hold their own references and outlive changes to the Resv.
 //
 // Memory (bench/fence_bench VALUE resv_bytes, counted from the allocator as usable bytes of
-// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 176 B — the 136-byte object (here
-// allocated with new) and its empty published list (a 40-byte make_shared block). A Resv that
+// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 192 B — the object's block (152 B
+// usable; here allocated with new) and its empty published list (a 40-byte make_shared block). A Resv that
 // has been reserved keeps one more list after Unlock() (a 40-byte block and the entries'
 // capacity, at most 64 entries): the list its last AddFence() replaced, or an unused
 // reservation, reused by the next Reserve() so that the lock / Reserve / AddFence / Unlock

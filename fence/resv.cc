@@ -15,7 +15,9 @@ ww::WwClass& ReservationWwClass() {
 }
 
 Resv::Resv(ww::WwClass* ww_class)
-    : lock_(ww_class), list_(std::make_shared<const List>()), current_(list_.Load()) {}
+    : lock_(ww_class),
+      list_(std::shared_ptr<const List>(std::make_shared<List>())),
+      current_(list_.Load()) {}
 
 Resv::~Resv() = default;
 
@@ -28,8 +30,24 @@ void Resv::Publish(std::shared_ptr<const List> next) {
   list_.Store(std::move(next));
 }
 
+// Keeps `old`, a list just replaced by Publish(), for the next reservation if no reader holds it
+// any more (none can obtain it: list_ no longer points to it). Its entries are released here, as
+// they were when such a list was freed.
+void Resv::Recycle(std::shared_ptr<const List> old) {
+  if (recycled_ != nullptr || old.use_count() != 1) return;
+  // The count was read relaxed: one more reference taken and dropped (acq_rel read-modify-writes
+  // of the count) orders the last reader's release of the list before our writes to it.
+  { std::shared_ptr<const List> sync = old; }
+  // Every list is created mutable (make_shared<List>) and only published as const.
+  std::shared_ptr<List> list = std::const_pointer_cast<List>(std::move(old));
+  if (list->capacity() > kRecycleMaxEntries) return;  // a large one is freed, not hoarded
+  list->clear();
+  recycled_ = std::move(list);
+}
+
 void Resv::Unlock() {
   CheckLocked();
+  if (recycled_ == nullptr && !spares_.empty()) recycled_ = std::move(spares_.back());
   spares_.clear();
   lock_.Unlock();
 }
@@ -41,7 +59,8 @@ absl::Status Resv::Reserve(size_t n) {
   const size_t capacity = current_->size() + target;  // each AddFence adds at most one entry
   for (auto& spare : spares_) spare->reserve(capacity);
   while (spares_.size() < target) {
-    auto spare = std::make_shared<List>();
+    std::shared_ptr<List> spare =
+        recycled_ != nullptr ? std::move(recycled_) : std::make_shared<List>();
     spare->reserve(capacity);
     spares_.push_back(std::move(spare));
   }
@@ -72,7 +91,9 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
     next->push_back(e);
   }
   if (!replaced) next->push_back(Entry{std::move(fence), usage});
+  std::shared_ptr<const List> old = std::move(current_);
   Publish(std::move(next));
+  Recycle(std::move(old));
 }
 
 void Resv::Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage) {

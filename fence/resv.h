@@ -13,7 +13,8 @@
 // every change publishes a new list through one udrm::AtomicSharedPtr store, and the old list is
 // reclaimed by its last reader (reference counting that ThreadSanitizer sees, unlike liburcu).
 //
-// Reservations: Reserve(n) pre-allocates for the next n AddFence() calls, so that AddFence —
+// Reservations: Reserve(n) pre-allocates for the next n AddFence() calls (reusing a list kept
+// from the last cycle when it can, see Memory), so that AddFence —
 // called after a job is armed, i.e. in the fence-signalling critical section — never allocates.
 // Reservations last until Unlock(). Unlike the kernel, where replacing a same-context fence needs
 // no slot, every AddFence() here uses one reservation: each publishes a new list, so readers never
@@ -23,8 +24,12 @@
 // readers hold their own references and outlive changes to the Resv.
 //
 // Memory (bench/fence_bench VALUE resv_bytes, counted from the allocator as usable bytes of
-// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 160 B — the 120-byte object (here
-// allocated with new) and its empty published list (a 40-byte make_shared block).
+// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 192 B — the object's block (152 B
+// usable; here allocated with new) and its empty published list (a 40-byte make_shared block). A Resv that
+// has been reserved keeps one more list after Unlock() (a 40-byte block and the entries'
+// capacity, at most 64 entries): the list its last AddFence() replaced, or an unused
+// reservation, reused by the next Reserve() so that the lock / Reserve / AddFence / Unlock
+// cycle of a submission allocates nothing.
 //
 // Memory ordering: a fence added by AddFence() before Unlock() is seen by any reader whose
 // snapshot is taken after the AddFence() returned (release/acquire on the list pointer).
@@ -137,6 +142,10 @@ class Resv {
   void CheckLocked() const;
   // Publishes `next` to readers and keeps it as the writer's view.
   void Publish(std::shared_ptr<const List> next);
+  void Recycle(std::shared_ptr<const List> old);
+
+  // A replaced list with room for more entries than this is freed rather than kept.
+  static constexpr size_t kRecycleMaxEntries = 64;
 
   ww::WwMutex lock_;
   udrm::AtomicSharedPtr<const List> list_;
@@ -145,6 +154,10 @@ class Resv {
   // per reserved AddFence().
   std::shared_ptr<const List> current_;
   std::vector<std::shared_ptr<List>> spares_;
+  // One empty list (with its capacity and its shared_ptr block) for the next reservation: the
+  // list an AddFence() replaced, once no reader holds it, or a reservation left unused at
+  // Unlock(). With it, a lock / Reserve(1) / AddFence / Unlock cycle allocates nothing.
+  std::shared_ptr<List> recycled_;
 };
 
 }  // namespace fence

@@ -153,7 +153,9 @@ void WwMutex::SetOwner(WwAcquireContext* ctx) {
 
 void WwMutex::CountAcquire(WwAcquireContext* ctx) {
   ctx->contending_lock_ = nullptr;
-  ctx->acquired_.fetch_add(1, std::memory_order_relaxed);
+  // The context's thread is the only writer: a plain increment, no locked instruction.
+  ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
 }
 
 // ww_mutex_set_context_fastpath: a context that took the mutex without mu_ checks the waiters
@@ -238,7 +240,11 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
   // callback at the end waits for a Wake() in progress on the requesting thread.
   std::optional<std::stop_callback<internal::WakeOnStop>> on_stop;
   if (cancel.stop_possible()) on_stop.emplace(cancel, internal::WakeOnStop{w->node});
-  const int64_t queued_at = absl::GetCurrentTimeNanos();
+  // When this waiter became the first (0: it is not): the ~1 ms a barger may overtake it for
+  // counts from then, not from queueing — with more threads than cores a waiter commonly queues
+  // for longer than that behind others, and asking every new first waiter for hand-over at once
+  // would pass each release to a sleeping thread (a convoy).
+  int64_t first_since = 0;
   bool slept = false;
   for (;;) {
     if (w->granted) {  // handed over by Unlock(): already out of the queue and published
@@ -263,8 +269,12 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       break;
     }
     // Starved: woken as the first waiter and still beaten to it for long enough.
-    if (head_ == w && slept && absl::GetCurrentTimeNanos() - queued_at > kHandoffAfterNs &&
-        !AskHandoffLocked()) {
+    if (head_ != w) {
+      first_since = 0;
+    } else if (first_since == 0) {
+      first_since = absl::GetCurrentTimeNanos();
+    } else if (slept && absl::GetCurrentTimeNanos() - first_since > kHandoffAfterNs &&
+               !AskHandoffLocked()) {
       continue;  // released meanwhile: take it
     }
     // Only the first waiter spins (the kernel's first-waiter optimistic spin): the others would
@@ -429,9 +439,15 @@ void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
 void WwMutex::Unlock() {
   UDRM_CHECK(IsLocked(), "WwMutex unlocked while not locked");
   WwAcquireContext* ctx = owner_ctx_.load(std::memory_order_relaxed);
-  if (ctx != nullptr) ctx->acquired_.fetch_sub(1, std::memory_order_relaxed);
+  if (ctx != nullptr) {  // the context's own thread: the only writer of its count
+    ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
+                         std::memory_order_relaxed);
+  }
   owner_stamp_.store(0, std::memory_order_relaxed);
-  owner_ctx_.store(nullptr, std::memory_order_seq_cst);
+  // Release, not seq_cst: the release below is a seq_cst read-modify-write of state_, which
+  // orders this store before it; a waiter that queues after it (its fetch_or reads our write or
+  // a later one) sees no owner.
+  owner_ctx_.store(nullptr, std::memory_order_release);
   uint32_t expected = kLocked;
   if (state_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
                                      std::memory_order_relaxed)) {

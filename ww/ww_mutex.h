@@ -24,9 +24,10 @@
 // threads than cores, a convoy. Such an acquire is checked against the queue as the kernel's
 // ww_mutex_set_context_fastpath does (Wound-Wait: an older waiter holding locks wounds the new
 // holder; Wait-Die: the first context waiter, if younger and holding locks, is woken to die).
-// Starvation is bounded: a first waiter that has waited longer than about 1 ms and finds the mutex
-// taken asks for hand-over (the kernel's MUTEX_FLAG_HANDOFF), and the next Unlock() passes the
-// mutex to it directly, so no one can barge.
+// Starvation is bounded: a waiter that has been the first for longer than about 1 ms (counted from
+// when it became the first, not from when it queued) and, woken, finds the mutex taken asks for
+// hand-over (the kernel's MUTEX_FLAG_HANDOFF), and the next Unlock() passes the mutex to it
+// directly, so no one can barge.
 //
 // Spinning (the kernel's optimistic spin): before queueing, a locker may spin for about a
 // microsecond while the mutex is held, if no waiter is queued, no other thread is spinning on it,
@@ -153,7 +154,8 @@ class WwAcquireContext {
 
   WwClass* const class_;
   const uint64_t stamp_;
-  // Locks held. Written by the owning thread only; read by other threads under the internal lock
+  // Locks held. Written by the owning thread only (plain load + store, no read-modify-write);
+  // read by other threads under the internal lock
   // of a mutex this context waits on (a waiting context takes and releases nothing).
   std::atomic<int> acquired_{0};
   // Wound-Wait: set by an older waiter; read by this context when it next blocks.
@@ -211,6 +213,11 @@ class WwMutex {
   const WwClass* ww_class() const { return class_; }
   // Waiters queued now (for tests that need to know a thread is blocked).
   int WaiterCountForTesting() const ABSL_LOCKS_EXCLUDED(mu_);
+  // True while a starved first waiter's hand-over request is pending (the next Unlock() passes
+  // the mutex to it). Set only while the mutex is locked. Lock-free; for tests.
+  bool HandoffPendingForTesting() const {
+    return (state_.load(std::memory_order_relaxed) & kHandoff) != 0;
+  }
 
  private:
   // state_ bits. kWaiters and kHandoff change only under mu_; kHandoff is set only while kLocked.

@@ -64,6 +64,8 @@ class Job {
   // oneTBB's scalable allocator, or the global one in a process with a sanitizer runtime). A job
   // is made on the submitting thread and freed on the scheduler's, which glibc's malloc serves
   // slowly. Make jobs with `new` / std::make_unique as usual; never std::malloc them.
+  // Memory (sched_bench VALUE job_bytes, usable bytes from the allocator): a plain Job from Init
+  // through Arm holds 640 B, its fence pair (320 B) included.
   static void* operator new(std::size_t size);
   static void* operator new(std::size_t size, std::align_val_t align);
   static void operator delete(void* p) noexcept;

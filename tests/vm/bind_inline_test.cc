@@ -16,32 +16,13 @@ using testing::CheckConverged;
 using testing::kPage;
 using testing::TranslateOnce;
 
-class BindInlineTest : public ::testing::Test {
+class BindInlineTest : public testing::BindFixture {
  protected:
-  void SetUp() override {
-    vm_ = *BindVm::Create("inline", {});
-    queue_ = *BindQueue::Create(*vm_);
-    a_ = Bo::Create(64 * kPage);
-    b_ = Bo::Create(64 * kPage);
-  }
-  void TearDown() override {
-    queue_.reset();
-    vm_.reset();
-    EXPECT_EQ(a_->refs_for_testing(), 1);  // the VM dropped every reference
-    EXPECT_EQ(b_->refs_for_testing(), 1);
-    EXPECT_EQ(VmBo::live_count(), 0);
-  }
   const std::byte* Host(uint64_t va) {
     RcuReadSection section;
     return vm_->HostAddress(vm_->page_table().Translate(va));
   }
-  std::string Converged() { return CheckConverged(*vm_, 0, 256 * kPage); }
-
-  RcuReaderThread rcu_;
   fence::FenceContext ctx_{"gate"};
-  std::unique_ptr<BindVm> vm_;
-  std::unique_ptr<BindQueue> queue_;
-  Ref<Bo> a_, b_;
 };
 
 // Idle VM, no in-fence: the page table reflects the bind when Submit returns, the out-fence has

@@ -25,20 +25,8 @@ using testing::TranslateOnce;
 
 constexpr uint64_t k2M = uint64_t{2} << 20;
 
-class BindTest : public ::testing::Test {
+class BindTest : public testing::BindFixture {
  protected:
-  void SetUp() override {
-    vm_ = *BindVm::Create("bind", {});
-    queue_ = *BindQueue::Create(*vm_);
-    a_ = Bo::Create(64 * kPage);
-    b_ = Bo::Create(64 * kPage);
-  }
-  void TearDown() override {
-    queue_.reset();
-    vm_.reset();
-    EXPECT_EQ(a_->refs_for_testing(), 1);  // the VM dropped every reference
-    EXPECT_EQ(VmBo::live_count(), 0);
-  }
   // Runs the steps by hand up to Apply and returns the job (the VM resv stays locked by `exec`).
   std::unique_ptr<BindJob> ApplyByHand(exec::Exec& exec, std::span<const BindOp> ops) {
     EXPECT_TRUE(ValidateBind(*vm_, ops, {}).ok());
@@ -48,12 +36,6 @@ class BindTest : public ::testing::Test {
     ApplyBind(*vm_, ops, **job);
     return *std::move(job);
   }
-  std::string Converged() { return CheckConverged(*vm_, 0, 256 * kPage); }
-
-  RcuReaderThread rcu_;
-  std::unique_ptr<BindVm> vm_;
-  std::unique_ptr<BindQueue> queue_;
-  Ref<Bo> a_, b_;
 };
 
 // A map becomes visible through the page table and reaches the BO's memory.

@@ -12,8 +12,10 @@
 
 #include "vm/bind_queue.h"
 #include "vm/bind_vm.h"
+#include "vm/bo.h"
 #include "vm/page_table.h"
 #include "vm/rcu.h"
+#include "vm/vm_bo.h"
 
 namespace vm::testing {
 
@@ -46,6 +48,31 @@ inline std::string CheckConverged(const BindVm& vm, uint64_t lo, uint64_t hi) {
   }
   return "";
 }
+
+// A VM with one bind queue and two 64-page BOs; at teardown the VM must have dropped every
+// reference it took (BOs back to the fixture's one, no VmBo left).
+class BindFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    vm_ = *BindVm::Create("bind", {});
+    queue_ = *BindQueue::Create(*vm_);
+    a_ = Bo::Create(64 * kPage);
+    b_ = Bo::Create(64 * kPage);
+  }
+  void TearDown() override {
+    queue_.reset();
+    vm_.reset();
+    EXPECT_EQ(a_->refs_for_testing(), 1);  // the VM dropped every reference
+    EXPECT_EQ(b_->refs_for_testing(), 1);
+    EXPECT_EQ(VmBo::live_count(), 0);
+  }
+  std::string Converged() { return CheckConverged(*vm_, 0, 256 * kPage); }
+
+  RcuReaderThread rcu_;
+  std::unique_ptr<BindVm> vm_;
+  std::unique_ptr<BindQueue> queue_;
+  Ref<Bo> a_, b_;
+};
 
 }  // namespace vm::testing
 

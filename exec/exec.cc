@@ -31,6 +31,7 @@ bool Exec::Cleanup() {
   if (!started_) {
     started_ = true;
     ticket_.emplace(ww_class_);
+    if (policy_.enabled) ticket_->SetBackoffBeforeSleep(policy_.backoff_before_sleep);
     return true;
   }
   if (contended_ == nullptr) {

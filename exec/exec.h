@@ -75,6 +75,9 @@ struct BackoffPolicy {
   int free_retries = 2;  // consecutive contentions on one object before any delay
   absl::Duration base = absl::Microseconds(2);
   absl::Duration max_delay = absl::Microseconds(500);
+  // Wound-Wait: while holding locks, back off rather than sleep behind an older holder
+  // (ww::WwAcquireContext::SetBackoffBeforeSleep). No effect on Wait-Die.
+  bool backoff_before_sleep = true;
 };
 
 class Exec {

@@ -260,6 +260,7 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       st = absl::CancelledError("lock interrupted");
     } else if (w->ctx != nullptr) {
       st = CheckKillLocked(w);
+      if (st.ok() && w->ctx->backoff_before_sleep_) st = CheckSleepLocked(w);
     }
     if (!st.ok()) {
       if (head_ == w) state_.fetch_and(~kHandoff, std::memory_order_relaxed);
@@ -379,6 +380,19 @@ absl::Status WwMutex::CheckKillLocked(internal::Waiter* w) {
   for (internal::Waiter* cur = w->prev; cur != nullptr; cur = cur->prev) {
     if (cur->ctx != nullptr) return Kill(ctx);  // an older context is queued ahead of us
   }
+  return absl::OkStatus();
+}
+
+// WwAcquireContext::SetBackoffBeforeSleep: a Wound-Wait context holding locks that would sleep
+// behind an older holder backs off instead (the holder it waits for may itself be asleep in such
+// a wait, and each of those sleepers keeps its locks from everyone younger: a convoy when threads
+// outnumber cores). Behind a younger holder (which it has wounded) it waits, so the oldest
+// transaction never backs off this way and still completes.
+absl::Status WwMutex::CheckSleepLocked(internal::Waiter* w) {
+  WwAcquireContext* ctx = w->ctx;
+  if (class_->is_wait_die() || ctx->acquired() == 0) return absl::OkStatus();
+  WwAcquireContext* owner = owner_ctx_.load(std::memory_order_seq_cst);
+  if (owner != nullptr && WwAcquireContext::IsYounger(*ctx, *owner)) return Kill(ctx);
   return absl::OkStatus();
 }
 

@@ -135,6 +135,14 @@ class WwAcquireContext {
   WwAcquireContext& operator=(const WwAcquireContext&) = delete;
   ~WwAcquireContext();
 
+  // Beyond the kernel (Wound-Wait only; off by default): while this context holds locks, a lock
+  // that would sleep — after the bounded spin — behind a holder *older* than this context
+  // returns a back-off instead of waiting (Wait-Die's answer in the same place), so the caller
+  // releases its locks and waits for that mutex alone (LockSlow). Behind a younger holder, or a
+  // holder without a context, it waits (and wounds) as usual, so the oldest transaction never
+  // backs off this way. Owner thread only; takes effect at the next lock.
+  void SetBackoffBeforeSleep(bool on) { backoff_before_sleep_ = on; }
+
   // ww_acquire_done: no further locks may be taken with this context (a contract check).
   void Done() { done_ = true; }
   // ww_acquire_fini: contract: no locks held, not finished before.
@@ -162,6 +170,7 @@ class WwAcquireContext {
   std::atomic<bool> wounded_{false};
   bool done_ = false;
   bool finished_ = false;
+  bool backoff_before_sleep_ = false;  // owner thread only
   // Debug: the mutex whose back-off is pending (the kernel's contending_lock). Owner thread only.
   const WwMutex* contending_lock_ = nullptr;
   // Slow-path injection state (the kernel's deadlock_inject_*). Owner thread only.
@@ -246,6 +255,7 @@ class WwMutex {
   absl::Status AddWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckKillLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckSleepLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WoundHolderLocked(WwAcquireContext* waiter_ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckWaitersLocked(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Kill(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

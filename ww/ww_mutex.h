@@ -229,25 +229,33 @@ class WwMutex {
   }
 
  private:
-  // state_ bits. kWaiters and kHandoff change only under mu_; kHandoff is set only while kLocked.
-  static constexpr uint32_t kLocked = 1;    // held
-  static constexpr uint32_t kWaiters = 2;   // the queue is not empty: Unlock() takes mu_
-  static constexpr uint32_t kHandoff = 4;   // Unlock() passes the mutex to the first waiter
+  // state_: the holder's context (the kernel's ww->ctx; null: none or no context) in the bits
+  // above kFlags, and flag bits. kWaiters and kHandoff change only under mu_; kHandoff is set
+  // only while kLocked. The context is set by the same compare-exchange that takes the mutex
+  // (or by an Unlock() that hands it over) and cleared by the one that releases it.
+  static constexpr uintptr_t kLocked = 1;    // held
+  static constexpr uintptr_t kWaiters = 2;   // the queue is not empty: Unlock() takes mu_
+  static constexpr uintptr_t kHandoff = 4;   // Unlock() passes the mutex to the first waiter
+  static constexpr uintptr_t kFlags = 7;
+  static WwAcquireContext* OwnerOf(uintptr_t s) {
+    return reinterpret_cast<WwAcquireContext*>(s & ~kFlags);
+  }
 
   absl::Status LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel, bool slow)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Sets kLocked if clear (a barging acquire). Any thread; no lock needed.
-  bool TryTake();
+  // Sets kLocked and `ctx` as the holder if the mutex is free (a barging acquire); `*seen`: the
+  // state it replaced. Any thread; no lock needed.
+  bool TryTake(WwAcquireContext* ctx, uintptr_t* seen);
   // After this thread took the mutex: PublishOwner, then CountAcquire.
   void SetOwner(WwAcquireContext* ctx);
-  // owner_ctx_ and owner_stamp_ (by the taker, or by an Unlock() that hands over).
+  // owner_stamp_ (by the taker, or by an Unlock() that hands over).
   void PublishOwner(WwAcquireContext* ctx);
   // The context's own bookkeeping of an acquire (its thread only).
   static void CountAcquire(WwAcquireContext* ctx);
-  // An acquire made without mu_ checks the queue if there is one (set_context_fastpath).
-  void AfterFastAcquire(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+  // An acquire made without mu_ checks the queue if there was one (set_context_fastpath).
+  void AfterFastAcquire(WwAcquireContext* ctx, uintptr_t seen) ABSL_LOCKS_EXCLUDED(mu_);
   bool MaySpin(const WwAcquireContext* ctx) const;
-  bool SpinThenTake(const WwAcquireContext* ctx);
+  bool SpinThenTake(WwAcquireContext* ctx, uintptr_t* seen);
   void UnlockSlow() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status WaitLocked(internal::Waiter* w, const std::stop_token& cancel)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -263,12 +271,9 @@ class WwMutex {
   void CheckCanLock(const WwAcquireContext* ctx, bool slow) const;
 
   WwClass* const class_;
-  std::atomic<uint32_t> state_{0};
-  // The kernel's ww->ctx: written by the thread that takes the mutex (or by an Unlock() that
-  // hands it over), cleared by Unlock() before the release. Another thread may dereference it only
-  // under mu_ with kWaiters set: the holder's Unlock() then needs mu_ to finish, so the context
-  // is alive.
-  std::atomic<WwAcquireContext*> owner_ctx_{nullptr};
+  // Another thread may dereference the holder's context only under mu_ with kWaiters set: the
+  // holder's Unlock() then needs mu_ to finish, so the context is alive.
+  std::atomic<uintptr_t> state_{0};
   // The holder's stamp (0: none or no context), read lock-free by spinners as a hint only.
   std::atomic<uint64_t> owner_stamp_{0};
   std::atomic<bool> spinner_{false};  // one spinner at a time (the kernel's OSQ)

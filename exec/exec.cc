@@ -102,13 +102,15 @@ absl::Status Exec::LockContended() {
 
 absl::Status Exec::LockObj(Object* obj) {
   UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
-  absl::Status st = LockContended();
-  if (!st.ok()) return st;
+  if (contended_ != nullptr) {  // only after a back-off
+    absl::Status st = LockContended();
+    if (!st.ok()) return st;
+  }
   if (obj == prelocked_) {
     prelocked_ = nullptr;
     return absl::OkStatus();
   }
-  st = LockResv(obj->resv());
+  absl::Status st = LockResv(obj->resv());
   if (st.ok()) {
     objects_.push_back(obj);
     return st;

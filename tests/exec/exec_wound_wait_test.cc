@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "exec/exec.h"
 #include "gtest/gtest.h"
+#include "tests/ww/holder.h"
 
 namespace exec {
 namespace {
@@ -27,28 +28,10 @@ class ExecWoundWaitTest : public ::testing::Test {
   TestObject a_{&cls_}, b_{&cls_};
 };
 
-// An older transaction holds b on its own thread until told to release it (or 10 s pass).
-class OlderHolder {
+// An older transaction holding `obj` on its own thread.
+class OlderHolder : public ww::testing::Holder {
  public:
-  explicit OlderHolder(WwClass* cls, Object* obj) {
-    thread_ = std::thread([this, cls, obj] {
-      WwAcquireContext older(cls, /*inject=*/false);
-      EXPECT_TRUE(obj->resv().Lock(&older).ok());
-      holding_.Notify();
-      release_.WaitForNotificationWithTimeout(absl::Seconds(10));
-      obj->resv().Unlock();
-    });
-    holding_.WaitForNotification();
-  }
-  ~OlderHolder() { Release(); }
-  void Release() {
-    if (!release_.HasBeenNotified()) release_.Notify();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  absl::Notification holding_, release_;
-  std::thread thread_;
+  OlderHolder(WwClass* cls, Object* obj) : Holder(cls, &obj->resv().lock(), true) {}
 };
 
 TEST_F(ExecWoundWaitTest, BacksOffInsteadOfSleepingBehindOlderHolder) {

@@ -3,12 +3,12 @@
 // without a context, or with no locks held, it waits as the ww rules say. Wait-Die is unchanged.
 // Every test would hang (bounded by the helper's 10 s fallback, then fail) if a wait happened
 // where a back-off is expected.
-#include <optional>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/ww/holder.h"
 #include "ww/ww_mutex.h"
 
 namespace ww {
@@ -18,31 +18,19 @@ void WaitForWaiters(const WwMutex& m, int n) {
   while (m.WaiterCountForTesting() < n) absl::SleepFor(absl::Microseconds(50));
 }
 
-// Holds `m` on its own thread (with a context of `cls` made before the caller's, so older, or
-// with none) until released or 10 s have passed.
-class Holder {
- public:
-  Holder(WwClass* cls, WwMutex* m, bool with_context) {
-    thread_ = std::thread([this, cls, m, with_context] {
-      std::optional<WwAcquireContext> ctx;
-      if (with_context) ctx.emplace(cls, /*inject=*/false);
-      EXPECT_TRUE(m->Lock(ctx.has_value() ? &*ctx : nullptr).ok());
-      holding_.Notify();
-      release_.WaitForNotificationWithTimeout(absl::Seconds(10));
-      m->Unlock();
-    });
-    holding_.WaitForNotification();
-  }
-  ~Holder() { Release(); }
-  void Release() {
-    if (!release_.HasBeenNotified()) release_.Notify();
-    if (thread_.joinable()) thread_.join();
-  }
+using testing::Holder;
 
- private:
-  absl::Notification holding_, release_;
-  std::thread thread_;
-};
+// `ctx` (holding whatever it holds) locks `m`, held by `holder`: it must wait, and get it once
+// the holder releases (which happens only after it has queued).
+void ExpectWaitsForHolder(WwMutex& m, WwAcquireContext* ctx, Holder& holder) {
+  std::thread releaser([&] {
+    WaitForWaiters(m, 1);
+    holder.Release();
+  });
+  EXPECT_TRUE(m.Lock(ctx).ok());
+  releaser.join();
+  m.Unlock();
+}
 
 TEST(BackoffBeforeSleep, WoundWaitYoungerHoldingLocksBacksOffBehindOlderHolder) {
   WwClass cls(WwAlgorithm::kWoundWait);
@@ -75,13 +63,7 @@ TEST(BackoffBeforeSleep, OffByDefaultYoungerWaits) {
   Holder older(&cls, &a, true);
   WwAcquireContext younger(&cls, false);
   ASSERT_TRUE(b.Lock(&younger).ok());
-  std::thread releaser([&] {
-    WaitForWaiters(a, 1);
-    older.Release();
-  });
-  EXPECT_TRUE(a.Lock(&younger).ok());
-  releaser.join();
-  a.Unlock();
+  ExpectWaitsForHolder(a, &younger, older);
   b.Unlock();
 }
 
@@ -92,13 +74,7 @@ TEST(BackoffBeforeSleep, OlderStillWaitsForYoungerHolder) {
   older.SetBackoffBeforeSleep(true);
   Holder younger(&cls, &a, true);  // made after `older`: younger
   ASSERT_TRUE(x.Lock(&older).ok());
-  std::thread releaser([&] {
-    WaitForWaiters(a, 1);
-    younger.Release();
-  });
-  EXPECT_TRUE(a.Lock(&older).ok());  // waits (and wounds); never backs off
-  releaser.join();
-  a.Unlock();
+  ExpectWaitsForHolder(a, &older, younger);  // waits (and wounds); never backs off
   x.Unlock();
 }
 
@@ -108,13 +84,7 @@ TEST(BackoffBeforeSleep, NoLocksHeldWaits) {
   Holder older(&cls, &a, true);
   WwAcquireContext younger(&cls, false);
   younger.SetBackoffBeforeSleep(true);
-  std::thread releaser([&] {
-    WaitForWaiters(a, 1);
-    older.Release();
-  });
-  EXPECT_TRUE(a.Lock(&younger).ok());
-  releaser.join();
-  a.Unlock();
+  ExpectWaitsForHolder(a, &younger, older);
 }
 
 TEST(BackoffBeforeSleep, HolderWithoutContextIsWaitedFor) {
@@ -124,13 +94,7 @@ TEST(BackoffBeforeSleep, HolderWithoutContextIsWaitedFor) {
   WwAcquireContext ctx(&cls, false);
   ctx.SetBackoffBeforeSleep(true);
   ASSERT_TRUE(b.Lock(&ctx).ok());
-  std::thread releaser([&] {
-    WaitForWaiters(a, 1);
-    plain.Release();
-  });
-  EXPECT_TRUE(a.Lock(&ctx).ok());
-  releaser.join();
-  a.Unlock();
+  ExpectWaitsForHolder(a, &ctx, plain);
   b.Unlock();
 }
 
@@ -141,13 +105,7 @@ TEST(BackoffBeforeSleep, WaitDieOlderStillWaitsForYoungerHolder) {
   older.SetBackoffBeforeSleep(true);
   Holder younger(&cls, &a, true);
   ASSERT_TRUE(x.Lock(&older).ok());
-  std::thread releaser([&] {
-    WaitForWaiters(a, 1);
-    younger.Release();
-  });
-  EXPECT_TRUE(a.Lock(&older).ok());
-  releaser.join();
-  a.Unlock();
+  ExpectWaitsForHolder(a, &older, younger);
   x.Unlock();
 }
 

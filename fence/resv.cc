@@ -113,7 +113,9 @@ absl::Status Resv::Reserve(size_t n) {
   const size_t target = std::max<size_t>(spare_count_, n);
   // Each AddFence adds at most one entry.
   const size_t needed = (list_ != nullptr ? list_->size : 0) + target;
-  UDRM_CHECK(needed < (uint32_t{1} << 30), "Resv::Reserve: too many fences");
+  if (needed >= (size_t{1} << 30)) {
+    return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
+  }
   const auto capacity = static_cast<uint32_t>(std::max<size_t>(needed, 4));
   // Spares too small are replaced (they hold no entries); then new ones are added.
   List** link = &spares_;

@@ -26,12 +26,12 @@
 // readers hold their own references and outlive changes to the Resv.
 //
 // Memory (bench/fence_bench VALUE resv_bytes, counted from the allocator as usable bytes of
-// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 192 B — the object's block (152 B
-// usable; here allocated with new) and its empty published list (a 40-byte make_shared block). A Resv that
-// has been reserved keeps one more list after Unlock() (a 40-byte block and the entries'
-// capacity, at most 64 entries): the list its last AddFence() replaced, or an unused
-// reservation, reused by the next Reserve() so that the lock / Reserve / AddFence / Unlock
-// cycle of a submission allocates nothing.
+// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 104 B — the object's block (96 B;
+// here allocated with new); it publishes no list until a fence is added. A list is one block: a
+// 24-byte header and 24 bytes per entry, room for at least 4 (120 B). A Resv that has been
+// reserved keeps one more list after Unlock() (at most 64 entries): the list its last AddFence()
+// replaced, or an unused reservation, reused by the next Reserve() so that the lock / Reserve /
+// AddFence / Unlock cycle of a submission allocates nothing.
 //
 // Memory ordering: a fence added by AddFence() before Unlock() is seen by any reader whose
 // snapshot is taken after the AddFence() returned (release/acquire on the publication latch).
@@ -90,8 +90,8 @@ class Resv {
 
   // --- Writers: the lock must be held (contract). ---
 
-  // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0
-  // (nothing changes).
+  // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0,
+  // ResourceExhausted if the list would pass 2^30 entries (nothing changes either way).
   absl::Status Reserve(size_t n);
   // Reservations left before Unlock().
   size_t reserved() const { return spare_count_; }

@@ -146,6 +146,14 @@ TEST_F(ResvTest, ReaderSnapshotSurvivesWriterReuse) {
   EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 4u);
 }
 
+// Bad input: a reservation past 2^30 entries is refused, and nothing changes.
+TEST_F(ResvTest, HugeReserveIsRefused) {
+  Add(tl_a_.NewFence(), U::kWrite);
+  EXPECT_EQ(resv_.Reserve(size_t{1} << 31).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(resv_.reserved(), 0u);
+  EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 1u);
+}
+
 // Rule: Replace and Copy on an empty Resv leave it empty; Copy of an empty source empties it.
 TEST_F(ResvTest, ReplaceAndCopyEmpty) {
   resv_.Replace(tl_a_.context(), tl_a_.NewFence(), U::kWrite);

@@ -117,18 +117,7 @@ absl::Status Resv::Reserve(size_t n) {
     return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
   }
   const auto capacity = static_cast<uint32_t>(std::max<size_t>(needed, 4));
-  // Spares too small are replaced (they hold no entries); then new ones are added.
-  List** link = &spares_;
-  while (*link != nullptr) {
-    List* spare = *link;
-    if (spare->capacity < needed) {
-      List* bigger = NewList(capacity);
-      bigger->next_spare = spare->next_spare;
-      DestroyList(spare);
-      *link = bigger;
-    }
-    link = &(*link)->next_spare;
-  }
+  GrowSpares(needed);
   while (spare_count_ < target) {
     List* spare = std::exchange(recycled_, nullptr);
     if (spare == nullptr || spare->capacity < needed) {
@@ -140,6 +129,22 @@ absl::Status Resv::Reserve(size_t n) {
     ++spare_count_;
   }
   return absl::OkStatus();
+}
+
+// Spares too small for `needed` entries are replaced (they hold no entries).
+void Resv::GrowSpares(size_t needed) {
+  const auto capacity = static_cast<uint32_t>(std::max<size_t>(needed, 4));
+  List** link = &spares_;
+  while (*link != nullptr) {
+    List* spare = *link;
+    if (spare->capacity < needed) {
+      List* bigger = NewList(capacity);
+      bigger->next_spare = spare->next_spare;
+      DestroyList(spare);
+      *link = bigger;
+    }
+    link = &(*link)->next_spare;
+  }
 }
 
 Resv::List* Resv::TakeSpare() {
@@ -155,6 +160,8 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   UDRM_CHECK(fence != nullptr, "Resv::AddFence of a null fence");
   UDRM_CHECK(!fence->IsContainer(), "Resv::AddFence of a container fence (chain or array)");
   List* next = TakeSpare();
+  UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
+             "Resv::AddFence: the reservation is smaller than the list (internal error)");
   // Copy within the reserved capacity (no allocation). Signalled entries are dropped on the way:
   // the kernel reuses their slots for new fences and drops them when it grows the list, and
   // unlocked readers never see them, so the result is the same set.
@@ -198,6 +205,9 @@ void Resv::Copy(const Resv& src) {
     for (Entry& e : copied) new (&next->entries()[next->size++]) Entry(std::move(e));
   }
   Publish(next);
+  // The reservations made before stay valid (until Unlock): each spare must hold the copied
+  // list plus one entry per reserved AddFence.
+  if (next != nullptr) GrowSpares(next->size + spare_count_);
 }
 
 std::vector<Resv::Entry> Resv::GetFences(ResvUsage usage) const {

@@ -179,6 +179,7 @@ class Resv {
   void Publish(List* next);
   // A list just unpublished: kept for the next reservation if no reader holds it.
   void Recycle(List* old);
+  void GrowSpares(size_t needed);
   List* TakeSpare();
   void LatchLock() const;
   void LatchUnlock() const { latch_.store(false, std::memory_order_release); }

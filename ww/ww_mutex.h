@@ -138,9 +138,12 @@ class WwAcquireContext {
   // Beyond the kernel (Wound-Wait only; off by default): while this context holds locks, a lock
   // that would sleep — after the bounded spin — behind a holder *older* than this context
   // returns a back-off instead of waiting (Wait-Die's answer in the same place), so the caller
-  // releases its locks and waits for that mutex alone (LockSlow). Behind a younger holder, or a
-  // holder without a context, it waits (and wounds) as usual, so the oldest transaction never
-  // backs off this way. Owner thread only; takes effect at the next lock.
+  // releases its locks and waits for that mutex alone (LockSlow). The holder is checked when the
+  // waiter queues and each time it is woken, not continuously: a waiter asleep behind a younger
+  // holder that is replaced by an older one (e.g. a barger) keeps sleeping until woken (or
+  // wounded by the older one, as plain Wound-Wait). Behind a younger holder, or a holder without
+  // a context, it waits (and wounds) as usual, so the oldest transaction never backs off this
+  // way. Owner thread only; takes effect at the next lock.
   void SetBackoffBeforeSleep(bool on) { backoff_before_sleep_ = on; }
 
   // ww_acquire_done: no further locks may be taken with this context (a contract check).

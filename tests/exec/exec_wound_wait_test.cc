@@ -65,7 +65,12 @@ TEST_F(ExecWoundWaitTest, WithoutThePolicyWaitsHoldingLocks) {
   policy.enabled = false;
   Exec exec(0, {}, &cls_, policy);
   std::thread releaser([&] {
-    while (b_.resv().lock().WaiterCountForTesting() == 0) absl::SleepFor(absl::Microseconds(50));
+    // Bounded: a transaction that backs off instead of queueing fails the test, not hangs it.
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (b_.resv().lock().WaiterCountForTesting() == 0 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Microseconds(50));
+    }
+    EXPECT_EQ(b_.resv().lock().WaiterCountForTesting(), 1) << "nobody queued within 10 s";
     EXPECT_TRUE(a_.resv().lock().IsLocked());  // held by the waiting transaction
     older.Release();
   });

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -193,6 +194,26 @@ TEST_F(ResvTest, ReplaceAndCopy) {
   ASSERT_EQ(copied.size(), 1u);
   EXPECT_EQ(copied[0].fence, r);
   dst.Unlock();
+}
+
+// Rule: a reservation lasts until Unlock, also across a Copy that makes the list longer than it
+// was when Reserve ran (the spares were sized for the old list: AddFence overflowed them).
+TEST_F(ResvTest, ReservationSurvivesALongerCopy) {
+  ASSERT_TRUE(resv_.Reserve(2).ok());  // sized for an empty list
+  Resv src;
+  ASSERT_TRUE(src.Lock(nullptr).ok());
+  std::vector<FenceContext> timelines(8);
+  for (FenceContext& tl : timelines) {
+    ASSERT_TRUE(src.Reserve(1).ok());
+    src.AddFence(tl.NewFence(), U::kRead);
+  }
+  src.Unlock();
+  resv_.Copy(src);
+  FenceRef f = tl_a_.NewFence(), g = tl_b_.NewFence();
+  resv_.AddFence(f, U::kWrite);
+  resv_.AddFence(g, U::kWrite);
+  EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 10u);
+  EXPECT_EQ(resv_.GetFences(U::kWrite).size(), 2u);
 }
 
 // Rule: TestSignaled / Wait / GetSingleton look at fences with usage <= U only.

@@ -14,8 +14,16 @@
 namespace ww {
 namespace {
 
+// Bounded: a lock that backs off instead of queueing fails the test instead of hanging it.
 void WaitForWaiters(const WwMutex& m, int n) {
-  while (m.WaiterCountForTesting() < n) absl::SleepFor(absl::Microseconds(50));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (m.WaiterCountForTesting() < n) {
+    if (absl::Now() > deadline) {
+      ADD_FAILURE() << "no waiter queued within 10 s";
+      return;
+    }
+    absl::SleepFor(absl::Microseconds(50));
+  }
 }
 
 using testing::Holder;

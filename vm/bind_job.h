@@ -61,8 +61,8 @@ class BindJob final : public sched::Job {
   // The state below belongs to the bind steps (vm/bind_steps.h) and BindVm; drivers only read
   // entries().
   std::vector<BindEntry> entries_;
-  // The page-table reservation of the whole op list: one ReserveForMap / ReserveForUnmap per
-  // planned entry, added into one Prealloc (vm/bind_plan.h). Every entry's Map/Unmap takes from it.
+  // The page-table reservation of the whole op list: the planned Map/Unmap calls' ListBound,
+  // reserved at once (vm/bind_steps.h: ReservePageTables). Every entry's Map/Unmap takes from it.
   Prealloc tables_;
   std::vector<PlannedEntry> plan_;                 // what ApplyBind must append, in order
   std::vector<std::unique_ptr<BindVa>> free_vas_;  // pre-allocated nodes (taken from the back)

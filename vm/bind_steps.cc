@@ -193,20 +193,22 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
                                std::span<const PlannedEntry> plan,
                                std::span<const uint64_t> targets, Prealloc& list) {
+  PageTable::ListBound bound(pt);
   for (size_t k = 0; k < plan.size();) {
-    if (internal::ShouldFailAlloc("page tables")) {
-      return absl::ResourceExhaustedError("bind: reserving page tables failed");
-    }
     const PlannedEntry& e = plan[k];
     const size_t end = PageTableCallEnd(plan, k);
     const BindOp& op = ops[e.op];
     absl::Status s =
         e.kind == BindEntry::Kind::kUnmap
-            ? pt.ReserveForUnmap(e.va, plan[end - 1].va + plan[end - 1].range - e.va, list)
-            : pt.ReserveForMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size, list);
+            ? bound.AddUnmap(e.va, plan[end - 1].va + plan[end - 1].range - e.va)
+            : bound.AddMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size);
     if (!s.ok()) return s;
     k = end;
   }
+  if (internal::ShouldFailAlloc("page tables")) {
+    return absl::ResourceExhaustedError("bind: reserving page tables failed");
+  }
+  pt.Reserve(bound, list);
   return absl::OkStatus();
 }
 

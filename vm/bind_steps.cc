@@ -124,9 +124,7 @@ class BindApplier final : public SmSteps {
  private:
   BindVa* TakeVa() {
     UDRM_CHECK(!job_.free_vas_.empty(), "bind: Gpuva pre-allocation exhausted");
-    BindVa* va = job_.free_vas_.back().release();
-    job_.free_vas_.pop_back();
-    return va;
+    return job_.free_vas_.Pop();
   }
   BindVa* Piece(const BindVa& old, const OpMap& m) {
     BindVa* va = TakeVa();
@@ -144,11 +142,7 @@ class BindApplier final : public SmSteps {
                "bind: an entry differs from the plan");
     job_.entries_.push_back(std::move(e));
   }
-  void Retire(BindVa* va) {
-    UDRM_CHECK(job_.removed_vas_.size() < job_.removed_vas_.capacity(),
-               "bind: removed-VA pre-allocation exhausted");
-    job_.removed_vas_.push_back(va);
-  }
+  void Retire(BindVa* va) { job_.removed_vas_.Push(va); }  // intrusive: cannot fail
 
   BindVm& vm_;
   const BindOp& op_;
@@ -256,18 +250,16 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
   return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
 }
 
-// Gpuva nodes, op-list and removed-VA capacity, per-op arrays.
-absl::Status AllocateLists(BindJob& job, const BindPlan& plan, size_t ops) {
-  if (internal::ShouldFailAlloc("gpuva node list")) return Exhausted("the Gpuva node list");
-  job.free_vas_.reserve(plan.vas);
-  for (size_t i = 0; i < plan.vas; ++i) {
+// Gpuva nodes (the VM's cached ones first), op-list capacity, per-op arrays. The removed-VA
+// list is intrusive (BindVaList): nothing to allocate.
+absl::Status AllocateLists(BindVm& vm, BindJob& job, const BindPlan& plan, size_t ops) {
+  vm.TakeVas(plan.vas, job.free_vas_);
+  while (job.free_vas_.size() < plan.vas) {
     if (internal::ShouldFailAlloc("gpuva node")) return Exhausted("a Gpuva node");
-    job.free_vas_.push_back(std::make_unique<BindVa>());
+    job.free_vas_.Push(new BindVa);
   }
   if (internal::ShouldFailAlloc("op list")) return Exhausted("the op list");
   job.entries_.reserve(plan.entries.size());
-  if (internal::ShouldFailAlloc("removed-VA list")) return Exhausted("the removed-VA list");
-  job.removed_vas_.reserve(plan.removed);
   if (internal::ShouldFailAlloc("per-op arrays")) return Exhausted("the per-op arrays");
   job.vm_bos_.resize(ops);
   job.targets_.assign(ops, 0);
@@ -322,7 +314,7 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   if (absl::Status s = job->Init(&entity, 1); !s.ok()) return s;
   if (absl::Status s = AddDependencies(vm, *job, ops, in_fences); !s.ok()) return s;
   job->SetDontPipeline();
-  if (absl::Status s = AllocateLists(*job, *plan, ops.size()); !s.ok()) return s;
+  if (absl::Status s = AllocateLists(vm, *job, *plan, ops.size()); !s.ok()) return s;
   if (internal::ShouldFailAlloc("tree nodes")) return Exhausted("the tree nodes");
   absl::StatusOr<Gpuvm::InsertReservation> inserts = vm.gpuvm().ReserveInserts(plan->vas);
   if (!inserts.ok()) return inserts.status();

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 
 #include "base/check.h"
+#include "base/sanitizers.h"
 #include "exec/exec.h"
 #include "vm/bind_steps.h"
 #include "vm/gpuvm_exec.h"
@@ -76,6 +77,8 @@ BindVm::~BindVm() {
   }
   cleanup_thread_.join();
   own_scheduler_.reset();
+  absl::MutexLock l(&va_cache_mu_);
+  while (!va_cache_.empty()) delete va_cache_.Pop();
 }
 
 absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<const BindOp> ops,
@@ -217,6 +220,40 @@ void BindVm::UnrefDeviceAddress(uint64_t target) {
 void BindVm::DestroyVa(BindVa* va) {
   UnrefDeviceAddress(va->target);
   delete va;
+}
+
+namespace {
+#if UDRM_SANITIZER
+constexpr bool kCacheVas = false;  // every node really freed: ASan sees a use after DestroyVa
+#else
+constexpr bool kCacheVas = true;
+#endif
+}  // namespace
+
+void BindVm::TakeVas(size_t n, BindVaList& out) {
+  if (!kCacheVas) return;
+  absl::MutexLock l(&va_cache_mu_);
+  while (out.size() < n && !va_cache_.empty()) out.Push(va_cache_.Pop());
+}
+
+void BindVm::RecycleVas(BindVaList& vas) {
+  if (vas.empty()) return;
+  BindVaList keep;
+  while (!vas.empty()) {
+    BindVa* va = vas.Pop();
+    UnrefDeviceAddress(va->target);
+    if (!kCacheVas) {
+      delete va;
+      continue;
+    }
+    *va = BindVa();
+    keep.Push(va);
+  }
+  {
+    absl::MutexLock l(&va_cache_mu_);
+    while (!keep.empty() && va_cache_.size() < kVaCacheMax) va_cache_.Push(keep.Pop());
+  }
+  while (!keep.empty()) delete keep.Pop();
 }
 
 const std::byte* BindVm::HostAddress(const Translation& t) const {

@@ -38,15 +38,23 @@ uint64_t TablePte(const Table* t) { return reinterpret_cast<uint64_t>(t) | kTabl
 
 Table* PteTable(uint64_t pte) { return reinterpret_cast<Table*>(pte & kAddrMask); }
 
-// Writer-only: a table with no valid entry can be unhooked.
+// Writer-only: a table with no valid entry can be unhooked. Eight entries per test: an empty
+// table (every unmap that empties one) is read whole.
 bool IsEmpty(const Table* t) {
-  for (const auto& slot : t->e) {
-    if (slot.load(std::memory_order_relaxed) & kValid) return false;
+  for (int i = 0; i < 512; i += 8) {
+    uint64_t any = 0;
+    for (int k = 0; k < 8; ++k) any |= t->e[i + k].load(std::memory_order_relaxed);
+    if (any & kValid) return false;
   }
   return true;
 }
 
 constexpr uint64_t k64K = uint64_t{1} << 16;
+
+// A retire-log entry: the subtree root's address, its levels above the last table level (at
+// most 3), and whether the root is an empty table.
+constexpr uint64_t kRetiredBelowMask = 7;
+constexpr uint64_t kRetiredEmpty = 8;
 
 }  // namespace
 
@@ -154,20 +162,14 @@ PageTable::~PageTable() {
   for (Table* t : pool_) delete t;
 }
 
-void PageTable::RecycleChain(Table* head) {
+void PageTable::RecycleBatch(Table* const* tables, size_t n) {
+  size_t kept;
   {
     absl::MutexLock l(&pool_mu_);
-    while (head != nullptr && pool_.size() < kMaxPooledTables) {
-      Table* t = head;
-      head = reinterpret_cast<Table*>(t->e[0].exchange(0, std::memory_order_relaxed));
-      pool_.push_back(t);
-    }
+    kept = std::min(n, kMaxPooledTables - pool_.size());
+    pool_.insert(pool_.end(), tables, tables + kept);
   }
-  while (head != nullptr) {
-    Table* t = head;
-    head = reinterpret_cast<Table*>(t->e[0].load(std::memory_order_relaxed));
-    delete t;
-  }
+  for (size_t i = kept; i < n; ++i) delete tables[i];
 }
 
 int PageTable::LeafLevel(PageSize s) const {
@@ -337,13 +339,7 @@ void PageTable::Reserve(const ListBound& bound, Prealloc& list) {
 void PageTable::Unreserve(Prealloc pre) {
   std::vector<Table*>& v = pre.pages_;
   reserved_tables_.fetch_sub(static_cast<int64_t>(v.size()), std::memory_order_relaxed);
-  size_t kept;
-  {
-    absl::MutexLock l(&pool_mu_);  // once for the whole list
-    kept = std::min(v.size(), kMaxPooledTables - pool_.size());
-    pool_.insert(pool_.end(), v.begin(), v.begin() + static_cast<ptrdiff_t>(kept));  // still zero
-  }
-  for (size_t i = kept; i < v.size(); ++i) delete v[i];
+  RecycleBatch(v.data(), v.size());  // never linked: still zero; one lock for the whole list
   v.clear();
 }
 
@@ -406,7 +402,8 @@ void FreeRetired(Table* t, int below, F& recycle) {
 
 // Unhooked subtree: its root goes to the retire log (a page from `pre` when the current one is
 // full), and its tables are freed by Release() after a grace period.
-void PageTable::Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv) {
+void PageTable::Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv,
+                       bool empty) {
   using internal::kLogCount;
   Table* log = inv.log_tail_;
   if (log == nullptr ||
@@ -421,12 +418,15 @@ void PageTable::Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidatio
     inv.log_tail_ = log = page;
   }
   const uint64_t n = log->e[kLogCount].load(std::memory_order_relaxed);
-  // The root's levels above the last table level, in the low bits (tables are page-aligned).
+  // The root's levels above the last table level in the low bits (tables are page-aligned),
+  // and whether it is an empty table (nothing to walk or zero at Release: no one writes an
+  // unhooked table).
   const int below = levels_ - 2 - level;
-  log->e[internal::kLogFirst + n].store((table_pte & kAddrMask) | static_cast<uint64_t>(below),
-                                        std::memory_order_relaxed);
+  log->e[internal::kLogFirst + n].store(
+      (table_pte & kAddrMask) | static_cast<uint64_t>(below) | (empty ? kRetiredEmpty : 0),
+      std::memory_order_relaxed);
   log->e[kLogCount].store(n + 1, std::memory_order_relaxed);
-  const int64_t tables = CountSubtree(PteTable(table_pte), below);
+  const int64_t tables = empty ? 1 : CountSubtree(PteTable(table_pte), below);
   inv.retired_count_ += static_cast<size_t>(tables);
   live_tables_.fetch_sub(tables, std::memory_order_relaxed);
   retired_tables_.fetch_add(tables, std::memory_order_relaxed);
@@ -434,11 +434,18 @@ void PageTable::Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidatio
 
 // Rewrites the entries of 64 KiB blocks that [va, end) cuts through, outside the range, as
 // 4 KiB entries: the block is no longer whole. `t` is a leaf-level table based at `table_base`.
+// The entries of a 64 KiB-aligned block are all 64 KiB entries (one mapping: only a 64 KiB map
+// writes them, always whole blocks) or none is (every cut goes through here), so one entry of the
+// block outside the range tells whether there is anything to rewrite.
 void PageTable::FixPartialBlocks(Table* t, uint64_t va, uint64_t end, uint64_t table_base) {
   for (uint64_t edge : {va, end}) {
     if (edge % k64K == 0) continue;
     const uint64_t block = edge & ~(k64K - 1);
     if (block < table_base || block >= table_base + (uint64_t{1} << Shift(levels_ - 2))) continue;
+    // Outside the range: the block's first entry below `va`, the entry at `end` above it.
+    const uint64_t probe = edge == va ? block : end;
+    const uint64_t probed = t->e[(probe >> 12) & 511].load(std::memory_order_relaxed);
+    if (!(probed & kValid) || PteSize(probed) != PageSize::k64K) continue;
     for (uint64_t at = block; at < block + k64K; at += 4096) {
       if (at >= va && at < end) continue;
       auto& slot = t->e[(at >> 12) & 511];
@@ -509,7 +516,7 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
         if (IsEmpty(child)) {  // empty now: unhook it so memory stays bounded
           const uint64_t linked = slot.load(std::memory_order_relaxed);
           slot.store(0, std::memory_order_release);
-          Retire(linked, level, pre, inv);
+          Retire(linked, level, pre, inv, /*empty=*/true);
         }
       }
     }
@@ -559,23 +566,18 @@ void PageTable::Release(Invalidation inv) {
   if (!inv.removed_mappings_ && inv.log_head_ == nullptr) return;
   RcuSynchronize();  // after it, no reader can see the unhooked tables
   retired_tables_.fetch_sub(static_cast<int64_t>(inv.retired_count_), std::memory_order_relaxed);
-  // Zeroed pages are chained through their first entry, in the order they are freed, and
-  // recycled in that order under one acquisition of the pool's lock.
-  Table* chain = nullptr;
-  Table* tail = nullptr;
-  auto recycle = [&chain, &tail](Table* t) {
-    if (tail == nullptr) {
-      chain = t;
-    } else {
-      tail->e[0].store(reinterpret_cast<uint64_t>(t), std::memory_order_relaxed);
-    }
-    tail = t;
-  };
+  // Each page is recycled as soon as it is zeroed (one pool lock per page: recycling them in
+  // batches of 64 measured ~10 % slower on pagetable_bench's 1 GiB map+unmap).
+  auto recycle = [this](Table* t) { RecycleBatch(&t, 1); };
   for (Table* log = inv.log_head_; log != nullptr;) {
     const uint64_t n = log->e[internal::kLogCount].load(std::memory_order_relaxed);
     for (uint64_t i = 0; i < n; ++i) {
       const uint64_t root = log->e[internal::kLogFirst + i].load(std::memory_order_relaxed);
-      FreeRetired(PteTable(root), static_cast<int>(root & 0xfff), recycle);
+      if (root & kRetiredEmpty) {
+        recycle(PteTable(root));  // still all zero
+      } else {
+        FreeRetired(PteTable(root), static_cast<int>(root & kRetiredBelowMask), recycle);
+      }
     }
     Table* next = PteTable(log->e[internal::kLogNext].load(std::memory_order_relaxed));
     for (uint64_t i = 0; i < internal::kLogFirst + n; ++i) {
@@ -584,7 +586,6 @@ void PageTable::Release(Invalidation inv) {
     recycle(log);
     log = next;
   }
-  RecycleChain(chain);
   inv.log_head_ = inv.log_tail_ = nullptr;
   inv.retired_count_ = 0;
 }

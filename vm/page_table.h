@@ -270,14 +270,15 @@ class PageTable {
   absl::Status ValidateMap(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
                            PageSize page_size) const;
   // Zeroed table pages are kept for reuse (pool_), so map/unmap storms do not hit the
-  // allocator. Recycles a chain of zeroed pages linked through their first entry (zeroed here),
-  // in chain order, under one acquisition of the pool's lock; what does not fit is freed.
-  void RecycleChain(internal::Table* head) ABSL_LOCKS_EXCLUDED(pool_mu_);
+  // allocator. Recycles `n` zeroed pages, in order, under one acquisition of the pool's lock;
+  // what does not fit is freed.
+  void RecycleBatch(internal::Table* const* tables, size_t n) ABSL_LOCKS_EXCLUDED(pool_mu_);
 
   internal::Table* Take(Prealloc& pre);
   internal::Table* TakeRaw(Prealloc& pre);
   internal::Table* Split(uint64_t leaf_pte, int level, Prealloc& pre);
-  void Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv);
+  // `empty`: the unhooked table has no valid entry (counted as one table, recycled unread).
+  void Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv, bool empty = false);
   void MapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, const Leaf& leaf,
                 Prealloc& pre, Invalidation& inv);
   void UnmapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, Prealloc& pre,

@@ -18,7 +18,7 @@ BindJob::~BindJob() {
   vm_->RecycleVas(free_vas_);  // never in the tree: no slot reference
   // The job's own references to the slots it assigned: a cleaned-up job ran and its grace
   // period passed; a job that never reached Push wrote no page-table entry.
-  for (uint64_t t : targets_) vm_->UnrefDeviceAddress(t);
+  vm_->UnrefDeviceAddresses(targets_);
 }
 
 absl::StatusOr<fence::FenceRef> BindBackend::RunJob(sched::Job& job) {

@@ -278,16 +278,26 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
   std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
   job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
                           job.extobj_resvs_.end());
+  // A device address per mapped op, assigned under one lock (into a run of targets_ that is
+  // then spread to the ops' positions: targets_ is per op, 0 for the others).
+  absl::InlinedVector<std::byte*, 16> hosts;
+  for (const BindOp& op : ops) {
+    if (op.kind != BindOpKind::kMap) continue;
+    if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
+    hosts.push_back(op.bo->memory().data() + op.bo_offset);
+  }
+  if (absl::Status s = vm.AssignDeviceAddresses(hosts, {job.targets_.data(), hosts.size()});
+      !s.ok()) {
+    return s;
+  }
+  for (size_t i = ops.size(), m = hosts.size(); i-- > 0 && m > 0;) {
+    if (ops[i].kind == BindOpKind::kMap) job.targets_[i] = std::exchange(job.targets_[--m], 0);
+  }
   // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
   // locked, so it stays in the BO's list until the exec unlocks), else one from Create.
   absl::InlinedVector<size_t, 8> first_op;  // per distinct mapped BO: its first op
   for (size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].kind != BindOpKind::kMap) continue;
-    if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
-    absl::StatusOr<uint64_t> t =
-        vm.AssignDeviceAddress(ops[i].bo->memory().data() + ops[i].bo_offset);
-    if (!t.ok()) return t.status();
-    job.targets_[i] = *t;
     auto same = std::find_if(first_op.begin(), first_op.end(),
                              [&](size_t j) { return ops[j].bo == ops[i].bo; });
     if (same != first_op.end()) {

@@ -1,6 +1,7 @@
 #include "vm/bind_vm.h"
 
 #include <cstdlib>
+#include <iterator>
 #include <new>
 #include <utility>
 #include <vector>
@@ -89,6 +90,16 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   // run and drop the last reference to a BO it unmapped before this call unlocks it (drm_exec
   // holds an object reference for the same reason).
   std::vector<Ref<Bo>> locked;
+  // A job run on the CPU fast path is retired (its unused reservation handed back, the job queued
+  // for cleanup) after the exec unlocks (declared before it): that work needs no lock, and the
+  // resvs of BOs shared with other VMs are held for less time.
+  struct RetireAfterUnlock {
+    BindVm* vm;
+    std::unique_ptr<BindJob> job;
+    ~RetireAfterUnlock() {
+      if (job != nullptr) vm->Retire(std::move(job));
+    }
+  } retire{this, nullptr};
   exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, cancel);
   if (absl::Status s = LockBind(*this, exec, ops); !s.ok()) return s;
   // Under the VM resv from here: unusable/closed cannot change our decision half-way.
@@ -112,7 +123,7 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   }
   ApplyBind(*this, ops, **job);
   if (inline_out == nullptr) return PushLocked(entity, *std::move(job), ops);
-  RunInlineLocked(*std::move(job), inline_out);
+  retire.job = RunInlineLocked(*std::move(job), inline_out);
   return inline_out;
 }
 
@@ -130,7 +141,8 @@ bool BindVm::CanRunInlineLocked(BindJob& job) {
   return true;
 }
 
-void BindVm::RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef& out) {
+std::unique_ptr<BindJob> BindVm::RunInlineLocked(std::unique_ptr<BindJob> job,
+                                                 const fence::FenceRef& out) {
   bool ok;
   {
     absl::MutexLock l(&pt_mu_);
@@ -140,7 +152,7 @@ void BindVm::RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   if (!ok) out->SetError(absl::InternalError("simulated page-table fault"));
   out->Signal();
-  Retire(std::move(job));
+  return job;
 }
 
 fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJob> job,
@@ -179,23 +191,38 @@ void BindVm::UnlinkPendingLocked(BindJob* job) {
 }
 
 absl::StatusOr<uint64_t> BindVm::AssignDeviceAddress(std::byte* host) {
-  size_t slot;
+  uint64_t target = 0;
+  if (absl::Status s = AssignDeviceAddresses({&host, 1}, {&target, 1}); !s.ok()) return s;
+  return target;
+}
+
+absl::Status BindVm::AssignDeviceAddresses(std::span<std::byte* const> hosts,
+                                           std::span<uint64_t> targets) {
+  size_t n = 0;
   {
-    absl::MutexLock l(&slot_mu_);
-    if (free_slot_ != 0) {
-      slot = free_slot_;
-      free_slot_ = slot_next_[slot];
-    } else if (fresh_slot_ < slot_count_) {
-      slot = fresh_slot_++;
-    } else {
-      return absl::ResourceExhaustedError("device-address window exhausted");
+    absl::MutexLock l(&slot_mu_);  // once for the list
+    for (; n < hosts.size(); ++n) {
+      size_t slot;
+      if (free_slot_ != 0) {
+        slot = free_slot_;
+        free_slot_ = slot_next_[slot];
+      } else if (fresh_slot_ < slot_count_) {
+        slot = fresh_slot_++;
+      } else {
+        break;
+      }
+      targets[n] = uint64_t{slot} << kSlotShift;
     }
   }
-  slots_in_use_.fetch_add(1, std::memory_order_relaxed);
-  std::atomic_ref<uint32_t>(slot_refs_[slot]).store(1, std::memory_order_relaxed);
-  // Published to readers by the release stores that link the mapping's PTEs (Map, in RunJob).
-  std::atomic_ref<std::byte*>(slot_host_[slot]).store(host, std::memory_order_release);
-  return uint64_t{slot} << kSlotShift;
+  slots_in_use_.fetch_add(n, std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t slot = targets[i] >> kSlotShift;
+    std::atomic_ref<uint32_t>(slot_refs_[slot]).store(1, std::memory_order_relaxed);
+    // Published to readers by the release stores that link the mapping's PTEs (Map, in RunJob).
+    std::atomic_ref<std::byte*>(slot_host_[slot]).store(hosts[i], std::memory_order_release);
+  }
+  if (n < hosts.size()) return absl::ResourceExhaustedError("device-address window exhausted");
+  return absl::OkStatus();
 }
 
 void BindVm::RefDeviceAddress(uint64_t target) {
@@ -205,16 +232,40 @@ void BindVm::RefDeviceAddress(uint64_t target) {
 }
 
 void BindVm::UnrefDeviceAddress(uint64_t target) {
-  if (target == 0) return;
-  const size_t slot = target >> kSlotShift;
-  const uint32_t was =
-      std::atomic_ref<uint32_t>(slot_refs_[slot]).fetch_sub(1, std::memory_order_acq_rel);
+  if (DropDeviceAddressRef(target)) FreeSlots({&target, 1});
+}
+
+bool BindVm::DropDeviceAddressRef(uint64_t target) {
+  if (target == 0) return false;
+  const uint32_t was = std::atomic_ref<uint32_t>(slot_refs_[target >> kSlotShift])
+                           .fetch_sub(1, std::memory_order_acq_rel);
   UDRM_CHECK(was != 0, "BindVm: device-address slot reference underflow");
-  if (was != 1) return;
-  slots_in_use_.fetch_sub(1, std::memory_order_relaxed);
+  return was == 1;
+}
+
+void BindVm::FreeSlots(std::span<const uint64_t> targets) {
+  if (targets.empty()) return;
+  slots_in_use_.fetch_sub(targets.size(), std::memory_order_relaxed);
   absl::MutexLock l(&slot_mu_);
-  slot_next_[slot] = free_slot_;
-  free_slot_ = static_cast<uint32_t>(slot);
+  for (uint64_t target : targets) {
+    const size_t slot = target >> kSlotShift;
+    slot_next_[slot] = free_slot_;
+    free_slot_ = static_cast<uint32_t>(slot);
+  }
+}
+
+void BindVm::UnrefDeviceAddresses(std::span<const uint64_t> targets) {
+  uint64_t freed[64];
+  size_t n = 0;
+  for (uint64_t t : targets) {
+    if (!DropDeviceAddressRef(t)) continue;
+    freed[n++] = t;
+    if (n == std::size(freed)) {
+      FreeSlots({freed, n});
+      n = 0;
+    }
+  }
+  FreeSlots({freed, n});
 }
 
 void BindVm::DestroyVa(BindVa* va) {
@@ -239,9 +290,17 @@ void BindVm::TakeVas(size_t n, BindVaList& out) {
 void BindVm::RecycleVas(BindVaList& vas) {
   if (vas.empty()) return;
   BindVaList keep;
+  uint64_t freed[64];  // slots whose last reference went: freed under one lock per 64
+  size_t n = 0;
   while (!vas.empty()) {
     BindVa* va = vas.Pop();
-    UnrefDeviceAddress(va->target);
+    if (DropDeviceAddressRef(va->target)) {
+      freed[n++] = va->target;
+      if (n == std::size(freed)) {
+        FreeSlots({freed, n});
+        n = 0;
+      }
+    }
     if (!kCacheVas) {
       delete va;
       continue;
@@ -249,6 +308,7 @@ void BindVm::RecycleVas(BindVaList& vas) {
     *va = BindVa();
     keep.Push(va);
   }
+  FreeSlots({freed, n});
   {
     absl::MutexLock l(&va_cache_mu_);
     while (!keep.empty() && va_cache_.size() < kVaCacheMax) va_cache_.Push(keep.Pop());

@@ -22,8 +22,9 @@
 // and returns an out-fence of the VM's own context that has already signalled (with
 // InternalError on an injected fault). No job is pushed: the scheduler never sees the bind, and
 // the out-fence is not added to any resv or to the range tracker (a signalled fence is nothing to
-// wait for). Cleanup is the queued path's: the job goes to the cleanup worker (grace period,
-// then references), counted in jobs_in_flight() until then. Ordering holds: a later bind locks
+// wait for). Cleanup is the queued path's: once Submit's exec has unlocked, the job goes to the
+// cleanup worker (grace period, then references), counted in jobs_in_flight() from its
+// execution until then. Ordering holds: a later bind locks
 // the VM resv after this one released it, so it sees the page table already updated; an earlier
 // one that is unfinished disables the fast path. The out-fence is allocated (and its failslab
 // site asked) before the tree changes, so nothing can fail after Apply on either path.
@@ -159,12 +160,19 @@ class BindVm {
   // Assigns a free device-address slot (a freed one first) to host memory, with one reference
   // for the caller. ResourceExhausted when every slot is referenced. Lock-free for readers.
   absl::StatusOr<uint64_t> AssignDeviceAddress(std::byte* host) ABSL_LOCKS_EXCLUDED(slot_mu_);
+  // AssignDeviceAddress for each of `hosts`, into targets[i], under one lock. On
+  // ResourceExhausted the first ones may be assigned (non-zero targets, each with its reference).
+  absl::Status AssignDeviceAddresses(std::span<std::byte* const> hosts,
+                                     std::span<uint64_t> targets) ABSL_LOCKS_EXCLUDED(slot_mu_);
   // One more reference to the slot of `target` (a device address; 0, sparse: nothing).
   void RefDeviceAddress(uint64_t target);
   // Drops one reference; at zero the slot is free. Contract: no page-table entry the reference
   // stood for can still be seen by a reader — it was never written, or the grace period of its
   // unmap (PageTable::Release) has passed.
   void UnrefDeviceAddress(uint64_t target) ABSL_LOCKS_EXCLUDED(slot_mu_);
+  // UnrefDeviceAddress for each target (0s skipped), the freed slots listed under one lock per
+  // 64.
+  void UnrefDeviceAddresses(std::span<const uint64_t> targets) ABSL_LOCKS_EXCLUDED(slot_mu_);
   // Slots referenced now (tests). Memory ordering: relaxed.
   size_t device_slots_in_use() const { return slots_in_use_.load(std::memory_order_relaxed); }
   // Frees a Gpuva of this VM that no tree and no reader can reach any more (after the grace
@@ -194,10 +202,14 @@ class BindVm {
   bool ExecuteLocked(BindJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   // The CPU fast path's test (see the top). Caller holds the VM resv.
   bool CanRunInlineLocked(BindJob& job);
-  // The CPU fast path: executes the applied `job`, signals `out`, retires the job. Caller holds
-  // the VM resv. Allocation-free.
-  void RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef& out)
-      ABSL_LOCKS_EXCLUDED(pt_mu_, cleanup_mu_);
+  // The CPU fast path: executes the applied `job`, signals `out`, and returns the job, which
+  // the caller retires (Retire) once it unlocked. Caller holds the VM resv. Allocation-free.
+  std::unique_ptr<BindJob> RunInlineLocked(std::unique_ptr<BindJob> job,
+                                           const fence::FenceRef& out) ABSL_LOCKS_EXCLUDED(pt_mu_);
+  // Drops one reference of `target`'s slot (0: nothing); true if it was the last.
+  bool DropDeviceAddressRef(uint64_t target);
+  // Puts slots whose last reference went back on the free list (one lock).
+  void FreeSlots(std::span<const uint64_t> targets) ABSL_LOCKS_EXCLUDED(slot_mu_);
   // Hands an executed job's unused page-table reservations back and queues it for cleanup.
   void Retire(std::unique_ptr<BindJob> job) ABSL_LOCKS_EXCLUDED(cleanup_mu_);
   void LinkPendingLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);

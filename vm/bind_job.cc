@@ -19,6 +19,16 @@ BindJob::~BindJob() {
   // The job's own references to the slots it assigned: a cleaned-up job ran and its grace
   // period passed; a job that never reached Push wrote no page-table entry.
   vm_->UnrefDeviceAddresses(targets_);
+  vm_->ReturnBuffers(*this);
+}
+
+void BindJob::SwapBuffers(BindJobBuffers& b) {
+  entries_.swap(b.entries);
+  plan_.swap(b.plan);
+  vm_bos_.swap(b.vm_bos);
+  targets_.swap(b.targets);
+  ranges_.swap(b.ranges);
+  extobj_resvs_.swap(b.extobj_resvs);
 }
 
 absl::StatusOr<fence::FenceRef> BindBackend::RunJob(sched::Job& job) {

@@ -81,12 +81,25 @@ class BindVaList {
   size_t size_ = 0;
 };
 
+// The heap storage of a bind job's lists, kept across the jobs of a VM (BindVm::TakeBuffers /
+// ReturnBuffers) so that a stream of binds does not allocate and free them every time.
+struct BindJobBuffers {
+  std::vector<BindEntry> entries;
+  std::vector<PlannedEntry> plan;
+  std::vector<Ref<VmBo>> vm_bos;
+  std::vector<uint64_t> targets;
+  std::vector<AddrRange> ranges;
+  std::vector<fence::Resv*> extobj_resvs;
+};
+
 class BindJob final : public sched::Job {
  public:
   explicit BindJob(BindVm* vm) : vm_(vm) {}
   ~BindJob() override;
 
   BindVm* vm() const { return vm_; }
+  // Exchanges the lists below with `b`'s (BindVm's buffer cache).
+  void SwapBuffers(BindJobBuffers& b);
   // The op list (msm's job->vm_ops). Capacity reserved by the prealloc step.
   const std::vector<BindEntry>& entries() const { return entries_; }
 

@@ -46,6 +46,9 @@ struct BindPlan {
 // ResourceExhausted only from the failslab hook (vm/internal/failslab.h). Contract: the ops were
 // validated (ValidateBind).
 absl::StatusOr<BindPlan> PlanBind(const Gpuvm& vm, std::span<const BindOp> ops);
+// The same into `plan`, whose entries' capacity is reused (a bind job's recycled list): its
+// previous contents are replaced. On error `plan` is unspecified.
+absl::Status PlanBind(const Gpuvm& vm, std::span<const BindOp> ops, BindPlan& plan);
 
 }  // namespace vm
 

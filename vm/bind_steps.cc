@@ -1,6 +1,8 @@
 #include "vm/bind_steps.h"
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
@@ -278,20 +280,23 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
   std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
   job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
                           job.extobj_resvs_.end());
-  // A device address per mapped op, assigned under one lock (into a run of targets_ that is
-  // then spread to the ops' positions: targets_ is per op, 0 for the others).
-  absl::InlinedVector<std::byte*, 16> hosts;
-  for (const BindOp& op : ops) {
-    if (op.kind != BindOpKind::kMap) continue;
-    if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
-    hosts.push_back(op.bo->memory().data() + op.bo_offset);
-  }
-  if (absl::Status s = vm.AssignDeviceAddresses(hosts, {job.targets_.data(), hosts.size()});
-      !s.ok()) {
-    return s;
-  }
-  for (size_t i = ops.size(), m = hosts.size(); i-- > 0 && m > 0;) {
-    if (ops[i].kind == BindOpKind::kMap) job.targets_[i] = std::exchange(job.targets_[--m], 0);
+  // A device address per mapped op, assigned under one lock per 64 mapped ops.
+  std::byte* hosts[64];
+  size_t at[64];  // the ops of hosts[]
+  size_t n = 0;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].kind == BindOpKind::kMap) {
+      if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
+      hosts[n] = ops[i].bo->memory().data() + ops[i].bo_offset;
+      at[n++] = i;
+    }
+    if (n == std::size(hosts) || (i + 1 == ops.size() && n > 0)) {
+      uint64_t targets[std::size(hosts)] = {};
+      const absl::Status s = vm.AssignDeviceAddresses({hosts, n}, {targets, n});
+      for (size_t k = 0; k < n; ++k) job.targets_[at[k]] = targets[k];  // 0: not assigned
+      if (!s.ok()) return s;
+      n = 0;
+    }
   }
   // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
   // locked, so it stays in the BO's list until the exec unlocks), else one from Create.
@@ -317,10 +322,12 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences) {
-  absl::StatusOr<BindPlan> plan = PlanBind(vm.gpuvm(), ops);
-  if (!plan.ok()) return plan.status();
   if (internal::ShouldFailAlloc("bind job")) return Exhausted("the bind job");
   auto job = std::make_unique<BindJob>(&vm);
+  vm.TakeBuffers(*job);  // the lists' capacity of an earlier job, if any
+  std::optional<BindPlan> plan(std::in_place);
+  plan->entries.swap(job->plan_);
+  if (absl::Status s = PlanBind(vm.gpuvm(), ops, *plan); !s.ok()) return s;
   if (absl::Status s = job->Init(&entity, 1); !s.ok()) return s;
   if (absl::Status s = AddDependencies(vm, *job, ops, in_fences); !s.ok()) return s;
   job->SetDontPipeline();

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/time/clock.h"
 
 #include "base/check.h"
@@ -67,6 +68,10 @@ BindVm::BindVm(std::string name, BindVmOptions options)
       slot_refs_(CallocArray<uint32_t>(options.device_slots)),
       slot_next_(CallocArray<uint32_t>(options.device_slots)) {
   (void)name;
+  {
+    absl::MutexLock l(&buffers_mu_);
+    buffers_.reserve(kBuffersMax);
+  }
   cleanup_thread_ = std::thread([this] { CleanupLoop(); });
 }
 
@@ -89,7 +94,7 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   // References to every locked BO, released after the exec unlocks (declared first): the job may
   // run and drop the last reference to a BO it unmapped before this call unlocks it (drm_exec
   // holds an object reference for the same reason).
-  std::vector<Ref<Bo>> locked;
+  absl::InlinedVector<Ref<Bo>, 16> locked;
   // A job run on the CPU fast path is retired (its unused reservation handed back, the job queued
   // for cleanup) after the exec unlocks (declared before it): that work needs no lock, and the
   // resvs of BOs shared with other VMs are held for less time.
@@ -285,6 +290,29 @@ void BindVm::TakeVas(size_t n, BindVaList& out) {
   if (!kCacheVas) return;
   absl::MutexLock l(&va_cache_mu_);
   while (out.size() < n && !va_cache_.empty()) out.Push(va_cache_.Pop());
+}
+
+void BindVm::TakeBuffers(BindJob& job) {
+  absl::MutexLock l(&buffers_mu_);
+  if (buffers_.empty()) return;
+  job.SwapBuffers(buffers_.back());
+  buffers_.pop_back();  // the job's lists were new: nothing to free
+}
+
+void BindVm::ReturnBuffers(BindJob& job) {
+  job.entries_.clear();
+  job.plan_.clear();
+  job.vm_bos_.clear();
+  job.targets_.clear();
+  job.ranges_.clear();
+  job.extobj_resvs_.clear();
+  if (job.entries_.capacity() > kBufferKeepMax || job.plan_.capacity() > 2 * kBufferKeepMax ||
+      job.vm_bos_.capacity() > kBufferKeepMax) {
+    return;  // a rare long list: its memory goes with the job
+  }
+  absl::MutexLock l(&buffers_mu_);
+  if (buffers_.size() == kBuffersMax) return;
+  job.SwapBuffers(buffers_.emplace_back());
 }
 
 void BindVm::RecycleVas(BindVaList& vas) {

@@ -185,6 +185,12 @@ class BindVm {
   // DestroyVa for every node of `vas` (which ends empty), keeping up to kVaCacheMax nodes in
   // the cache, reset, for later binds (one lock).
   void RecycleVas(BindVaList& vas) ABSL_LOCKS_EXCLUDED(va_cache_mu_, slot_mu_);
+  // A new job's lists get the capacity of an earlier job's (if the cache has one); a job being
+  // destroyed clears its lists (dropping what they reference) and leaves their capacity in the
+  // cache (up to kBuffersMax sets, none with lists longer than kBufferKeepMax). One lock each;
+  // never allocate.
+  void TakeBuffers(BindJob& job) ABSL_LOCKS_EXCLUDED(buffers_mu_);
+  void ReturnBuffers(BindJob& job) ABSL_LOCKS_EXCLUDED(buffers_mu_);
   // The range tracker. Contract: the caller holds the VM resv, which is its lock.
   BindRanges& ranges() { return ranges_; }
   // Push step: arms and pushes `job` on `entity` (its dependencies are already added), adds its
@@ -257,6 +263,12 @@ class BindVm {
   static constexpr size_t kVaCacheMax = 2048;
   absl::Mutex va_cache_mu_;
   BindVaList va_cache_ ABSL_GUARDED_BY(va_cache_mu_);
+
+  // TakeBuffers / ReturnBuffers (capacity reserved at construction: pushing never allocates).
+  static constexpr size_t kBuffersMax = 32;
+  static constexpr size_t kBufferKeepMax = 1024;
+  absl::Mutex buffers_mu_;
+  std::vector<BindJobBuffers> buffers_ ABSL_GUARDED_BY(buffers_mu_);
 
   // Guarded by the VM resv (gpuvm_->resv()), which no annotation can name: see ranges().
   BindRanges ranges_;

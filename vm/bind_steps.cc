@@ -272,14 +272,6 @@ absl::Status AllocateLists(BindVm& vm, BindJob& job, const BindPlan& plan, size_
 absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
   if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
   job.extobj_resvs_.reserve(ops.size());
-  for (const BindOp& op : ops) {
-    if (op.kind == BindOpKind::kMap && vm.gpuvm().IsExtobj(*op.bo)) {
-      job.extobj_resvs_.push_back(&op.bo->resv());
-    }
-  }
-  std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
-  job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
-                          job.extobj_resvs_.end());
   // A device address per mapped op, assigned under one lock per 64 mapped ops.
   std::byte* hosts[64];
   size_t at[64];  // the ops of hosts[]
@@ -299,7 +291,8 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
     }
   }
   // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
-  // locked, so it stays in the BO's list until the exec unlocks), else one from Create.
+  // locked, so it stays in the BO's list until the exec unlocks), else one from Create. Each
+  // distinct external BO's resv is listed once (two BOs may share a resv).
   absl::InlinedVector<size_t, 8> first_op;  // per distinct mapped BO: its first op
   for (size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].kind != BindOpKind::kMap) continue;
@@ -308,6 +301,13 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
     if (same != first_op.end()) {
       job.vm_bos_[i] = job.vm_bos_[*same];
       continue;
+    }
+    if (vm.gpuvm().IsExtobj(*ops[i].bo)) {
+      fence::Resv* resv = &ops[i].bo->resv();
+      if (std::find(job.extobj_resvs_.begin(), job.extobj_resvs_.end(), resv) ==
+          job.extobj_resvs_.end()) {
+        job.extobj_resvs_.push_back(resv);
+      }
     }
     if (internal::ShouldFailAlloc("vm_bo")) return Exhausted("a VmBo");
     first_op.push_back(i);

@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "base/sanitizers.h"
 #include "exec/exec.h"
 #include "tests/vm/alloc_count.h"
 #include "tests/vm/bind_test_util.h"
@@ -206,10 +207,12 @@ TEST(BindAllocCountTest, BatchedBindAllocationsPerOp) {
       static_cast<double>(unmap_allocs) / (kRounds * kOps),
       static_cast<double>(map_allocs) / kRounds, static_cast<double>(unmap_allocs) / kRounds,
       tree_allocs, kOps, static_cast<long long>(vm->binds_run_inline()));
+#if !UDRM_SANITIZER  // sanitizer builds keep no Gpuva or page-table pool: every node is new
   // Bounds with some room (measured: 14 and 6): the job, its fences and range-tracker nodes, the
   // locked-object list of the exec, one VmBo per BO — not one allocation per op.
   EXPECT_LE(static_cast<double>(map_allocs) / kRounds - static_cast<double>(tree_allocs), 24);
   EXPECT_LE(static_cast<double>(unmap_allocs) / kRounds, 10);
+#endif
   EXPECT_EQ(CheckConverged(*vm, kBase, kBase + kOps * 4 * kPage), "");
 }
 

@@ -454,10 +454,22 @@ void BindVm::CleanupLoop() {
     BindJob* batch = nullptr;
     {
       absl::MutexLock l(&cleanup_mu_);
-      cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
-      if (cleanup_head_ == nullptr) return;  // stopping
-      cleanup_mu_.AwaitWithDeadline(absl::Condition(this, &BindVm::CleanupDueLocked),
-                                    cleanup_first_ + kCleanupDelay);
+      bool due = false;
+      if (cleanup_head_ == nullptr && !stop_cleanup_) {
+        // After a batch, wait up to kCleanupDelay for the next one without being woken by each
+        // job that arrives (a stream of binds then pays no wake-up in Retire: the timer wakes
+        // this thread); what arrived meanwhile is taken when it expires, at most kCleanupDelay
+        // after it came. Only when nothing came does the next Retire wake us.
+        cleanup_mu_.AwaitWithTimeout(absl::Condition(this, &BindVm::CleanupDueLocked),
+                                     kCleanupDelay);
+        due = cleanup_head_ != nullptr;
+      }
+      if (!due) {
+        cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
+        if (cleanup_head_ == nullptr) return;  // stopping
+        cleanup_mu_.AwaitWithDeadline(absl::Condition(this, &BindVm::CleanupDueLocked),
+                                      cleanup_first_ + kCleanupDelay);
+      }
       batch = std::exchange(cleanup_head_, nullptr);
       cleanup_tail_ = nullptr;
       cleanup_queued_ = 0;

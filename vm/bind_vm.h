@@ -282,7 +282,9 @@ class BindVm {
   // Executed jobs wait here for the cleanup worker, which takes them in batches (one grace
   // period per batch): when kCleanupBatch jobs are queued, kCleanupDelay after the first one
   // was, or at once when someone waits (WaitIdle) — fewer wake-ups and grace periods competing
-  // for the CPU with the bind path; memory is freed at most kCleanupDelay later.
+  // for the CPU with the bind path; memory is freed at most kCleanupDelay later. After a batch
+  // the worker sleeps up to kCleanupDelay by the clock, so jobs queued meanwhile do not wake it
+  // (no wake-up on the bind path while binds keep coming).
   static constexpr int kCleanupBatch = 32;
   static constexpr absl::Duration kCleanupDelay = absl::Microseconds(500);
   absl::Mutex cleanup_mu_;

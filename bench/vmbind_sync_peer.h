@@ -3,8 +3,8 @@
 //
 // One VM mutex serialises binds. Under it a bind validates every op, reserves the page-table
 // pages of the whole list at once (PageTable::ListBound, the list-level reservation udrm's bind
-// uses too, so nothing can fail once the first op is applied), then applies each op in order to a std::map VA tree (splitting the
-// mappings it overlaps: the pieces outside the op survive with adjusted offsets, as drm_gpuvm's
+// uses too, so nothing can fail once the first op is applied), then applies each op in order to
+// a std::map VA tree (splitting the mappings it overlaps: the pieces outside the op survive with adjusted offsets, as drm_gpuvm's
 // split/merge does) and to the page table (vm::PageTable, the same as udrm's, so the comparison
 // is about the bind path only). It then unlocks and, inline on the caller's thread, waits for ONE
 // grace period for the whole list (PageTable::Release) and only then drops the references on the

@@ -112,6 +112,7 @@ class BindJob final : public sched::Job {
   std::vector<PlannedEntry> plan_;                 // what ApplyBind must append, in order
   BindVaList free_vas_;                            // pre-allocated nodes (owned)
   BindVaList removed_vas_;                         // removed from the tree by ApplyBind (owned)
+  size_t removed_planned_ = 0;                     // the plan's count of them (BindPlan::removed)
   std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)
   std::vector<uint64_t> targets_;                  // one per BindOp (device address of bo_offset)
   // The tree nodes of ApplyBind's inserts (one per planned Gpuva); released when ApplyBind ends.

@@ -12,7 +12,8 @@
 //
 // The prealloc step reserves page tables for the planned page-table calls at once (one
 // PageTable::ListBound, one Prealloc): the page table guarantees that the bound covers that
-// sequence of Map/Unmap calls in any table state, so the job's op list can never run short. ApplyBind checks (UDRM_CHECK) that it appends exactly the planned entries.
+// sequence of Map/Unmap calls in any table state, so the job's op list can never run short.
+// ApplyBind checks (UDRM_CHECK) that it appends exactly the planned entries.
 //
 // Thread-safety: reads the tree; the caller holds the VM resv (the tree's lock).
 #ifndef UDRM_VM_BIND_PLAN_H_

@@ -144,7 +144,11 @@ class BindApplier final : public SmSteps {
                "bind: an entry differs from the plan");
     job_.entries_.push_back(std::move(e));
   }
-  void Retire(BindVa* va) { job_.removed_vas_.Push(va); }  // intrusive: cannot fail
+  void Retire(BindVa* va) {
+    UDRM_CHECK(job_.removed_vas_.size() < job_.removed_planned_,
+               "bind: more VAs removed than planned");
+    job_.removed_vas_.Push(va);  // intrusive: cannot fail
+  }
 
   BindVm& vm_;
   const BindOp& op_;
@@ -343,6 +347,7 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
     return s;
   }
   job->plan_ = std::move(plan->entries);
+  job->removed_planned_ = plan->removed;
   return job;
 }
 

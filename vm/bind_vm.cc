@@ -83,8 +83,7 @@ BindVm::~BindVm() {
   }
   cleanup_thread_.join();
   own_scheduler_.reset();
-  absl::MutexLock l(&va_cache_mu_);
-  while (!va_cache_.empty()) delete va_cache_.Pop();
+  DrainCaches();
 }
 
 absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<const BindOp> ops,
@@ -306,9 +305,10 @@ void BindVm::ReturnBuffers(BindJob& job) {
   job.targets_.clear();
   job.ranges_.clear();
   job.extobj_resvs_.clear();
-  if (job.entries_.capacity() > kBufferKeepMax || job.plan_.capacity() > 2 * kBufferKeepMax ||
-      job.vm_bos_.capacity() > kBufferKeepMax) {
-    return;  // a rare long list: its memory goes with the job
+  if (job.entries_.capacity() > 2 * kBufferKeepMax || job.plan_.capacity() > 2 * kBufferKeepMax ||
+      job.vm_bos_.capacity() > kBufferKeepMax || job.targets_.capacity() > kBufferKeepMax ||
+      job.ranges_.capacity() > kBufferKeepMax || job.extobj_resvs_.capacity() > kBufferKeepMax) {
+    return;  // a rare long list (or a failed bind's): its memory goes with the job
   }
   absl::MutexLock l(&buffers_mu_);
   if (buffers_.size() == kBuffersMax) return;
@@ -532,6 +532,16 @@ void BindVm::Close() {
   pt_->Release(std::move(inv));
   refs.clear();
   for (BindVa* va : vas) DestroyVa(va);
+  DrainCaches();  // a closed VM binds no more
+}
+
+void BindVm::DrainCaches() {
+  {
+    absl::MutexLock l(&buffers_mu_);
+    buffers_.clear();  // capacity kept: ReturnBuffers never allocates
+  }
+  absl::MutexLock l(&va_cache_mu_);
+  while (!va_cache_.empty()) delete va_cache_.Pop();
 }
 
 }  // namespace vm

@@ -191,6 +191,8 @@ class BindVm {
   // never allocate.
   void TakeBuffers(BindJob& job) ABSL_LOCKS_EXCLUDED(buffers_mu_);
   void ReturnBuffers(BindJob& job) ABSL_LOCKS_EXCLUDED(buffers_mu_);
+  // Frees what the Gpuva and buffer caches hold (Close, the destructor).
+  void DrainCaches() ABSL_LOCKS_EXCLUDED(buffers_mu_, va_cache_mu_);
   // The range tracker. Contract: the caller holds the VM resv, which is its lock.
   BindRanges& ranges() { return ranges_; }
   // Push step: arms and pushes `job` on `entity` (its dependencies are already added), adds its

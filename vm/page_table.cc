@@ -333,6 +333,7 @@ int64_t PageTable::ListBound::pages() const {
 }
 
 void PageTable::Reserve(const ListBound& bound, Prealloc& list) {
+  UDRM_CHECK(bound.pt_ == this, "PageTable::Reserve: a ListBound of another page table");
   ReserveInto(bound.pages(), list);
 }
 

@@ -208,6 +208,7 @@ class PageTable {
     int64_t pages() const;
 
    private:
+    friend class PageTable;
     static constexpr int kMaxLevels = 5;
     const PageTable* pt_;
     int64_t sum_ = 0;             // the calls' own bounds, summed
@@ -218,7 +219,8 @@ class PageTable {
     // Per table level l >= 1: the highest index (va >> Shift(l - 1)) counted so far, plus one.
     uint64_t next_index_[kMaxLevels] = {};
   };
-  // Adds `bound.pages()` pages to `list` in one step (the pool's lock taken once).
+  // Adds `bound.pages()` pages to `list` in one step (the pool's lock taken once). Contract
+  // (crash): `bound` was made for this page table.
   void Reserve(const ListBound& bound, Prealloc& list) ABSL_LOCKS_EXCLUDED(pool_mu_);
   // Writer, step 2: cannot fail, never allocates (new tables and the retire log come from
   // `pre`). Contract: the request is the one validated by the matching Reserve* (re-checked; a

@@ -323,7 +323,9 @@ TEST_F(PageTableAllocTest, ListBoundCoversTheList) {
     const int64_t sum = ApplyListBound(*pt, *tw, ops, lo, hi);
     if (list % 3 != 0) {
       PageTable::ListBound bound(*pt);
-      for (const Op& op : ops) ASSERT_TRUE(bound.AddMap(op.va, op.size, op.target, kRW, op.ps).ok());
+      for (const Op& op : ops) {
+        ASSERT_TRUE(bound.AddMap(op.va, op.size, op.target, kRW, op.ps).ok());
+      }
       bound_pages += bound.pages();
       sum_pages += sum;
     }
@@ -355,7 +357,8 @@ TEST_F(PageTableAllocTest, ListBoundOfNeighbouringMaps) {
   }
   EXPECT_EQ(reversed.pages(), 64 * 3);
   ASSERT_TRUE(bound.AddUnmap(GiB, 16 * KiB).ok());
-  EXPECT_EQ(bound.pages(), 64 * 3 + 2 * 3 + 1);  // the unmap: split chains at both ends + a log page
+  // The unmap: split chains at both ends and a log page.
+  EXPECT_EQ(bound.pages(), 64 * 3 + 2 * 3 + 1);
 }
 
 // A bad call returns InvalidArgument and leaves the bound as it was.

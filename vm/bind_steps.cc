@@ -272,6 +272,8 @@ absl::Status AllocateLists(BindVm& vm, BindJob& job, const BindPlan& plan, size_
   return absl::OkStatus();
 }
 
+constexpr size_t kExtobjScanMax = 16;
+
 // Device addresses and VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
 absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
   if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
@@ -307,9 +309,12 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
       continue;
     }
     if (vm.gpuvm().IsExtobj(*ops[i].bo)) {
+      // Checked for duplicates as they come while the list is short; a long one is sorted and
+      // made unique at the end instead (no quadratic work).
       fence::Resv* resv = &ops[i].bo->resv();
-      if (std::find(job.extobj_resvs_.begin(), job.extobj_resvs_.end(), resv) ==
-          job.extobj_resvs_.end()) {
+      if (job.extobj_resvs_.size() > kExtobjScanMax ||
+          std::find(job.extobj_resvs_.begin(), job.extobj_resvs_.end(), resv) ==
+              job.extobj_resvs_.end()) {
         job.extobj_resvs_.push_back(resv);
       }
     }
@@ -317,6 +322,11 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
     first_op.push_back(i);
     job.vm_bos_[i] = VmBo::Find(vm.gpuvm(), *ops[i].bo);
     if (!job.vm_bos_[i]) job.vm_bos_[i] = VmBo::Create(vm.gpuvm(), *ops[i].bo);
+  }
+  if (job.extobj_resvs_.size() > kExtobjScanMax) {
+    std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
+    job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
+                            job.extobj_resvs_.end());
   }
   return absl::OkStatus();
 }

@@ -16,6 +16,11 @@ ww::WwClass& ReservationWwClass() {
   return *cls;
 }
 
+namespace {
+// A list for `needed` entries: at least 4, so that a first Reserve(1) covers a few AddFences.
+uint32_t ListCapacity(size_t needed) { return static_cast<uint32_t>(std::max<size_t>(needed, 4)); }
+}  // namespace
+
 Resv::Resv(ww::WwClass* ww_class) : lock_(ww_class) {}
 
 Resv::~Resv() {
@@ -116,13 +121,12 @@ absl::Status Resv::Reserve(size_t n) {
   if (needed >= (size_t{1} << 30)) {
     return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
   }
-  const auto capacity = static_cast<uint32_t>(std::max<size_t>(needed, 4));
   GrowSpares(needed);
   while (spare_count_ < target) {
     List* spare = std::exchange(recycled_, nullptr);
     if (spare == nullptr || spare->capacity < needed) {
       if (spare != nullptr) DestroyList(spare);
-      spare = NewList(capacity);
+      spare = NewList(ListCapacity(needed));
     }
     spare->next_spare = spares_;
     spares_ = spare;
@@ -133,12 +137,11 @@ absl::Status Resv::Reserve(size_t n) {
 
 // Spares too small for `needed` entries are replaced (they hold no entries).
 void Resv::GrowSpares(size_t needed) {
-  const auto capacity = static_cast<uint32_t>(std::max<size_t>(needed, 4));
   List** link = &spares_;
   while (*link != nullptr) {
     List* spare = *link;
     if (spare->capacity < needed) {
-      List* bigger = NewList(capacity);
+      List* bigger = NewList(ListCapacity(needed));
       bigger->next_spare = spare->next_spare;
       DestroyList(spare);
       *link = bigger;

@@ -49,31 +49,44 @@ void PlanOp(const BindOp& op, size_t index, Intervals& set, BindPlan& plan) {
 // The common list needs no replay: ops in address order, pairwise disjoint, and no VA of the tree
 // overlapping two of them. Then every op meets exactly the tree's VAs over its range — an earlier
 // op of the list changes only the VAs it overlaps and inserts only inside its own range — and
-// the entries follow from the tree directly. False (plan left partial: discard it) otherwise.
+// the entries follow from the tree directly, each unmap entry with its VA (`node`). One walk per
+// run of ops that touch each other (each starting where the previous one ends): a list of
+// neighbouring ops costs one search, not one per op. False (plan left partial: discard it)
+// otherwise.
 bool PlanDirect(const Gpuvm& vm, std::span<const BindOp> ops, BindPlan& plan) {
-  const Gpuva* last = nullptr;  // the last VA the previous ops met
-  for (size_t i = 0; i < ops.size(); ++i) {
-    const BindOp& op = ops[i];
-    const uint64_t lo = op.va;
-    const uint64_t hi = op.va + op.range;
-    if (i > 0 && lo < ops[i - 1].va + ops[i - 1].range) return false;
-    bool first = true;
-    for (Gpuva* va : vm.Range(lo, hi)) {
+  const Gpuva* last = nullptr;  // the last VA the previous runs met
+  for (size_t first = 0; first < ops.size();) {
+    // The run [first, stop): each op starts where the previous one ends.
+    size_t stop = first + 1;
+    while (stop < ops.size() && ops[stop].va == ops[stop - 1].va + ops[stop - 1].range) ++stop;
+    if (first > 0 && ops[first].va < ops[first - 1].va + ops[first - 1].range) return false;
+    size_t i = first;  // the op the walk is at
+    auto finish = [&](size_t op) {
+      if (ops[op].kind != BindOpKind::kUnmap) {
+        plan.entries.push_back({BindEntry::Kind::kMap, ops[op].va, ops[op].range, op});
+        ++plan.vas;
+      }
+    };
+    bool first_va = true;
+    for (Gpuva* va : vm.Range(ops[first].va, ops[stop - 1].va + ops[stop - 1].range)) {
       if (va == &vm.kernel_node()) continue;
-      // Ops in order: a VA overlapping an earlier op and this one is the last one it met.
-      if (first && va == last) return false;
-      first = false;
+      // A VA overlapping an earlier run's op and this one is the last one that run met.
+      if (first_va && va == last) return false;
+      first_va = false;
       last = va;
+      while (ops[i].va + ops[i].range <= va->addr) finish(i++);  // ops before the VA are done
+      const uint64_t lo = ops[i].va;
+      const uint64_t hi = lo + ops[i].range;
+      if (va->end() > hi && i + 1 < stop) return false;  // it overlaps the next op too
       const uint64_t from = std::max(va->addr, lo);
-      plan.entries.push_back({BindEntry::Kind::kUnmap, from, std::min(va->end(), hi) - from, i});
+      plan.entries.push_back(
+          {BindEntry::Kind::kUnmap, from, std::min(va->end(), hi) - from, i, va});
       ++plan.removed;
       if (va->addr < lo) ++plan.vas;
       if (va->end() > hi) ++plan.vas;
     }
-    if (op.kind != BindOpKind::kUnmap) {
-      plan.entries.push_back({BindEntry::Kind::kMap, lo, op.range, i});
-      ++plan.vas;
-    }
+    while (i < stop) finish(i++);
+    first = stop;
   }
   return true;
 }

@@ -140,7 +140,7 @@ class BindApplier final : public SmSteps {
   void Append(BindEntry e) {
     UDRM_CHECK(job_.entries_.size() < job_.plan_.size(), "bind: op-list pre-allocation exhausted");
     const PlannedEntry& want = job_.plan_[job_.entries_.size()];
-    UDRM_CHECK(want == (PlannedEntry{e.kind, e.va, e.range, e.op}),
+    UDRM_CHECK(want.kind == e.kind && want.va == e.va && want.range == e.range && want.op == e.op,
                "bind: an entry differs from the plan");
     job_.entries_.push_back(std::move(e));
   }
@@ -175,18 +175,57 @@ absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
   return absl::OkStatus();
 }
 
+namespace {
+
+// The exec's ticket holds `obj` (locked in this pass: a back-off unlocks everything, and the first
+// lock of a pass takes the contended object). With kIgnoreDuplicates LockObj would return OK too,
+// after building an AlreadyExists status (an allocation): the bind's BOs repeat across its ops.
+bool HeldByExec(exec::Exec& exec, exec::Object* obj) {
+  return obj->resv().lock().IsHeldBy(&exec.ticket());
+}
+
+// Locks the BO of every VA overlapping [lo, hi) (sparse VAs and the kernel node have none).
+absl::Status LockOverlapping(Gpuvm& g, exec::Exec& exec, uint64_t lo, uint64_t hi) {
+  for (Gpuva* va : g.Range(lo, hi)) {
+    if (va->bo == nullptr || HeldByExec(exec, va->bo)) continue;
+    if (absl::Status s = exec.LockObj(va->bo); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops) {
   Gpuvm& g = vm.gpuvm();
   return exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
     if (absl::Status s = PrepareVm(g, e, 1); !s.ok()) return s;
+    // Each mapped BO once, with one fence slot (Reserve keeps at least n: a BO that is held
+    // already and has its slot needs nothing more; one held without a slot was the contended
+    // object, which the pass's first lock took without reserving).
     for (const BindOp& op : ops) {
-      absl::Status s =
-          IsMap(op)
-              ? SmMapExecLock(g, e, 1, MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}})
-              : SmUnmapExecLock(g, e, op.va, op.range);
+      if (op.bo == nullptr) continue;
+      absl::Status s = !HeldByExec(e, op.bo)           ? e.PrepareObj(op.bo, 1)
+                       : op.bo->resv().reserved() != 0 ? absl::OkStatus()
+                                                       : op.bo->resv().Reserve(1);
       if (!s.ok()) return s;
     }
-    return absl::OkStatus();
+    // The BOs of the VAs the ops remap or unmap: every VA overlapping an op's range on the
+    // unmodified tree (what SmMapExecLock / SmUnmapExecLock lock per op; vm/gpuvm_exec.h says
+    // why the unmodified tree suffices), one walk per run of ops whose ranges join into one
+    // interval (a list in address order of neighbouring ops is one walk).
+    if (ops.empty()) return absl::OkStatus();
+    uint64_t lo = ops.front().va;
+    uint64_t hi = lo + ops.front().range;
+    for (const BindOp& op : ops.subspan(1)) {
+      if (op.va >= lo && op.va <= hi) {
+        hi = std::max(hi, op.va + op.range);
+        continue;
+      }
+      if (absl::Status s = LockOverlapping(g, e, lo, hi); !s.ok()) return s;
+      lo = op.va;
+      hi = op.va + op.range;
+    }
+    return LockOverlapping(g, e, lo, hi);
   });
 }
 
@@ -361,15 +400,55 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   return job;
 }
 
+namespace {
+
+// The steps SmMap / SmUnmap would hand over for `op`, from its planned entries when each names
+// its VA (a plan without replay): the same steps, in the same order, with the same pieces
+// (gpuvm_sm.cc's table: a VA sticking out of the op on either side is a remap whose pieces keep
+// the old BO at the matching offsets; `keep` as the kernel computes it for a map), without the
+// walk's search.
+absl::Status StepPlanned(BindApplier& steps, const BindOp& op, std::span<const PlannedEntry> plan) {
+  const uint64_t lo = op.va;
+  const uint64_t hi = op.va + op.range;
+  for (const PlannedEntry& e : plan) {
+    if (e.kind != BindEntry::Kind::kUnmap) break;  // the op's MAP comes last
+    Gpuva* va = e.node;
+    std::optional<OpMap> prev, next;
+    if (va->addr < lo) prev = OpMap{va->addr, lo - va->addr, va->bo, va->offset};
+    if (va->end() > hi) next = OpMap{hi, va->end() - hi, va->bo, va->offset + (hi - va->addr)};
+    const bool keep = op.kind != BindOpKind::kUnmap && va->bo != nullptr && va->bo == op.bo &&
+                      (va->addr < lo ? va->offset + (lo - va->addr) == op.bo_offset
+                                     : va->offset == op.bo_offset + (va->addr - lo));
+    absl::Status s =
+        prev || next ? steps.StepRemap({prev, next, {va, keep}}) : steps.StepUnmap({va, keep});
+    if (!s.ok()) return s;
+  }
+  if (op.kind == BindOpKind::kUnmap) return absl::OkStatus();
+  return steps.StepMap(OpMap{op.va, op.range, op.bo, op.bo_offset});
+}
+
+}  // namespace
+
 void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
+  const std::span<const PlannedEntry> plan = job.plan_;
+  size_t k = 0;  // the plan's first entry of op i
   for (size_t i = 0; i < ops.size(); ++i) {
     const BindOp& op = ops[i];
+    size_t end = k;
+    bool named = true;  // every unmap entry of the op names its VA
+    for (; end < plan.size() && plan[end].op == i; ++end) {
+      named &= plan[end].kind != BindEntry::Kind::kUnmap || plan[end].node != nullptr;
+    }
     BindApplier steps(vm, op, i, job);
+    // A plan without replay names the VAs: the steps follow from it (an op meeting no VA is
+    // just its MAP, or nothing). A replayed plan: the split/merge walk.
     absl::Status s =
-        IsMap(op)
+        named ? StepPlanned(steps, op, plan.subspan(k, end - k))
+        : IsMap(op)
             ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
             : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
     UDRM_CHECK(s.ok(), "bind: a validated op failed to apply");
+    k = end;
   }
   job.inserts_.reset();  // every planned insert is done; unused tree nodes go back
 }

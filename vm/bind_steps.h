@@ -5,10 +5,12 @@
 //  1. ValidateBind: everything checkable without locks. InvalidArgument, or FailedPrecondition
 //     for an unusable/closed VM. Changes nothing.
 //  2. LockBind: in one exec::Exec (kIgnoreDuplicates | kInterruptibleWait, one until-all-locked
-//     loop): the VM resv with one fence slot, then per op SmMapExecLock (the mapped BO with one
-//     fence slot) or SmUnmapExecLock — every lock before any change (see vm/gpuvm_exec.h for why
-//     locking several ops on the unmodified tree suffices). CancelledError when cancelled.
-//     The resv fence slots are reserved here (the exec prepares them).
+//     loop): the VM resv with one fence slot, then each mapped BO once with one fence slot, then
+//     the BO of every VA overlapping an op's range on the unmodified tree — what SmMapExecLock /
+//     SmUnmapExecLock would lock op by op, found in one walk per run of ops whose ranges join
+//     (see vm/gpuvm_exec.h for why locking several ops on the unmodified tree suffices); an
+//     object the exec already holds is skipped without a call. Every lock before any change.
+//     CancelledError when cancelled. The resv fence slots are reserved here.
 //  3. PreallocBind: exactly what the list needs, into the job, from the plan (vm/bind_plan.h:
 //     the entries ApplyBind will append, computed on a copy of the touched ranges): Gpuva nodes
 //     (each map one, each remap one per surviving piece), op-list capacity, the removed-VA list,
@@ -18,9 +20,11 @@
 //     page-table work of other binds on overlapping ranges: vm/bind_ranges.h). Every allocation
 //     site asks the failslab hook first (vm/internal/failslab.h). ResourceExhausted (or
 //     InvalidArgument from the page table) with nothing changed.
-//  4. ApplyBind: each op through SmMap/SmUnmap with callbacks that change the tree at once and
-//     append to the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the
-//     hole only (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. Uses
+//  4. ApplyBind: each op through split/merge steps that change the tree at once and append to
+//     the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the hole only
+//     (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. The steps are
+//     SmMap/SmUnmap's; when the plan names the VAs each op meets (a plan without replay,
+//     vm/bind_plan.h) they are handed over from the plan without the walk. Uses
 //     only the pre-allocated nodes, list capacity, VmBos and tree nodes (Gpuvm::ReserveInserts
 //     for the planned Gpuvas; the VmBo lists are intrusive): allocates nothing
 //     (tests/vm/bind_alloc_test.cc). Cannot fail (crashes on a broken contract, e.g. an entry

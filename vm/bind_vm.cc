@@ -127,6 +127,13 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   }
   ApplyBind(*this, ops, **job);
   if (inline_out == nullptr) return PushLocked(entity, *std::move(job), ops);
+  // The BOs' resvs guarded the VmBo links ApplyBind changed; the fast path adds no fence to
+  // them, and its page-table work needs only the VM resv (as RunJob needs none): another VM's
+  // bind on the same BOs need not wait for it.
+  for (size_t i = exec.objects().size(); i-- > 0;) {
+    exec::Object* o = exec.objects()[i];
+    if (&o->resv() != &gpuvm_->resv()) exec.UnlockObj(o);
+  }
   retire.job = RunInlineLocked(*std::move(job), inline_out);
   return inline_out;
 }

@@ -18,7 +18,9 @@
 // caught up), and its ops cover at most kInlineMaxBytes of VA (a bigger bind, such as a 1 GiB
 // sparse range, stays on the queued path so that Submit does not do its page-table work on the
 // caller's thread), Submit executes the op list itself, on the caller's thread, under the VM resv
-// and pt_mu_ exactly as RunJob would (same ExecuteLocked: injected faults, unusable-skips-maps),
+// and pt_mu_ exactly as RunJob would (same ExecuteLocked: injected faults, unusable-skips-maps;
+// the BOs' resvs, which guarded the tree's VmBo links, are unlocked first: the page-table work
+// needs none of them, and another VM's bind on the same BOs need not wait for it),
 // and returns an out-fence of the VM's own context that has already signalled (with
 // InternalError on an injected fault). No job is pushed: the scheduler never sees the bind, and
 // the out-fence is not added to any resv or to the range tracker (a signalled fence is nothing to

@@ -196,9 +196,15 @@ absl::Status LockOverlapping(Gpuvm& g, exec::Exec& exec, uint64_t lo, uint64_t h
 }  // namespace
 
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops) {
-  Gpuvm& g = vm.gpuvm();
   return exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
-    if (absl::Status s = PrepareVm(g, e, 1); !s.ok()) return s;
+    if (absl::Status s = PrepareVm(vm.gpuvm(), e, 1); !s.ok()) return s;
+    return LockBindBos(vm, e, ops);
+  });
+}
+
+absl::Status LockBindBos(BindVm& vm, exec::Exec& e, std::span<const BindOp> ops) {
+  Gpuvm& g = vm.gpuvm();
+  {
     // Each mapped BO once, with one fence slot (Reserve keeps at least n: a BO that is held
     // already and has its slot needs nothing more; one held without a slot was the contended
     // object, which the pass's first lock took without reserving).
@@ -226,7 +232,7 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
       hi = op.va + op.range;
     }
     return LockOverlapping(g, e, lo, hi);
-  });
+  }
 }
 
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
@@ -313,11 +319,8 @@ absl::Status AllocateLists(BindVm& vm, BindJob& job, const BindPlan& plan, size_
 
 constexpr size_t kExtobjScanMax = 16;
 
-// Device addresses and VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
-absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
-  if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
-  job.extobj_resvs_.reserve(ops.size());
-  // A device address per mapped op, assigned under one lock per 64 mapped ops.
+// Device addresses of the mapped ops, assigned under one lock per 64 mapped ops.
+absl::Status AllocateTargets(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
   std::byte* hosts[64];
   size_t at[64];  // the ops of hosts[]
   size_t n = 0;
@@ -335,6 +338,15 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
       n = 0;
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
+absl::Status PreallocBindBos(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
+  if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
+  job.extobj_resvs_.reserve(ops.size());
   // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
   // locked, so it stays in the BO's list until the exec unlocks), else one from Create. Each
   // distinct external BO's resv is listed once (two BOs may share a resv).
@@ -370,11 +382,9 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
-                                                      std::span<const BindOp> ops,
-                                                      std::span<const fence::FenceRef> in_fences) {
+absl::StatusOr<std::unique_ptr<BindJob>> PreallocBindTree(
+    BindVm& vm, sched::Entity& entity, std::span<const BindOp> ops,
+    std::span<const fence::FenceRef> in_fences) {
   if (internal::ShouldFailAlloc("bind job")) return Exhausted("the bind job");
   auto job = std::make_unique<BindJob>(&vm);
   vm.TakeBuffers(*job);  // the lists' capacity of an earlier job, if any
@@ -389,7 +399,7 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   absl::StatusOr<Gpuvm::InsertReservation> inserts = vm.gpuvm().ReserveInserts(plan->vas);
   if (!inserts.ok()) return inserts.status();
   job->inserts_.emplace(*std::move(inserts));
-  if (absl::Status s = AllocateMappings(vm, *job, ops); !s.ok()) return s;
+  if (absl::Status s = AllocateTargets(vm, *job, ops); !s.ok()) return s;
   if (absl::Status s =
           ReservePageTables(vm.page_table(), ops, plan->entries, job->targets_, job->tables_);
       !s.ok()) {
@@ -397,6 +407,15 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   }
   job->plan_ = std::move(plan->entries);
   job->removed_planned_ = plan->removed;
+  return job;
+}
+
+absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
+                                                      std::span<const BindOp> ops,
+                                                      std::span<const fence::FenceRef> in_fences) {
+  absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBindTree(vm, entity, ops, in_fences);
+  if (!job.ok()) return job;
+  if (absl::Status s = PreallocBindBos(vm, ops, **job); !s.ok()) return s;
   return job;
 }
 
@@ -451,6 +470,7 @@ void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
     k = end;
   }
   job.inserts_.reset();  // every planned insert is done; unused tree nodes go back
+  vm.NoteTreeChange();
 }
 
 }  // namespace vm

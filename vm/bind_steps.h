@@ -53,8 +53,11 @@ namespace vm {
 absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
                           std::span<const fence::FenceRef> in_fences);
 
-// Runs exec.UntilAllLocked; returns its status.
+// Runs exec.UntilAllLocked (PrepareVm, then LockBindBos); returns its status.
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops);
+// The BO part of LockBind, for a body of the caller's until-all-locked loop that has locked the
+// VM resv: returns the exec's statuses unchanged (a back-off makes the loop run the body again).
+absl::Status LockBindBos(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops);
 
 // Creates the job (Init on `entity`, dependencies: in-fences and the unfinished bind jobs on
 // overlapping ranges) with every pre-allocation. On error nothing is left behind — except that a
@@ -62,6 +65,16 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences);
+// PreallocBind in two parts (it is PreallocBindTree, then PreallocBindBos on its job), for a
+// caller that locks the BOs only after the first: PreallocBindTree needs the VM resv (the tree,
+// the range tracker) and nothing else; PreallocBindBos (each mapped BO's VmBo, the external BOs'
+// resv list) needs the BOs locked too. A job from PreallocBindTree stays valid while the tree
+// and the range tracker are unchanged (BindVm::tree_changes() the same), even across a back-off
+// that unlocked the VM resv. Errors as PreallocBind; on error the job is the caller's to drop.
+absl::StatusOr<std::unique_ptr<BindJob>> PreallocBindTree(
+    BindVm& vm, sched::Entity& entity, std::span<const BindOp> ops,
+    std::span<const fence::FenceRef> in_fences);
+absl::Status PreallocBindBos(BindVm& vm, std::span<const BindOp> ops, BindJob& job);
 
 // The page-table calls of an op list (planned or built): one Map per map entry, one Unmap per run
 // of unmap entries that follow each other in the list and in the VA space (each starting where

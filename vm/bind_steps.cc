@@ -274,8 +274,10 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
   for (const BindOp& op : ops) job.ranges_.push_back({op.va, op.range});
   // Merged: the same VA space in fewer ranges (a list of neighbouring ops is one range), so
   // fewer tracker lookups and nodes.
-  std::sort(job.ranges_.begin(), job.ranges_.end(),
-            [](const AddrRange& a, const AddrRange& b) { return a.addr < b.addr; });
+  auto by_addr = [](const AddrRange& a, const AddrRange& b) { return a.addr < b.addr; };
+  if (!std::is_sorted(job.ranges_.begin(), job.ranges_.end(), by_addr)) {
+    std::sort(job.ranges_.begin(), job.ranges_.end(), by_addr);
+  }
   size_t n = 0;
   for (const AddrRange& r : job.ranges_) {
     if (n > 0 && r.addr <= job.ranges_[n - 1].addr + job.ranges_[n - 1].range) {
@@ -298,7 +300,7 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
     if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
     if (absl::Status s = job.AddDependency(std::move(f)); !s.ok()) return s;
   }
-  return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
+  return absl::OkStatus();
 }
 
 // Gpuva nodes (the VM's cached ones first), op-list capacity, per-op arrays. The removed-VA
@@ -416,7 +418,12 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBindTree(vm, entity, ops, in_fences);
   if (!job.ok()) return job;
   if (absl::Status s = PreallocBindBos(vm, ops, **job); !s.ok()) return s;
+  if (absl::Status s = PreallocPush(vm, **job); !s.ok()) return s;
   return job;
+}
+
+absl::Status PreallocPush(BindVm& vm, BindJob& job) {
+  return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
 }
 
 namespace {

@@ -17,9 +17,11 @@
 //     one VmBo per mapped BO, ONE page-table reservation for the whole list
 //     (ReservePageTables), the tree nodes of its inserts (Gpuvm::ReserveInserts), device
 //     addresses, the dependencies (in-fences, and the pending
-//     page-table work of other binds on overlapping ranges: vm/bind_ranges.h). Every allocation
-//     site asks the failslab hook first (vm/internal/failslab.h). ResourceExhausted (or
-//     InvalidArgument from the page table) with nothing changed.
+//     page-table work of other binds on overlapping ranges: vm/bind_ranges.h), the range-tracker
+//     nodes of the push step (BindVm::Submit reserves them only for a bind it pushes: the CPU
+//     fast path records nothing). Every allocation site asks the failslab hook first
+//     (vm/internal/failslab.h). ResourceExhausted (or InvalidArgument from the page table) with
+//     nothing changed. BindVm::Submit runs it in parts around the BO locks (see below).
 //  4. ApplyBind: each op through split/merge steps that change the tree at once and append to
 //     the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the hole only
 //     (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. The steps are
@@ -65,7 +67,8 @@ absl::Status LockBindBos(BindVm& vm, exec::Exec& exec, std::span<const BindOp> o
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences);
-// PreallocBind in two parts (it is PreallocBindTree, then PreallocBindBos on its job), for a
+// PreallocBind in parts (it is PreallocBindTree, then PreallocBindBos and PreallocPush on its
+// job), for a
 // caller that locks the BOs only after the first: PreallocBindTree needs the VM resv (the tree,
 // the range tracker) and nothing else; PreallocBindBos (each mapped BO's VmBo, the external BOs'
 // resv list) needs the BOs locked too. A job from PreallocBindTree stays valid while the tree
@@ -75,6 +78,11 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBindTree(
     BindVm& vm, sched::Entity& entity, std::span<const BindOp> ops,
     std::span<const fence::FenceRef> in_fences);
 absl::Status PreallocBindBos(BindVm& vm, std::span<const BindOp> ops, BindJob& job);
+// The part of PreallocBind that only the push step uses: the range-tracker nodes of
+// BindRanges::Record. A bind on the CPU fast path records nothing and skips it (BindVm::Submit
+// calls it once it knows the bind is pushed, still before ApplyBind). ResourceExhausted from the
+// failslab hook; nothing to undo on error.
+absl::Status PreallocPush(BindVm& vm, BindJob& job);
 
 // The page-table calls of an op list (planned or built): one Map per map entry, one Unmap per run
 // of unmap entries that follow each other in the list and in the VA space (each starting where

@@ -141,6 +141,8 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
       return absl::ResourceExhaustedError("bind: allocating the out-fence failed");
     }
     inline_out = fence::Fence::Create(inline_fences_.context(), inline_fences_.NextSeqno());
+  } else if (absl::Status s = PreallocPush(*this, *job); !s.ok()) {
+    return s;
   }
   ApplyBind(*this, ops, *job);
   if (inline_out == nullptr) return PushLocked(entity, std::move(job), ops);

@@ -141,8 +141,15 @@ class BindApplier final : public SmSteps {
     const PlannedEntry& want = job_.plan_[job_.entries_.size()];
     UDRM_CHECK(want.kind == kind && want.va == addr && want.range == range && want.op == index_,
                "bind: an entry differs from the plan");
-    job_.entries_.emplace_back(kind, addr, range, target, pte_flags, page_size,
-                               Ref<Bo>::Share(bo), index_);
+    BindEntry& e = job_.entries_.emplace_back();
+    e.kind = kind;
+    e.va = addr;
+    e.range = range;
+    e.target = target;
+    e.pte_flags = pte_flags;
+    e.page_size = page_size;
+    e.bo = Ref<Bo>::Share(bo);
+    e.op = index_;
   }
   void Retire(BindVa* va) {
     UDRM_CHECK(job_.removed_vas_.size() < job_.removed_planned_,

@@ -90,14 +90,16 @@ class BindApplier final : public SmSteps {
       if (!vb->has_vas()) vb->ExtobjAdd();
       vb->Link(va);
     }
-    Append(BindEntry::Kind::kMap, m.addr, m.range, va->target, va->pte_flags, va->page_size, m.bo);
+    Append({BindEntry::Kind::kMap, m.addr, m.range, va->target, va->pte_flags, va->page_size,
+            Ref<Bo>::Share(m.bo), index_});
     return absl::OkStatus();
   }
 
   absl::Status StepRemap(const OpRemap& r) override {
     auto* old = static_cast<BindVa*>(r.unmap.va);
     const AddrRange hole = RemapToUnmapRange(r);
-    Append(BindEntry::Kind::kUnmap, hole.addr, hole.range, 0, 0, PageSize::k4K, old->bo);
+    Append({BindEntry::Kind::kUnmap, hole.addr, hole.range, 0, 0, PageSize::k4K,
+            Ref<Bo>::Share(old->bo), index_});
     BindVa* prev = r.prev.has_value() ? Piece(*old, *r.prev) : nullptr;
     BindVa* next = r.next.has_value() ? Piece(*old, *r.next) : nullptr;
     VmBo* vb = old->vm_bo;
@@ -113,7 +115,8 @@ class BindApplier final : public SmSteps {
 
   absl::Status StepUnmap(const OpUnmap& u) override {
     auto* va = static_cast<BindVa*>(u.va);
-    Append(BindEntry::Kind::kUnmap, va->addr, va->range, 0, 0, PageSize::k4K, va->bo);
+    Append({BindEntry::Kind::kUnmap, va->addr, va->range, 0, 0, PageSize::k4K,
+            Ref<Bo>::Share(va->bo), index_});
     if (va->vm_bo != nullptr) VmBo::Unlink(va);
     ApplyUnmap(vm_.gpuvm(), u);
     Retire(va);
@@ -134,22 +137,12 @@ class BindApplier final : public SmSteps {
     va->page_size = FitPageSize(old.page_size, m.addr, m.range, va->target);
     return va;
   }
-  // Built in place (no temporary copied in: see bind_plan.cc's entries).
-  void Append(BindEntry::Kind kind, uint64_t addr, uint64_t range, uint64_t target,
-              uint32_t pte_flags, PageSize page_size, Bo* bo) {
+  void Append(BindEntry e) {
     UDRM_CHECK(job_.entries_.size() < job_.plan_.size(), "bind: op-list pre-allocation exhausted");
     const PlannedEntry& want = job_.plan_[job_.entries_.size()];
-    UDRM_CHECK(want.kind == kind && want.va == addr && want.range == range && want.op == index_,
+    UDRM_CHECK(want.kind == e.kind && want.va == e.va && want.range == e.range && want.op == e.op,
                "bind: an entry differs from the plan");
-    BindEntry& e = job_.entries_.emplace_back();
-    e.kind = kind;
-    e.va = addr;
-    e.range = range;
-    e.target = target;
-    e.pte_flags = pte_flags;
-    e.page_size = page_size;
-    e.bo = Ref<Bo>::Share(bo);
-    e.op = index_;
+    job_.entries_.push_back(std::move(e));
   }
   void Retire(BindVa* va) {
     UDRM_CHECK(job_.removed_vas_.size() < job_.removed_planned_,

@@ -28,7 +28,7 @@
 // the full run, but a working set that fits in the caches. Full minus hot is what cache and TLB
 // misses cost.
 // VALUE gpuva_bytes: memory per VA with the index (sizeof(Gpuva) + the btree's heap bytes per
-// entry, measured with mallinfo2 around the inserts of 10^6 VAs).
+// entry, measured with mallinfo2 — in-use and mmapped bytes — around the inserts of 10^6 VAs).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -52,11 +52,12 @@ namespace {
 
 constexpr uint64_t kTile = 16;
 
+// The driver's side: its BOs, and its Gpuvas from a vm::GpuvaCache (the driver's slab; the
+// kernel's drivers kmalloc theirs), recycled last-freed-first.
 struct Fixture {
   vm::Ref<vm::Gpuvm> vm;
   std::vector<vm::Ref<vm::Bo>> bos;
-  std::vector<std::unique_ptr<vm::Gpuva>> storage;
-  std::vector<vm::Gpuva*> free_list;
+  vm::GpuvaCache vas;
 
   explicit Fixture(uint64_t n) {
     vm = *vm::Gpuvm::Create("bench", 0, n * kTile, 0, 0);
@@ -75,16 +76,8 @@ struct Fixture {
     for (vm::Gpuva* va : vm->All()) all.push_back(va);
     for (vm::Gpuva* va : all) vm->Remove(va);
   }
-  vm::Gpuva* New() {
-    if (!free_list.empty()) {
-      vm::Gpuva* va = free_list.back();
-      free_list.pop_back();
-      *va = vm::Gpuva();
-      return va;
-    }
-    storage.push_back(std::make_unique<vm::Gpuva>());
-    return storage.back().get();
-  }
+  vm::Gpuva* New() { return vas.Alloc(); }
+  void Free(vm::Gpuva* va) { vas.Free(va); }
 };
 
 class ApplyNow final : public vm::SmSteps {
@@ -97,12 +90,12 @@ class ApplyNow final : public vm::SmSteps {
   absl::Status StepRemap(const vm::OpRemap& op) override {
     vm::Gpuva* old = op.unmap.va;
     vm::ApplyRemap(*f_.vm, op.prev ? f_.New() : nullptr, op.next ? f_.New() : nullptr, op);
-    f_.free_list.push_back(old);
+    f_.Free(old);
     return absl::OkStatus();
   }
   absl::Status StepUnmap(const vm::OpUnmap& op) override {
     vm::ApplyUnmap(*f_.vm, op);
-    f_.free_list.push_back(op.va);
+    f_.Free(op.va);
     return absl::OkStatus();
   }
 
@@ -325,13 +318,18 @@ void PrintGpuvaBytes() {
   constexpr uint64_t n = 1000000;
   auto vm = *vm::Gpuvm::Create("bytes", 0, n * kTile, 0, 0);
   std::vector<vm::Gpuva> vas(n);
-  const size_t before = mallinfo2().uordblks;
+  // Heap bytes in use, mmapped blocks included (the tree's 2 MiB chunks may be mmapped).
+  auto heap = [] {
+    const struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+  };
+  const size_t before = heap();
   for (uint64_t i = 0; i < n; ++i) {
     vas[i].addr = i * kTile;
     vas[i].range = kTile;
     (void)vm->Insert(&vas[i]);
   }
-  const size_t tree = mallinfo2().uordblks - before;
+  const size_t tree = heap() - before;
   std::printf("VALUE gpuva_bytes %.1f B\n",
               static_cast<double>(sizeof(vm::Gpuva)) + static_cast<double>(tree) / n);
   for (auto& va : vas) vm->Remove(&va);

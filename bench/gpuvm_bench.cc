@@ -2,7 +2,11 @@
 //
 // BM_GpuvmRequest/n: a random request (range 1..32 units, random BO of 8, one in four an unmap)
 // over a VM whose [0, 16n) is tiled at the start by n VAs of 16 units: SmMap / SmUnmap with
-// callbacks applying each step at once (the msm path), VAs recycled through a free list.
+// callbacks applying each step at once (the msm path), VAs from a vm::GpuvaCache (the driver's
+// slab, huge-page chunks as the kernel's kmalloc gets from the direct map), recycled last freed
+// first. The tree's nodes of a big VM come from huge-page chunks too (vm/gpuvm_node_pool.h);
+// the peers use the standard allocator (glibc's malloc, 4 KiB pages unless the process sets
+// GLIBC_TUNABLES=glibc.malloc.hugetlb=1, which gives every side huge pages).
 // Steady state: the requests split the tiles until the VM holds about 1.37n VAs (the "vas"
 // counter), which takes about 2n requests; every side is warmed up with kWarmRequestsPerVa * n
 // requests of its stream before it is timed, and keeps its state (VM or map, stream) across

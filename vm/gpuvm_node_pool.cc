@@ -14,7 +14,14 @@
 namespace vm::internal {
 void* NewChunk(size_t bytes) noexcept {
   const size_t align = bytes == kHugeChunkBytes ? bytes : 64;
-  void* p = ::operator new(bytes, std::align_val_t(align), std::nothrow);
+  // The throwing form, caught: programs that replace operator new (tests counting or failing
+  // allocations) replace it, with its matching delete, more often than the nothrow one.
+  void* p = nullptr;
+  try {
+    p = ::operator new(bytes, std::align_val_t(align));
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
   // Transparent huge pages in madvise mode; the advice failing (not offered) is harmless.
   if (p != nullptr && bytes == kHugeChunkBytes) (void)madvise(p, bytes, MADV_HUGEPAGE);
   return p;

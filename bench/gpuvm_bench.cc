@@ -5,8 +5,9 @@
 // callbacks applying each step at once (the msm path), VAs from a vm::GpuvaCache (the driver's
 // slab, huge-page chunks as the kernel's kmalloc gets from the direct map), recycled last freed
 // first. The tree's nodes of a big VM come from huge-page chunks too (vm/gpuvm_node_pool.h);
-// the peers use the standard allocator (glibc's malloc, 4 KiB pages unless the process sets
-// GLIBC_TUNABLES=glibc.malloc.hugetlb=1, which gives every side huge pages).
+// the peers use the standard allocator (glibc's malloc), which main() puts on transparent huge
+// pages as well (it re-executes the bench with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 unless the
+// variable already sets hugetlb), so no side has pages the other lacks.
 // Steady state: the requests split the tiles until the VM holds about 1.37n VAs (the "vas"
 // counter), which takes about 2n requests; every side is warmed up with kWarmRequestsPerVa * n
 // requests of its stream before it is timed, and keeps its state (VM or map, stream) across
@@ -38,7 +39,12 @@
 
 #include <boost/icl/interval_map.hpp>
 #include <boost/icl/split_interval_map.hpp>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -322,10 +328,11 @@ void PrintGpuvaBytes() {
   constexpr uint64_t n = 1000000;
   auto vm = *vm::Gpuvm::Create("bytes", 0, n * kTile, 0, 0);
   std::vector<vm::Gpuva> vas(n);
-  // Heap bytes in use, mmapped blocks included (the tree's 2 MiB chunks may be mmapped).
+  // Heap bytes in use (malloc's, its mmapped blocks included) plus the huge-page chunks the
+  // tree's node pool maps itself (vm::internal::HugeChunkBytes: not in malloc's statistics).
   auto heap = [] {
     const struct mallinfo2 mi = mallinfo2();
-    return mi.uordblks + mi.hblkhd;
+    return mi.uordblks + mi.hblkhd + vm::internal::HugeChunkBytes();
   };
   const size_t before = heap();
   for (uint64_t i = 0; i < n; ++i) {
@@ -354,6 +361,18 @@ void PrintTreeWork(const std::string& metric, const std::string& bench) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The same pages for every side: udrm's pool maps huge-page chunks (vm/gpuvm_node_pool.h), so
+  // the bench re-executes itself with glibc's malloc on transparent huge pages too
+  // (glibc.malloc.hugetlb=1, glibc >= 2.35), which is what the icl peers allocate from. Set
+  // GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to run the peers on 4 KiB pages instead.
+  if (const char* t = std::getenv("GLIBC_TUNABLES");
+      t == nullptr || std::strstr(t, "glibc.malloc.hugetlb") == nullptr) {
+    const std::string v = (t == nullptr ? std::string() : std::string(t) + ":") +
+                          "glibc.malloc.hugetlb=1";
+    setenv("GLIBC_TUNABLES", v.c_str(), 1);
+    execv("/proc/self/exe", argv);  // on failure: go on with the default pages
+    std::fprintf(stderr, "gpuvm_bench: could not re-execute with %s\n", v.c_str());
+  }
   std::vector<udrm::bench::Comparison> cmp;
   std::vector<udrm::bench::Value> val;
   std::vector<std::pair<std::string, std::string>> work;

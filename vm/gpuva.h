@@ -50,11 +50,14 @@ struct Gpuva {
 };
 
 namespace internal {
-// A block of `bytes` aligned to 64 (to `bytes` and advised as transparent huge pages when
-// bytes == kHugeChunkBytes); nullptr if the system refuses. Defined in gpuvm_node_pool.cc.
+// A block of `bytes` aligned to 64 (from operator new), or, when bytes == kHugeChunkBytes, a
+// 2 MiB-aligned mapping of its own (mmap, advised as transparent huge pages; not seen by malloc's
+// statistics: HugeChunkBytes() counts those live); nullptr if the system refuses. Defined in
+// gpuvm_node_pool.cc.
 inline constexpr size_t kHugeChunkBytes = size_t{2} << 20;
 void* NewChunk(size_t bytes) noexcept;
 void DeleteChunk(void* p, size_t bytes) noexcept;
+size_t HugeChunkBytes() noexcept;
 }  // namespace internal
 
 // vm::GpuvaCache — where a driver may take its Gpuvas from (the kernel's drivers kmalloc their

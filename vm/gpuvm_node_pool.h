@@ -23,7 +23,7 @@
 // freed with the pool. Reserve's refill still takes single blocks, which trimming gives back.
 // Blocks on the list at destruction are freed by the destructor.
 //
-// Thread-safety: internally locked (pool_mu_): the tree calls Allocate/Deallocate under the
+// Thread-safety: internally locked (mu_): the tree calls Allocate/Deallocate under the
 // driver's VM lock, while a reservation may be released from any thread.
 #ifndef UDRM_VM_GPUVM_NODE_POOL_H_
 #define UDRM_VM_GPUVM_NODE_POOL_H_

@@ -109,6 +109,7 @@ void Resv::Unlock() {
   }
   while (spares_ != nullptr) DestroyList(std::exchange(spares_, spares_->next_spare));
   spare_count_ = 0;
+  spare_lists_ = 0;
   lock_.Unlock();
 }
 
@@ -122,7 +123,7 @@ absl::Status Resv::Reserve(size_t n) {
     return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
   }
   GrowSpares(needed);
-  while (spare_count_ < target) {
+  while (spare_lists_ < target) {
     List* spare = std::exchange(recycled_, nullptr);
     if (spare == nullptr || spare->capacity < needed) {
       if (spare != nullptr) DestroyList(spare);
@@ -130,8 +131,9 @@ absl::Status Resv::Reserve(size_t n) {
     }
     spare->next_spare = spares_;
     spares_ = spare;
-    ++spare_count_;
+    ++spare_lists_;
   }
+  spare_count_ = static_cast<uint32_t>(target);
   return absl::OkStatus();
 }
 
@@ -150,11 +152,13 @@ void Resv::GrowSpares(size_t needed) {
   }
 }
 
-Resv::List* Resv::TakeSpare() {
-  UDRM_CHECK(spares_ != nullptr, "Resv::AddFence without a reservation (call Reserve first)");
+// A reservation's list for a copy. spares_ holds at least one list per reservation left plus
+// one per reservation used in place (see spare_count_).
+Resv::List* Resv::TakeSpareList() {
+  UDRM_CHECK(spares_ != nullptr, "Resv::AddFence: no spare list (internal error)");
   List* next = std::exchange(spares_, spares_->next_spare);
   next->next_spare = nullptr;
-  --spare_count_;
+  --spare_lists_;
   return next;
 }
 
@@ -162,7 +166,10 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   CheckLocked();
   UDRM_CHECK(fence != nullptr, "Resv::AddFence of a null fence");
   UDRM_CHECK(!fence->IsContainer(), "Resv::AddFence of a container fence (chain or array)");
-  List* next = TakeSpare();
+  UDRM_CHECK(spare_count_ > 0, "Resv::AddFence without a reservation (call Reserve first)");
+  --spare_count_;
+  if (list_ != nullptr && list_->size <= kInPlaceMaxEntries && AddInPlace(fence, usage)) return;
+  List* next = TakeSpareList();
   UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
              "Resv::AddFence: the reservation is smaller than the list (internal error)");
   // Copy within the reserved capacity (no allocation). Signalled entries are dropped on the way:
@@ -174,8 +181,7 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   if (list_ != nullptr) {
     for (const Entry& e : *list_) {
       if (e.fence->IsSignaled()) continue;
-      if (!replaced && e.fence->context() == fence->context() && e.usage >= usage &&
-          Fence::IsLaterOrSame(*fence, *e.fence)) {
+      if (!replaced && Replaces(*fence, usage, e)) {
         new (&out[n++]) Entry{fence, usage};
         replaced = true;
         continue;
@@ -186,6 +192,60 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   if (!replaced) new (&out[n++]) Entry{std::move(fence), usage};
   next->size = n;
   Publish(next);
+}
+
+bool Resv::Replaces(const Fence& fence, ResvUsage usage, const Entry& e) {
+  return e.fence->context() == fence.context() && e.usage >= usage &&
+         Fence::IsLaterOrSame(fence, *e.fence);
+}
+
+// The published list changed where it is, when no reader holds it: the same result as the copy
+// (signalled entries dropped, the first replaceable entry replaced, else an append), with no
+// fence reference counted up or down for the entries that stay. The plan is made outside the
+// latch (only this writer changes the list); the latch is held for the check that no reader
+// holds a reference (readers count theirs under it) and for moving pointers, so a reader that
+// takes the list afterwards sees the result whole, and one that holds it makes us copy.
+bool Resv::AddInPlace(FenceRef& fence, ResvUsage usage) {
+  List* cur = list_;
+  const uint32_t size = cur->size;
+  Entry* e = cur->entries();
+  uint64_t keep = 0;
+  uint32_t kept = 0;
+  int replace = -1;  // index in the compacted list
+  for (uint32_t i = 0; i < size; ++i) {
+    if (e[i].fence->IsSignaled()) continue;
+    if (replace < 0 && Replaces(*fence, usage, e[i])) replace = static_cast<int>(kept);
+    keep |= uint64_t{1} << i;
+    ++kept;
+  }
+  const uint32_t n = kept + (replace < 0 ? 1 : 0);
+  if (n > cur->capacity) return false;
+  LatchLock();
+  // Acquire: a reader's release of its reference (acq_rel) ordered its reads before our writes.
+  if (cur->refs.load(std::memory_order_acquire) != 1) {
+    LatchUnlock();
+    return false;
+  }
+  // Kept entries to the front, in order; dropped ones behind them, released after the latch.
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < size; ++i) {
+    if ((keep >> i) & 1) {
+      if (i != k) std::swap(e[k], e[i]);
+      ++k;
+    }
+  }
+  // `fence` takes whatever the slot held (the replaced fence, a dropped one, or nothing).
+  const uint32_t slot = replace >= 0 ? static_cast<uint32_t>(replace) : k;
+  if (slot < size) {
+    std::swap(e[slot].fence, fence);
+    e[slot].usage = usage;
+  } else {
+    new (&e[slot]) Entry{std::move(fence), usage};
+  }
+  cur->size = n;
+  LatchUnlock();
+  for (uint32_t i = n; i < size; ++i) e[i].~Entry();
+  return true;
 }
 
 void Resv::Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage) {

@@ -113,8 +113,6 @@ void WwMutex::CheckCanLock(const WwAcquireContext* ctx, bool slow) const {
   }
 }
 
-absl::Status WwMutex::Lock(WwAcquireContext* ctx) { return LockCommon(ctx, {}, false); }
-
 absl::Status WwMutex::LockInterruptible(WwAcquireContext* ctx, std::stop_token cancel) {
   return LockCommon(ctx, cancel, false);
 }

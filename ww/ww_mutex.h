@@ -246,6 +246,10 @@ class WwMutex {
 
   absl::Status LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel, bool slow)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Lock()'s uncontended case, inline: a free mutex with no waiters, taken by a context that
+  // passes every contract check and is not subject to injection. False: nothing changed, take
+  // LockCommon (which decides, checks and reports everything, as before).
+  bool LockFast(WwAcquireContext* ctx);
   // Sets kLocked and `ctx` as the holder if the mutex is free (a barging acquire); `*seen`: the
   // state it replaced. Any thread; no lock needed.
   bool TryTake(WwAcquireContext* ctx, uintptr_t* seen);
@@ -285,6 +289,32 @@ class WwMutex {
   internal::Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+inline bool WwMutex::LockFast(WwAcquireContext* ctx) {
+  if (ctx == nullptr || ctx->class_ != class_ || ctx->done_ || ctx->finished_ ||
+      ctx->contending_lock_ != nullptr || ctx->inject_) {
+    return false;
+  }
+  const int held = ctx->acquired_.load(std::memory_order_relaxed);
+  // A context that holds nothing drops an old wound before it can be seen as a holder (a wound
+  // made after the compare-exchange below is kept).
+  if (held == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
+  // Free and nobody queued: nothing to check against waiters (set_context_fastpath), and the
+  // context cannot be the holder already.
+  uintptr_t expected = 0;
+  if (!state_.compare_exchange_strong(expected, kLocked | reinterpret_cast<uintptr_t>(ctx),
+                                      std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    return false;
+  }
+  owner_stamp_.store(ctx->stamp_, std::memory_order_relaxed);
+  ctx->acquired_.store(held + 1, std::memory_order_relaxed);  // owner thread only
+  return true;
+}
+
+inline absl::Status WwMutex::Lock(WwAcquireContext* ctx) {
+  if (LockFast(ctx)) return absl::OkStatus();
+  return LockCommon(ctx, {}, false);
+}
 
 }  // namespace ww
 

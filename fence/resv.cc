@@ -98,13 +98,18 @@ void Resv::Recycle(List* old) {
   }
   ClearList(old);
   old->refs.store(1, std::memory_order_relaxed);
-  recycled_ = old;
+  SetRecycled(old);
 }
 
-void Resv::Unlock() {
+void Resv::SetRecycled(List* l) {
+  recycled_ = l;
+  recycled_capacity_ = l != nullptr ? l->capacity : 0;
+}
+
+void Resv::UnlockSlow() {
   CheckLocked();
   if (recycled_ == nullptr && spares_ != nullptr) {
-    recycled_ = std::exchange(spares_, spares_->next_spare);
+    SetRecycled(std::exchange(spares_, spares_->next_spare));
     recycled_->next_spare = nullptr;
   }
   while (spares_ != nullptr) DestroyList(std::exchange(spares_, spares_->next_spare));
@@ -113,7 +118,7 @@ void Resv::Unlock() {
   lock_.Unlock();
 }
 
-absl::Status Resv::Reserve(size_t n) {
+absl::Status Resv::ReserveSlow(size_t n) {
   CheckLocked();
   if (n == 0) return absl::InvalidArgumentError("Resv::Reserve of 0 fences");
   const size_t target = std::max<size_t>(spare_count_, n);
@@ -122,23 +127,16 @@ absl::Status Resv::Reserve(size_t n) {
   if (needed >= (size_t{1} << 30)) {
     return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
   }
-  GrowSpares(needed);
-  while (spare_lists_ < target) {
-    List* spare = std::exchange(recycled_, nullptr);
-    if (spare == nullptr || spare->capacity < needed) {
-      if (spare != nullptr) DestroyList(spare);
-      spare = NewList(ListCapacity(needed));
-    }
-    spare->next_spare = spares_;
-    spares_ = spare;
-    ++spare_lists_;
-  }
   spare_count_ = static_cast<uint32_t>(target);
+  EnsureSpares(needed);
   return absl::OkStatus();
 }
 
-// Spares too small for `needed` entries are replaced (they hold no entries).
-void Resv::GrowSpares(size_t needed) {
+// Every list that backs a reservation holds `needed` entries, and there is one per reservation
+// left: spares_, plus recycled_ where it is (a copy takes spares_ first, so recycled_ is taken
+// only when it is the last backing list, and Recycle() refills only an empty recycled_). Lists
+// too small are replaced (they hold no entries).
+void Resv::EnsureSpares(size_t needed) {
   List** link = &spares_;
   while (*link != nullptr) {
     List* spare = *link;
@@ -150,12 +148,26 @@ void Resv::GrowSpares(size_t needed) {
     }
     link = &(*link)->next_spare;
   }
+  if (recycled_ != nullptr && recycled_capacity_ < needed) {
+    DestroyList(recycled_);
+    SetRecycled(nullptr);
+  }
+  while (spare_lists_ + (recycled_ != nullptr ? 1u : 0u) < spare_count_) {
+    List* spare = NewList(ListCapacity(needed));
+    spare->next_spare = spares_;
+    spares_ = spare;
+    ++spare_lists_;
+  }
 }
 
-// A reservation's list for a copy. spares_ holds at least one list per reservation left plus
-// one per reservation used in place (see spare_count_).
+// A reservation's list for a copy (see EnsureSpares).
 Resv::List* Resv::TakeSpareList() {
-  UDRM_CHECK(spares_ != nullptr, "Resv::AddFence: no spare list (internal error)");
+  if (spares_ == nullptr) {
+    UDRM_CHECK(recycled_ != nullptr, "Resv::AddFence: no spare list (internal error)");
+    List* l = recycled_;
+    SetRecycled(nullptr);
+    return l;
+  }
   List* next = std::exchange(spares_, spares_->next_spare);
   next->next_spare = nullptr;
   --spare_lists_;
@@ -270,7 +282,7 @@ void Resv::Copy(const Resv& src) {
   Publish(next);
   // The reservations made before stay valid (until Unlock): each spare must hold the copied
   // list plus one entry per reserved AddFence.
-  if (next != nullptr) GrowSpares(next->size + spare_count_);
+  if (next != nullptr) EnsureSpares(next->size + spare_count_);
 }
 
 std::vector<Resv::Entry> Resv::GetFences(ResvUsage usage) const {

@@ -88,13 +88,29 @@ class Resv {
   }
   bool TryLock(ww::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
   // dma_resv_unlock: drops unused reservations, then unlocks.
-  void Unlock();
+  void Unlock() {
+    if (spares_ == nullptr) {  // no list to keep or drop (the common case): inline
+      spare_count_ = 0;
+      lock_.Unlock();
+      return;
+    }
+    UnlockSlow();
+  }
 
   // --- Writers: the lock must be held (contract). ---
 
   // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0,
   // ResourceExhausted if the list would pass 2^30 entries (nothing changes either way).
-  absl::Status Reserve(size_t n);
+  absl::Status Reserve(size_t n) {
+    // The common case, inline: one fence, backed by the list kept from the last cycle, which is
+    // not even touched (see EnsureSpares).
+    if (n == 1 && spare_count_ == 0 && spares_ == nullptr && lock_.IsLocked() &&
+        recycled_capacity_ > (list_ != nullptr ? list_->size : 0)) {
+      spare_count_ = 1;
+      return absl::OkStatus();
+    }
+    return ReserveSlow(n);
+  }
   // Reservations left before Unlock().
   size_t reserved() const { return spare_count_; }
   // dma_resv_add_fence: takes a reference. Replaces the first entry that is of the same context
@@ -181,7 +197,10 @@ class Resv {
   void Publish(List* next);
   // A list just unpublished: kept for the next reservation if no reader holds it.
   void Recycle(List* old);
-  void GrowSpares(size_t needed);
+  absl::Status ReserveSlow(size_t n);
+  void UnlockSlow();
+  void EnsureSpares(size_t needed);
+  void SetRecycled(List* l);
   List* TakeSpareList();
   // AddFence when no reader holds the published list and it has room: changed where it is.
   // False (nothing changed) otherwise.
@@ -206,11 +225,15 @@ class Resv {
   // The published list (null: no fences). Written under lock_ and latch_; read by readers under
   // latch_ and by the writer (under lock_) freely.
   List* list_ = nullptr;
-  // Reservations: unpublished lists chained through next_spare, at least one per reservation
-  // left (spare_count_): an AddFence() that copies uses one, one that changes the list in place
-  // uses none and leaves it for the next Reserve() (or for recycled_ at Unlock()).
+  // Reservations are backed by unpublished lists, one per reservation left (spare_count_), each
+  // with room for the list plus one entry per reservation: those chained here through
+  // next_spare, and recycled_ where it lies (counted when the chain is one short; see
+  // EnsureSpares). An AddFence() that copies uses one (the chain first); one that changes the
+  // list in place uses none, and the chain's lists wait for the next Reserve() (or recycled_ at
+  // Unlock()).
   List* spares_ = nullptr;
-  uint32_t spare_lists_ = 0;  // lists in spares_
+  uint32_t spare_lists_ = 0;        // lists in spares_
+  uint32_t recycled_capacity_ = 0;  // recycled_'s, so that Reserve() need not touch it
   // One empty list for the next reservation: the list an AddFence() replaced, once no reader
   // holds it, or a reservation left unused at Unlock(). With it, a lock / Reserve(1) / AddFence /
   // Unlock cycle allocates nothing.

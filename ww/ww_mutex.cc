@@ -178,7 +178,8 @@ bool WwMutex::MaySpin(const WwAcquireContext* ctx) const {
 }
 
 // Wound-Wait, a context holding locks: the holder (by its stamp, a hint) is a younger context.
-// Such a waiter does not spin (the kernel's ww_mutex_spin_on_owner does not either): it queues at
+// Such a waiter does not spin (a subset of the kernel's ww_mutex_spin_on_owner rule, which also
+// stops behind older holders; here those are still spun on, a hint only): it queues at
 // once and wounds the holder. Spinning would only delay the wound, and when the holder is itself
 // waiting for a lock this context holds — a cycle, common when few objects are shared — nothing
 // moves until the spin budget runs out.

@@ -34,7 +34,8 @@
 // and waiting is what the ww rules allow it (no context, a context holding no locks, Wait-Die
 // behind a younger holder by the holder's stamp, or an unwounded Wound-Wait context behind an
 // older holder or one without a context). A Wound-Wait context holding locks does not spin
-// behind a younger context (as the kernel's ww_mutex_spin_on_owner): it queues at once, which
+// behind a younger context (a subset of the kernel's ww_mutex_spin_on_owner rule, which stops
+// spinning behind any context holder once the waiter holds locks): it queues at once, which
 // wounds the holder — spinning would only delay the wound, for the whole spin when the holder
 // waits for one of its locks. A queued first waiter polls for as long before it sleeps; the
 // others sleep at once. The spins are bounded, so a preempted holder costs

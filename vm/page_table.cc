@@ -1,6 +1,7 @@
 #include "vm/page_table.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "base/check.h"
 #include "base/sanitizers.h"
@@ -153,6 +154,7 @@ int64_t LogPages(int64_t roots) {
 }  // namespace
 
 PageTable::~PageTable() {
+  FlushDeferred();
   {
     absl::MutexLock l(&caches_mu_);
     UDRM_CHECK(caches_.empty(), "PageTable destroyed before its TranslationCaches");
@@ -589,6 +591,65 @@ void PageTable::Release(Invalidation inv) {
   }
   inv.log_head_ = inv.log_tail_ = nullptr;
   inv.retired_count_ = 0;
+}
+
+namespace {
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void PageTable::ReleaseDeferred(Invalidation inv) {
+  if (!inv.removed_mappings_ && inv.log_head_ == nullptr) return;  // nothing to wait for
+  Invalidation batch;
+  {
+    absl::MutexLock l(&defer_mu_);
+    const int64_t now = NowMicros();
+    if (deferred_changes_ == 0) deferred_since_us_ = now;
+    deferred_.Absorb(std::move(inv));
+    ++deferred_changes_;
+    if (static_cast<int64_t>(deferred_.retired_count_) < kMaxDeferredTables &&
+        deferred_changes_ < kMaxDeferredChanges && now - deferred_since_us_ < kMaxDeferralMicros) {
+      return;
+    }
+    batch = TakeDeferred();
+  }
+  ReleaseBatch(std::move(batch));
+}
+
+void PageTable::FlushDeferred() {
+  Invalidation batch;
+  bool in_flight;
+  {
+    absl::MutexLock l(&defer_mu_);
+    if (deferred_changes_ == 0 && deferred_in_flight_ == 0) return;
+    // A batch another thread took out is released by that thread; a grace period that starts
+    // now covers its changes too (they were made before it).
+    in_flight = deferred_in_flight_ != 0;
+    batch = TakeDeferred();
+  }
+  if (batch.removed_mappings_ || batch.log_head_ != nullptr) {
+    ReleaseBatch(std::move(batch));
+  } else if (in_flight) {
+    RcuSynchronize();
+  }
+}
+
+Invalidation PageTable::TakeDeferred() {
+  Invalidation batch = std::move(deferred_);
+  deferred_ = Invalidation();
+  if (deferred_changes_ != 0) ++deferred_in_flight_;
+  deferred_changes_ = 0;
+  return batch;
+}
+
+// Outside defer_mu_: other writers may defer meanwhile.
+void PageTable::ReleaseBatch(Invalidation batch) {
+  Release(std::move(batch));
+  absl::MutexLock l(&defer_mu_);
+  --deferred_in_flight_;
 }
 
 void PageTable::RegisterCache(std::atomic<uint64_t>* stale) const {

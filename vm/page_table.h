@@ -157,6 +157,7 @@ class PageTable {
 
   // va_bits: 39, 48 or 57. InvalidArgument otherwise.
   static absl::StatusOr<std::unique_ptr<PageTable>> Create(int va_bits = 48);
+  // Releases the deferred batch (FlushDeferred: a grace period if anything was deferred).
   ~PageTable();
   PageTable(const PageTable&) = delete;
   PageTable& operator=(const PageTable&) = delete;
@@ -233,6 +234,30 @@ class PageTable {
   // Waits for a grace period, then frees the unhooked tables. After it returns, no reader holds
   // a translation from before the change. Contract: not inside an RcuReadSection.
   void Release(Invalidation inv);
+  // Writer, step 3, deferred form: for a writer that does not need the old backing memory back
+  // at once (a map/unmap storm). The change is already visible to readers as with Release (the
+  // entries changed in Map/Unmap, the generation was bumped and the caches' stale flags set);
+  // what is deferred is the grace period and the freeing of the unhooked tables. `inv` joins a
+  // batch (Absorb: no allocation) that one grace period releases, in this call when the batch
+  // holds kMaxDeferredTables unhooked tables or kMaxDeferredChanges invalidations or its first
+  // one was deferred kMaxDeferral ago or more (and then this call waits, as Release does), else
+  // in a later call, FlushDeferred() or the destructor. So a writer that defers every change
+  // makes readers live through at most one grace period per kMaxDeferredChanges changes (or per
+  // kMaxDeferredTables freed tables, or per millisecond), where one Release per change is one
+  // grace period each — what pagetable_bench's concurrent writer costs the readers (issue 13).
+  // Memory bound: between calls at most kMaxDeferredTables - 1 unhooked tables and
+  // kMaxDeferredChanges - 1 retire-log pages wait (under 1.3 MiB). The old backing memory of a
+  // deferred change may be reused only after a FlushDeferred() that began after the call
+  // returned. Any thread (the batch has its own lock, never taken by readers). Contract: not
+  // inside an RcuReadSection.
+  static constexpr int64_t kMaxDeferredTables = 256;
+  static constexpr int64_t kMaxDeferredChanges = 64;
+  static constexpr int64_t kMaxDeferralMicros = 1000;
+  void ReleaseDeferred(Invalidation inv) ABSL_LOCKS_EXCLUDED(defer_mu_);
+  // Releases the deferred batch: waits for a grace period (if anything was deferred) and frees
+  // its tables. After it returns, no reader holds a translation from before any change deferred
+  // before the call began. Contract: not inside an RcuReadSection.
+  void FlushDeferred() ABSL_LOCKS_EXCLUDED(defer_mu_);
 
   Stats stats() const;
 
@@ -313,6 +338,16 @@ class PageTable {
   // Mutable: readers' caches register through a const PageTable*.
   mutable absl::Mutex caches_mu_;
   mutable std::vector<std::atomic<uint64_t>*> caches_ ABSL_GUARDED_BY(caches_mu_);
+  // ReleaseDeferred's batch: the deferred invalidations absorbed into one, how many, and when
+  // the first one came (steady clock, microseconds). Writers only.
+  absl::Mutex defer_mu_;
+  Invalidation deferred_ ABSL_GUARDED_BY(defer_mu_);
+  int64_t deferred_changes_ ABSL_GUARDED_BY(defer_mu_) = 0;
+  int64_t deferred_since_us_ ABSL_GUARDED_BY(defer_mu_) = 0;
+  int64_t deferred_in_flight_ ABSL_GUARDED_BY(defer_mu_) = 0;  // batches taken, not yet released
+  // The batch, emptied (counted as in flight if it held anything), for ReleaseBatch.
+  Invalidation TakeDeferred() ABSL_EXCLUSIVE_LOCKS_REQUIRED(defer_mu_);
+  void ReleaseBatch(Invalidation batch) ABSL_LOCKS_EXCLUDED(defer_mu_);
 };
 
 }  // namespace vm

@@ -24,9 +24,16 @@
 //    generation, which software TLBs compare against, and the unhooked table pages. A change
 //    that removed mappings also sets the stale flag of every vm::TranslationCache built on the
 //    table (after the entries changed), under a registry mutex that only caches' construction
-//    and destruction also take: Map/Unmap still never allocate and never wait for readers. Release() waits for an RCU grace period — after which no reader can still hold a
+//    and destruction also take: Map/Unmap still never allocate and never wait for readers.
+//    Release() waits for an RCU grace period — after which no reader can still hold a
 //    translation or a table pointer from before — and only then frees those pages. Backing memory
 //    that the old mappings pointed to may be reused only after Release() returns.
+//    ReleaseDeferred() instead batches the grace period with other changes' (one grace period
+//    when the batch holds kMaxDeferredChanges changes or kMaxDeferredTables tables, or is a
+//    millisecond old; bounded memory): the backing memory may then be reused only after a later
+//    FlushDeferred() returns. Each grace period costs every reader
+//    that is inside a section about two cache misses (vm/rcu.h), so a writer that changes the
+//    table hundreds of thousands of times a second should defer.
 //  - Partial unmap (or partial re-map) of a large page splits it: the rest stays mapped, as
 //    smaller pages, with the same target and flags. Empty table pages are unhooked and freed (via
 //    Release), so memory stays bounded under map/unmap storms.
@@ -242,9 +249,9 @@ class PageTable {
   // holds kMaxDeferredTables unhooked tables or kMaxDeferredChanges invalidations or its first
   // one was deferred kMaxDeferral ago or more (and then this call waits, as Release does), else
   // in a later call, FlushDeferred() or the destructor. So a writer that defers every change
-  // makes readers live through at most one grace period per kMaxDeferredChanges changes (or per
-  // kMaxDeferredTables freed tables, or per millisecond), where one Release per change is one
-  // grace period each — what pagetable_bench's concurrent writer costs the readers (issue 13).
+  // makes readers live through one grace period per kMaxDeferredChanges changes (sooner when the
+  // batch holds kMaxDeferredTables tables or is a millisecond old: at least one of those per
+  // grace period), where one Release per change is one grace period each — what pagetable_bench's concurrent writer costs the readers (issue 13).
   // Memory bound: between calls at most kMaxDeferredTables - 1 unhooked tables and
   // kMaxDeferredChanges - 1 retire-log pages wait (under 1.3 MiB). The old backing memory of a
   // deferred change may be reused only after a FlushDeferred() that began after the call

@@ -9,13 +9,14 @@
 // every change), and all caches are invalidated at once without the writer touching entries.
 // Only valid translations are cached (a fault always walks the table), because a map into a
 // hole does not set the flag: after a fault, a map of the address and a retry see the new
-// mapping. The RCU grace period in PageTable::Release() then guarantees that no thread still
-// uses a translation from before the change.
+// mapping. The RCU grace period in PageTable::Release() (or, for a change released with
+// ReleaseDeferred, the FlushDeferred() after it) then guarantees that no thread still uses a
+// translation from before the change.
 //
 // What a caller observes: Translate(va) returns what PageTable::Translate(va) returned at some
 // instant since the last removal the cache saw, and once the flag store of a removal is visible
-// to the thread (at the latest in a read-side section that starts after the removal's Release()
-// returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
+// to the thread (at the latest in a read-side section that starts after the removal's Release(),
+// or the FlushDeferred() after its ReleaseDeferred(), returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
 // no table walk; a miss walks the table (out of line). A reader that translates in batches opens
 // a Section per batch instead: the flag is then checked once, when the section starts, and a
 // hit is one tag compare and one add (what it may observe is stated at Section).

@@ -533,12 +533,32 @@ void PageTable::BeginWrite() {
               "two PageTable writers at once");
 }
 
-void PageTable::EndWrite(Invalidation& inv) {
+namespace {
+// The RegionBits of every 1 GiB region that [va, va + size) touches (all bits past 64 regions).
+uint64_t RangeRegionBits(uint64_t va, uint64_t size) {
+  const uint64_t first = va >> 30, last = (va + size - 1) >> 30;
+  if (last - first >= 64) return ~uint64_t{0};
+  uint64_t bits = 0;
+  for (uint64_t r = first; r <= last; ++r) bits |= internal::RegionBit(r << 30);
+  return bits;
+}
+}  // namespace
+
+void PageTable::EndWrite(Invalidation& inv, uint64_t va, uint64_t size) {
   if (inv.removed_mappings_) {
     inv.generation_ = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
-    // After the entries changed (release): a cache that sees its flag set also sees them.
+    const uint64_t regions = RangeRegionBits(va, size);
     absl::MutexLock l(&caches_mu_);
-    for (std::atomic<uint64_t>* stale : caches_) stale->store(1, std::memory_order_release);
+    // The entries' stores before the footprints' loads (internal::CacheFlags): a cache whose
+    // footprint misses the range filled nothing in it before this point, and its later walks
+    // see the change.
+    internal::FullBarrier();
+    for (internal::CacheFlags* c : caches_) {
+      // After the entries changed (release): a cache that sees its flag set also sees them.
+      if (c->footprint.load(std::memory_order_relaxed) & regions) {
+        c->stale.store(1, std::memory_order_release);
+      }
+    }
   } else {
     inv.generation_ = generation_.load(std::memory_order_relaxed);
   }
@@ -552,7 +572,7 @@ Invalidation PageTable::Map(uint64_t va, uint64_t size, uint64_t target, uint32_
   Invalidation inv;
   const Leaf leaf{va, target, FlagsToPte(flags), page_size, LeafLevel(page_size)};
   MapLevel(root_, 0, va, va + size, leaf, pre, inv);
-  EndWrite(inv);
+  EndWrite(inv, va, size);
   return inv;
 }
 
@@ -561,7 +581,7 @@ Invalidation PageTable::Unmap(uint64_t va, uint64_t size, Prealloc& pre) {
   BeginWrite();
   Invalidation inv;
   UnmapLevel(root_, 0, va, va + size, pre, inv);
-  EndWrite(inv);
+  EndWrite(inv, va, size);
   return inv;
 }
 
@@ -652,14 +672,14 @@ void PageTable::ReleaseBatch(Invalidation batch) {
   --deferred_in_flight_;
 }
 
-void PageTable::RegisterCache(std::atomic<uint64_t>* stale) const {
+void PageTable::RegisterCache(internal::CacheFlags* flags) const {
   absl::MutexLock l(&caches_mu_);
-  caches_.push_back(stale);
+  caches_.push_back(flags);
 }
 
-void PageTable::UnregisterCache(std::atomic<uint64_t>* stale) const {
+void PageTable::UnregisterCache(internal::CacheFlags* flags) const {
   absl::MutexLock l(&caches_mu_);
-  auto it = std::find(caches_.begin(), caches_.end(), stale);
+  auto it = std::find(caches_.begin(), caches_.end(), flags);
   UDRM_CHECK(it != caches_.end(), "TranslationCache not registered");
   *it = caches_.back();
   caches_.pop_back();

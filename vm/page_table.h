@@ -23,7 +23,8 @@
 //    cleared or replaced at once; the returned Invalidation carries the new translation
 //    generation, which software TLBs compare against, and the unhooked table pages. A change
 //    that removed mappings also sets the stale flag of every vm::TranslationCache built on the
-//    table (after the entries changed), under a registry mutex that only caches' construction
+//    table whose footprint (hashed 1 GiB regions it holds entries in) meets the change's range
+//    (after the entries changed), under a registry mutex that only caches' construction
 //    and destruction also take: Map/Unmap still never allocate and never wait for readers.
 //    Release() waits for an RCU grace period — after which no reader can still hold a
 //    translation or a table pointer from before — and only then frees those pages. Backing memory
@@ -143,6 +144,23 @@ inline uint64_t LeafOffsetMask(uint64_t pte) {
   return kLeafOffsetMask[(pte & kSizeMask) >> kSizeShift];
 }
 
+// A TranslationCache's words that the table's writer reads and writes (registered with the
+// table). `stale`: set by a removal that may touch what the cache holds. `footprint`: one bit per
+// hashed 1 GiB region (RegionBit) that the cache has filled an entry in since its last drop; a
+// removal sets `stale` only if its range's regions meet the footprint, so a writer of a disjoint
+// region leaves the cache's lines alone. Protocol (a Dekker pair, each side a full barrier
+// between its store and its load): the cache sets a region's bit, then FullBarrier(), then
+// walks; the writer changes the entries, then FullBarrier(), then reads the footprint. Either the
+// writer sees the bit (and sets `stale`), or the cache's walk sees the change. (FullBarrier:
+// vm/rcu.h.)
+struct CacheFlags {
+  std::atomic<uint64_t> stale{0};
+  std::atomic<uint64_t> footprint{0};
+};
+inline uint64_t RegionBit(uint64_t va) {
+  const uint64_t r = va >> 30;
+  return uint64_t{1} << ((r ^ (r >> 6) ^ (r >> 12) ^ (r >> 18)) & 63);
+}
 // The translation of `va` by the valid leaf entry `pte` (any page size).
 inline Translation LeafTranslation(uint64_t pte, uint64_t va) {
   Translation out;
@@ -272,10 +290,11 @@ class PageTable {
   friend class TranslationCache;  // registers its stale flag (below); walks with WalkToLeaf
   explicit PageTable(int va_bits);
 
-  // Software TLBs (vm::TranslationCache) register a flag that every Map/Unmap that removed
-  // mappings sets, so that their hit path reads their own line instead of the generation.
-  void RegisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
-  void UnregisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
+  // Software TLBs (vm::TranslationCache) register their flags (internal::CacheFlags): a
+  // Map/Unmap that removed mappings sets the stale flag of every cache whose footprint meets
+  // the change's range, so that their hit path reads their own line instead of the generation.
+  void RegisterCache(internal::CacheFlags* flags) const ABSL_LOCKS_EXCLUDED(caches_mu_);
+  void UnregisterCache(internal::CacheFlags* flags) const ABSL_LOCKS_EXCLUDED(caches_mu_);
 
   // Reader (as Translate): the valid leaf entry that maps `va`, or 0 (a fault).
   uint64_t WalkToLeaf(uint64_t va) const {
@@ -319,7 +338,9 @@ class PageTable {
                   Invalidation& inv);
   void FixPartialBlocks(internal::Table* t, uint64_t va, uint64_t end, uint64_t table_base);
   void BeginWrite();
-  void EndWrite(Invalidation& inv);
+  // `va`, `size`: the request's range (a removal sets the stale flags of the caches whose
+  // footprint meets it).
+  void EndWrite(Invalidation& inv, uint64_t va, uint64_t size);
 
   // Cache-line layout (issue 13: with one writer, readers ran 1.45x slower because the fields
   // every Translate reads shared a line with the counters every Map/Unmap writes):
@@ -344,7 +365,7 @@ class PageTable {
   // only RegisterCache grows the vector) and by caches when they are built or destroyed.
   // Mutable: readers' caches register through a const PageTable*.
   mutable absl::Mutex caches_mu_;
-  mutable std::vector<std::atomic<uint64_t>*> caches_ ABSL_GUARDED_BY(caches_mu_);
+  mutable std::vector<internal::CacheFlags*> caches_ ABSL_GUARDED_BY(caches_mu_);
   // ReleaseDeferred's batch: the deferred invalidations absorbed into one, how many, and when
   // the first one came (steady clock, microseconds). Writers only.
   absl::Mutex defer_mu_;

@@ -35,17 +35,6 @@ std::atomic<ReaderSlot*> slots{nullptr};
 thread_local ReaderSlot* my_slot = nullptr;
 thread_local int nesting = 0;
 
-// A full barrier between the caller's earlier stores and its later loads (x86: mfence). TSan
-// builds use a sequentially consistent read-modify-write of a thread-local word instead (GCC's
-// -Wtsan rejects atomic_thread_fence; on x86 a locked instruction is the same full barrier, and
-// a thread-local word gives TSan no ordering between threads that the real code lacks).
-#if UDRM_SANITIZER == 'T'
-thread_local std::atomic<uint64_t> tsan_barrier{0};
-inline void FullBarrier() { tsan_barrier.fetch_add(1, std::memory_order_seq_cst); }
-#else
-inline void FullBarrier() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-#endif
-
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -109,7 +98,7 @@ RcuReadSection::RcuReadSection() {
   s.seq.fetch_add(1, std::memory_order_seq_cst);  // odd: inside
   // Pairs with RcuSynchronize's barrier: either the grace period sees this section (odd), or
   // every load of the section sees what the writer unhooked before the grace period began.
-  FullBarrier();
+  internal::FullBarrier();
 }
 
 RcuReadSection::~RcuReadSection() {
@@ -123,7 +112,7 @@ RcuReadSection::~RcuReadSection() {
 void RcuSynchronize() {
   UDRM_DCHECK(nesting == 0, "RcuSynchronize inside an RcuReadSection (deadlock)");
   // The caller's unhooking stores before the reads of the readers' state (see RcuReadSection).
-  FullBarrier();
+  internal::FullBarrier();
   for (const ReaderSlot* s = slots.load(std::memory_order_acquire); s != nullptr; s = s->next) {
     const uint64_t seq = s->seq.load(std::memory_order_acquire);
     if (seq & 1) WaitForSectionEnd(*s, seq);

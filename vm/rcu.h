@@ -37,6 +37,11 @@
 #ifndef UDRM_VM_RCU_H_
 #define UDRM_VM_RCU_H_
 
+#include <atomic>
+#include <cstdint>
+
+#include "base/sanitizers.h"
+
 namespace vm {
 
 // Registers the calling thread as an RCU reader for the object's lifetime. Not movable.
@@ -62,6 +67,22 @@ class RcuReadSection {
 // synchronize_rcu: waits for a grace period. Memory ordering: everything any reader did inside a
 // section that ended before this returns happens-before the return (and TSan knows it).
 void RcuSynchronize();
+
+namespace internal {
+// A full barrier between the caller's earlier stores and its later loads (x86: mfence or a
+// locked instruction): the two sides of a grace period's (and a TranslationCache footprint's)
+// Dekker pair. TSan builds use a sequentially consistent read-modify-write of a thread-local word
+// instead (GCC's -Wtsan rejects atomic_thread_fence; on x86 it is the same barrier, and a
+// thread-local word gives TSan no ordering between threads that the real code lacks).
+inline void FullBarrier() {
+#if UDRM_SANITIZER == 'T'
+  static thread_local std::atomic<uint64_t> word{0};
+  word.fetch_add(1, std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+}  // namespace internal
 
 }  // namespace vm
 

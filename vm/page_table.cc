@@ -641,20 +641,18 @@ void PageTable::ReleaseDeferred(Invalidation inv) {
 
 void PageTable::FlushDeferred() {
   Invalidation batch;
-  bool in_flight;
   {
     absl::MutexLock l(&defer_mu_);
     if (deferred_changes_ == 0 && deferred_in_flight_ == 0) return;
-    // A batch another thread took out is released by that thread; a grace period that starts
-    // now covers its changes too (they were made before it).
-    in_flight = deferred_in_flight_ != 0;
     batch = TakeDeferred();
   }
-  if (batch.removed_mappings_ || batch.log_head_ != nullptr) {
-    ReleaseBatch(std::move(batch));
-  } else if (in_flight) {
-    RcuSynchronize();
-  }
+  if (batch.removed_mappings_ || batch.log_head_ != nullptr) ReleaseBatch(std::move(batch));
+  // A batch another thread took out is released (grace period and freeing) by that thread:
+  // wait until it has, so that no unhooked table is still unfreed when this returns (and the
+  // destructor never frees the pool under another thread's Release).
+  absl::MutexLock l(&defer_mu_);
+  defer_mu_.Await(absl::Condition(
+      +[](int64_t* in_flight) { return *in_flight == 0; }, &deferred_in_flight_));
 }
 
 Invalidation PageTable::TakeDeferred() {

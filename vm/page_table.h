@@ -183,6 +183,8 @@ class PageTable {
   // va_bits: 39, 48 or 57. InvalidArgument otherwise.
   static absl::StatusOr<std::unique_ptr<PageTable>> Create(int va_bits = 48);
   // Releases the deferred batch (FlushDeferred: a grace period if anything was deferred).
+  // Contract: not inside an RcuReadSection (the grace period would wait for the caller), and no
+  // other thread uses the table any more (no Release/ReleaseDeferred running).
   ~PageTable();
   PageTable(const PageTable&) = delete;
   PageTable& operator=(const PageTable&) = delete;
@@ -269,7 +271,8 @@ class PageTable {
   // in a later call, FlushDeferred() or the destructor. So a writer that defers every change
   // makes readers live through one grace period per kMaxDeferredChanges changes (sooner when the
   // batch holds kMaxDeferredTables tables or is a millisecond old: at least one of those per
-  // grace period), where one Release per change is one grace period each — what pagetable_bench's concurrent writer costs the readers (issue 13).
+  // grace period), where one Release per change is one grace period each — what
+  // pagetable_bench's concurrent writer costs the readers (issue 13).
   // Memory bound: between calls at most kMaxDeferredTables - 1 unhooked tables and
   // kMaxDeferredChanges - 1 retire-log pages wait (under 1.3 MiB). The old backing memory of a
   // deferred change may be reused only after a FlushDeferred() that began after the call
@@ -280,8 +283,11 @@ class PageTable {
   static constexpr int64_t kMaxDeferralMicros = 1000;
   void ReleaseDeferred(Invalidation inv) ABSL_LOCKS_EXCLUDED(defer_mu_);
   // Releases the deferred batch: waits for a grace period (if anything was deferred) and frees
-  // its tables. After it returns, no reader holds a translation from before any change deferred
-  // before the call began. Contract: not inside an RcuReadSection.
+  // its tables; then waits until batches other threads' ReleaseDeferred took out earlier are
+  // freed as well (it waits until no batch is in flight, so it may also wait for one taken
+  // while it waits). After it returns, no reader holds a translation from before any change
+  // deferred before the call began, and no table unhooked by such a change is left unfreed.
+  // Contract: not inside an RcuReadSection.
   void FlushDeferred() ABSL_LOCKS_EXCLUDED(defer_mu_);
 
   Stats stats() const;

@@ -17,6 +17,18 @@
 // periods/s, the reader of pagetable_bench spent 21% of its time in read_lock/read_unlock (5%
 // without the writer). liburcu's "memb" flavour interrupts readers with membarrier IPIs instead
 // (1.8x slower translation with a busy writer), and QSBR needs periodic quiescent-state calls.
+// With PageTable::ReleaseDeferred's batching (~64x fewer grace periods) liburcu-mb is still
+// measurably slower: pagetable_bench -c opt, this file vs main's liburcu-mb rcu.{h,cc}, both
+// with the deferred writer, 5 alternated processes each (nice -20, --benchmark_min_time=0.2, on
+// a 2-core machine at load ~8, so single runs vary 2-5x), median ns per translation, own/urcu:
+// writer:1 hot 4K 11.1/15.5, 64K 5.0/10.3, 2M 5.6/13.2; cold 4K 19.8/31.1, 64K 9.5/17.8,
+// 2M 7.1/15.8; TLB hot 4K 3.0/7.6, 64K 3.8/7.6, 2M 4.1/7.8; TLB cold 4K 31/120, 64K 12/104,
+// 2M 17/28; Section hot 4K 3.8/6.0, 64K 3.1/4.4, 2M 3.8/6.0; Section cold 4K 50/55, 64K 21/55,
+// 2M 18/33. No writer: hot 4K 7.7/5.7, 64K 5.9/8.4, 2M 4.4/4.8; cold 4K 17.6/15.3, 64K
+// 10.7/11.8, 2M 4.6/9.4; TLB hot 2.5/4.6, 1.8/4.8, 1.8/3.2; Section hot 1.9/3.0, 2.0/4.4,
+// 2.2/2.7. Every writer:1 row favours this implementation by 10% to 8x (the fastest runs too:
+// hot 2M 4.2/7.9, TLB cold 64K 11.7/21.1), which is why liburcu (the project's RCU library
+// otherwise) is not used here.
 //
 // ThreadSanitizer sees the ordering a grace period provides through the sequence words' own
 // acquire/release (a section's end is a release store; a grace period acquire-loads the word;
@@ -29,6 +41,11 @@
 // every writer's RcuSynchronize() until it leaves. Registration is lock-free and never waits for a
 // grace period; a thread's slot (64 bytes) is kept after it unregisters, for the next thread
 // that registers, so the memory is bounded by the largest number of reader threads at once.
+//
+// Not async-signal-safe: a section started in a signal handler that interrupted the thread
+// between a section's nesting update and its sequence-word update is not seen by grace
+// periods. No fork() while any thread is inside a section: the child inherits that thread's odd
+// word without the thread, and every grace period in the child waits for it forever.
 //
 // Synchronize() blocks until every section that began before it has ended. It must not be called
 // from inside a read-side section (that deadlocks), nor while holding a lock that readers take

@@ -19,16 +19,18 @@
 // (1.8x slower translation with a busy writer), and QSBR needs periodic quiescent-state calls.
 // With PageTable::ReleaseDeferred's batching (~64x fewer grace periods) liburcu-mb is still
 // measurably slower: pagetable_bench -c opt, this file vs main's liburcu-mb rcu.{h,cc}, both
-// with the deferred writer, 5 alternated processes each (nice -20, --benchmark_min_time=0.2, on
-// a 2-core machine at load ~8, so single runs vary 2-5x), median ns per translation, own/urcu:
-// writer:1 hot 4K 11.1/15.5, 64K 5.0/10.3, 2M 5.6/13.2; cold 4K 19.8/31.1, 64K 9.5/17.8,
-// 2M 7.1/15.8; TLB hot 4K 3.0/7.6, 64K 3.8/7.6, 2M 4.1/7.8; TLB cold 4K 31/120, 64K 12/104,
-// 2M 17/28; Section hot 4K 3.8/6.0, 64K 3.1/4.4, 2M 3.8/6.0; Section cold 4K 50/55, 64K 21/55,
-// 2M 18/33. No writer: hot 4K 7.7/5.7, 64K 5.9/8.4, 2M 4.4/4.8; cold 4K 17.6/15.3, 64K
-// 10.7/11.8, 2M 4.6/9.4; TLB hot 2.5/4.6, 1.8/4.8, 1.8/3.2; Section hot 1.9/3.0, 2.0/4.4,
-// 2.2/2.7. Every writer:1 row favours this implementation by 10% to 8x (the fastest runs too:
-// hot 2M 4.2/7.9, TLB cold 64K 11.7/21.1), which is why liburcu (the project's RCU library
-// otherwise) is not used here.
+// with the deferred writer, 3 alternated processes each (nice -20, --benchmark_min_time=0.15,
+// 2-core machine at load ~3.5; spread within 5% except outliers), median ns per translation,
+// own/liburcu, 4K 64K 2M:
+//   writer:1  hot 3.8/6.4 3.7/7.6 3.1/5.4     cold 6.9/15.3 6.5/15.8 3.3/7.4
+//   +TLB      hot 1.5/2.9 1.5/3.2 1.4/3.2     cold 11.7/24.8 11.7/24.4 6.5/13.3
+//   +Section  hot 1.3/3.0 1.3/2.6 1.5/2.5     cold 11.4/18.1 11.5/24.8 6.4/11.3
+//   writer:0  hot 3.6/4.1 3.6/4.0 3.0/3.2     cold 6.1/6.8 6.1/7.3 2.9/3.6
+//   +TLB      hot 1.4/1.6 1.4/1.6 1.4/1.6     cold 11.0/11.8 11.3/11.4 6.1/7.0
+//   +Section  hot 1.2/1.5 1.2/1.5 1.2/1.5     cold 11.0/11.5 10.8/11.8 6.1/6.2
+// liburcu-mb is 1.6x-2.4x slower on every writer:1 row and 1-25% on the others (an earlier
+// 5-process run at load ~8, noisier, agreed), which is why liburcu, the project's RCU library
+// otherwise, is not used here.
 //
 // ThreadSanitizer sees the ordering a grace period provides through the sequence words' own
 // acquire/release (a section's end is a release store; a grace period acquire-loads the word;

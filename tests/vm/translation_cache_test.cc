@@ -5,6 +5,7 @@
 #include "vm/translation_cache.h"
 
 #include <memory>
+#include <vector>
 
 #include "tests/vm/pt_test_util.h"
 
@@ -48,6 +49,44 @@ TEST_F(TranslationCacheSectionTest, HitsMatchTheWalk) {
       const Translation walk = pt_->Translate(va);
       ExpectSame(section.Translate(va), walk, va);
       ExpectSame(tlb.Translate(va), walk, va);
+    }
+  }
+}
+
+// The tag is the whole page number: pages whose numbers share the low 8 bits (one entry of the
+// direct-mapped cache) but differ in any higher bit, up to the top of a 48-bit space, evict each
+// other and never answer for each other, a sparse page and a mapped page in the same entry
+// included; a repeated lookup of the page an entry holds is a hit (no walk), in a Section and
+// through the checked Translate().
+TEST_F(TranslationCacheSectionTest, PagesSharingAnEntryAreTold) {
+  const uint64_t base = 0x5000;  // page number 5: entry 5
+  std::vector<uint64_t> vas = {base};
+  for (int bit = 20; bit < 48; bit += 3) vas.push_back(base | (uint64_t{1} << bit));
+  vas.push_back(base | (uint64_t{1} << 47) | (uint64_t{1} << 20));
+  for (size_t k = 0; k < vas.size(); ++k) {
+    const uint64_t va = vas[k];
+    const uint32_t flags = k % 3 == 2 ? kPteRead | kPteSparse : kRW;
+    ASSERT_TRUE(Map(*pt_, va, 4 * KiB, (k % 3 == 2) ? 0 : 0x100000 * (k + 1), flags,
+                    PageSize::k4K)
+                    .ok())
+        << std::hex << va;
+  }
+  TranslationCache tlb(pt_.get());
+  for (int round = 0; round < 2; ++round) {
+    for (uint64_t va : vas) {
+      const uint64_t before = tlb.misses();
+      TranslationCache::Section section(tlb);
+      const Translation walk = pt_->Translate(va + 0x123);
+      ASSERT_TRUE(walk.valid);
+      ExpectSame(section.Translate(va + 0x123), walk, va);
+      // The entry held another page (or nothing): the first lookup walked, the next ones hit
+      // (a sparse page is served from its entry by the out-of-line path, without a walk).
+      EXPECT_EQ(tlb.misses(), before + 1) << std::hex << va;
+      ExpectSame(section.Translate(va + 0xff8), pt_->Translate(va + 0xff8), va);
+      ExpectSame(tlb.Translate(va + 0x8), pt_->Translate(va + 0x8), va);
+      EXPECT_EQ(tlb.misses(), before + 1) << "a lookup of the cached page walked " << std::hex
+                                          << va;
+      EXPECT_FALSE(section.Translate(va + 0x1000).valid);  // the next page: a fault, a walk
     }
   }
 }

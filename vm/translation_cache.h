@@ -29,8 +29,8 @@
 // RATIO lines translate_hot_4k_tlb(_section) vs flat_table.
 //
 // Memory: 256 entries of a 64-bit tag (the page number), a 64-bit delta (the target minus the
-// VA) and a meta byte (the page's flags and size), in three arrays: 4.25 KiB per cache, plus 32
-// bytes (4384 in all).
+// VA) and a meta byte (the page's flags and size), in three arrays: 4.25 KiB per cache, plus 40
+// bytes (4392 in all).
 //
 // Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex, a
 // full barrier, reads one footprint per registered cache and stores the flag of those it meets
@@ -47,6 +47,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <optional>
 
 #include "vm/page_table.h"
 #include "vm/rcu.h"
@@ -87,11 +88,20 @@ class TranslationCache {
   // section that starts after Release() returned sees nothing from before the removal, and no
   // page a translation points at is freed while the section lasts. A hit is then one tag
   // compare and one add — the cost of a flat table's load. For readers that translate in
-  // batches (a workgroup, a warp); the section owns the RcuReadSection (do not nest another
-  // one around the translations for the cache's sake). One thread; the cache must outlive it.
+  // batches (a workgroup, a warp); the section enters the RcuReadSection (do not nest another
+  // one around the translations for the cache's sake). Sections of one cache may nest: the
+  // outermost one holds the RcuReadSection (kept in the cache, so that a Section's address never
+  // leaves the caller's frame and its cache stays in a register across misses), each one
+  // revalidates when it starts. One thread; the cache must outlive it.
   class Section {
    public:
-    explicit Section(TranslationCache& cache) : cache_(cache) { cache_.Revalidate(); }
+    explicit Section(TranslationCache& cache) : cache_(cache) {
+      if (cache_.open_sections_++ == 0) cache_.section_rcu_.emplace();
+      cache_.Revalidate();  // after the RcuReadSection is entered
+    }
+    ~Section() {
+      if (--cache_.open_sections_ == 0) cache_.section_rcu_.reset();
+    }
     Section(const Section&) = delete;
     Section& operator=(const Section&) = delete;
 
@@ -103,7 +113,6 @@ class TranslationCache {
     }
 
    private:
-    RcuReadSection rcu_;  // entered before the cache is revalidated
     TranslationCache& cache_;
   };
 
@@ -205,6 +214,9 @@ class TranslationCache {
   // filled since the last drop (internal::CacheFlags).
   internal::CacheFlags flags_;
   uint64_t misses_ = 0;
+  // The open Sections of this cache, and the RcuReadSection the outermost one entered.
+  int open_sections_ = 0;
+  std::optional<RcuReadSection> section_rcu_;
   // The entries, as three arrays indexed by Index(page): a hit compares the page number with
   // its tag in one instruction (load, compare and branch) and adds its delta in one more (both
   // indexed by the same register, scaled by 8), and reads the meta byte only if it is used.

@@ -1,12 +1,14 @@
 // vm::TranslationCache::Section: the software TLB checked for removals once per read-side
 // section. Hits match the walk for every page size; a section that starts after a removal sees
 // it; inside a section a hit may return the translation from before a removal that has not been
-// released, and a miss drops every entry (the checked Translate() sees the removal at once).
+// released, and a miss drops every entry (the checked Translate() sees the removal at once);
+// pages that share an entry are told apart by the whole page number; sections nest.
 #include "vm/translation_cache.h"
 
 #include <memory>
 #include <vector>
 
+#include "base/check.h"
 #include "tests/vm/pt_test_util.h"
 
 namespace vm {
@@ -89,6 +91,35 @@ TEST_F(TranslationCacheSectionTest, PagesSharingAnEntryAreTold) {
       EXPECT_FALSE(section.Translate(va + 0x1000).valid);  // the next page: a fault, a walk
     }
   }
+}
+
+// Sections of one cache nest: the inner one revalidates when it starts (it sees a removal made
+// before it), and after it ends the outer one is still a read-side section (the thread may not
+// wait for a grace period in it); after the outermost one ends none is left open on the thread
+// (the removal's Release() waits for a grace period and returns).
+TEST_F(TranslationCacheSectionTest, NestedSections) {
+  ASSERT_TRUE(Map(*pt_, 0x7000, 4 * KiB, 0xa000, kRW, PageSize::k4K).ok());
+  ASSERT_TRUE(Map(*pt_, 0x8000, 4 * KiB, 0xc000, kRW, PageSize::k4K).ok());
+  TranslationCache tlb(pt_.get());
+  Invalidation pending;
+  {
+    TranslationCache::Section outer(tlb);
+    EXPECT_EQ(outer.Translate(0x7004).address, 0xa004u);
+    ASSERT_TRUE(UnmapDeferred(*pt_, 0x7000, 4 * KiB, pending).ok());
+    {
+      TranslationCache::Section inner(tlb);
+      EXPECT_FALSE(inner.Translate(0x7004).valid) << "the inner section did not revalidate";
+      EXPECT_EQ(inner.Translate(0x8004).address, 0xc004u);
+    }
+    EXPECT_EQ(outer.Translate(0x8008).address, 0xc008u);
+#if UDRM_DEBUG_CHECKS
+    EXPECT_DEATH(RcuSynchronize(), "inside an RcuReadSection");
+#endif
+  }
+  pt_->Release(std::move(pending));
+  TranslationCache::Section after(tlb);
+  EXPECT_FALSE(after.Translate(0x7004).valid);
+  EXPECT_EQ(after.Translate(0x8004).address, 0xc004u);
 }
 
 // A section that starts after a removal was released translates the new state: a remap to

@@ -30,7 +30,8 @@
 //
 // Memory: 256 entries of a 64-bit tag (the page number), a 64-bit delta (the target minus the
 // VA) and a meta byte (the page's flags and size), in three arrays: 4.25 KiB per cache, plus 40
-// bytes (4392 in all).
+// bytes (4392 in all). A hit whose caller reads the Translation's flags or size also loads the
+// meta byte (a third line; one that reads only the address does not).
 //
 // Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex, a
 // full barrier, reads one footprint per registered cache and stores the flag of those it meets

@@ -1,11 +1,14 @@
 // vm::TranslationCache::Section: the software TLB checked for removals once per read-side
 // section. Hits match the walk for every page size; a section that starts after a removal sees
 // it; inside a section a hit may return the translation from before a removal that has not been
-// released, and a miss drops every entry (the checked Translate() sees the removal at once).
+// released, and a miss drops every entry (the checked Translate() sees the removal at once);
+// pages that share an entry are told apart by the whole page number; sections nest.
 #include "vm/translation_cache.h"
 
 #include <memory>
+#include <vector>
 
+#include "base/check.h"
 #include "tests/vm/pt_test_util.h"
 
 namespace vm {
@@ -50,6 +53,73 @@ TEST_F(TranslationCacheSectionTest, HitsMatchTheWalk) {
       ExpectSame(tlb.Translate(va), walk, va);
     }
   }
+}
+
+// The tag is the whole page number: pages whose numbers share the low 8 bits (one entry of the
+// direct-mapped cache) but differ in any higher bit, up to the top of a 48-bit space, evict each
+// other and never answer for each other, a sparse page and a mapped page in the same entry
+// included; a repeated lookup of the page an entry holds is a hit (no walk), in a Section and
+// through the checked Translate().
+TEST_F(TranslationCacheSectionTest, PagesSharingAnEntryAreTold) {
+  const uint64_t base = 0x5000;  // page number 5: entry 5
+  std::vector<uint64_t> vas = {base};
+  for (int bit = 20; bit < 48; bit += 3) vas.push_back(base | (uint64_t{1} << bit));
+  vas.push_back(base | (uint64_t{1} << 47) | (uint64_t{1} << 20));
+  for (size_t k = 0; k < vas.size(); ++k) {
+    const uint64_t va = vas[k];
+    const uint32_t flags = k % 3 == 2 ? kPteRead | kPteSparse : kRW;
+    ASSERT_TRUE(Map(*pt_, va, 4 * KiB, (k % 3 == 2) ? 0 : 0x100000 * (k + 1), flags,
+                    PageSize::k4K)
+                    .ok())
+        << std::hex << va;
+  }
+  TranslationCache tlb(pt_.get());
+  for (int round = 0; round < 2; ++round) {
+    for (uint64_t va : vas) {
+      const uint64_t before = tlb.misses();
+      TranslationCache::Section section(tlb);
+      const Translation walk = pt_->Translate(va + 0x123);
+      ASSERT_TRUE(walk.valid);
+      ExpectSame(section.Translate(va + 0x123), walk, va);
+      // The entry held another page (or nothing): the first lookup walked, the next ones hit
+      // (a sparse page is served from its entry by the out-of-line path, without a walk).
+      EXPECT_EQ(tlb.misses(), before + 1) << std::hex << va;
+      ExpectSame(section.Translate(va + 0xff8), pt_->Translate(va + 0xff8), va);
+      ExpectSame(tlb.Translate(va + 0x8), pt_->Translate(va + 0x8), va);
+      EXPECT_EQ(tlb.misses(), before + 1) << "a lookup of the cached page walked " << std::hex
+                                          << va;
+      EXPECT_FALSE(section.Translate(va + 0x1000).valid);  // the next page: a fault, a walk
+    }
+  }
+}
+
+// Sections of one cache nest: the inner one revalidates when it starts (it sees a removal made
+// before it), and after it ends the outer one is still a read-side section (the thread may not
+// wait for a grace period in it); after the outermost one ends none is left open on the thread
+// (the removal's Release() waits for a grace period and returns).
+TEST_F(TranslationCacheSectionTest, NestedSections) {
+  ASSERT_TRUE(Map(*pt_, 0x7000, 4 * KiB, 0xa000, kRW, PageSize::k4K).ok());
+  ASSERT_TRUE(Map(*pt_, 0x8000, 4 * KiB, 0xc000, kRW, PageSize::k4K).ok());
+  TranslationCache tlb(pt_.get());
+  Invalidation pending;
+  {
+    TranslationCache::Section outer(tlb);
+    EXPECT_EQ(outer.Translate(0x7004).address, 0xa004u);
+    ASSERT_TRUE(UnmapDeferred(*pt_, 0x7000, 4 * KiB, pending).ok());
+    {
+      TranslationCache::Section inner(tlb);
+      EXPECT_FALSE(inner.Translate(0x7004).valid) << "the inner section did not revalidate";
+      EXPECT_EQ(inner.Translate(0x8004).address, 0xc004u);
+    }
+    EXPECT_EQ(outer.Translate(0x8008).address, 0xc008u);
+#if UDRM_DEBUG_CHECKS
+    EXPECT_DEATH(RcuSynchronize(), "inside an RcuReadSection");
+#endif
+  }
+  pt_->Release(std::move(pending));
+  TranslationCache::Section after(tlb);
+  EXPECT_FALSE(after.Translate(0x7004).valid);
+  EXPECT_EQ(after.Translate(0x8004).address, 0xc004u);
 }
 
 // A section that starts after a removal was released translates the new state: a remap to

@@ -1,7 +1,8 @@
 // exec_bench: T threads each lock k = 4 distinct random objects out of M, add a fence to each and
 // unlock, as fast as they can. udrm's exec::Exec (any locking order; Wait-Die or Wound-Wait; with
-// and without the back-off policy, which under Wound-Wait also backs off instead of sleeping behind
-// an older holder) against, in the same run:
+// the default back-off policy — none under Wait-Die, delays plus backing off instead of sleeping
+// behind an older holder under Wound-Wait — and its alternative: Wait-Die with delays, Wound-Wait
+// without the policy) against, in the same run:
 //  - address_ordered: absl::Mutex per object, locked in address order (needs a global order);
 //  - scoped_lock: std::mutex per object via std::scoped_lock (std::lock's try-and-back-off).
 // The peers keep each object's fences in a vector with the same replace-same-context rule, so all
@@ -68,7 +69,9 @@ std::vector<std::unique_ptr<ResvObject>>& ResvPool(int m) {
   return pools[m == 8 ? 0 : 1];
 }
 
-template <ww::WwAlgorithm kAlgo, bool kBackoff>
+// kBackoff: the default BackoffPolicy (false: policy.enabled = false). kWaitDieDelays: also
+// policy.wait_die_delays (the delays Wait-Die runs without by default).
+template <ww::WwAlgorithm kAlgo, bool kBackoff, bool kWaitDieDelays = false>
 void BM_Exec(benchmark::State& state) {
   const int m = state.range(0);
   auto& pool = ResvPool<kAlgo>(m);
@@ -77,6 +80,7 @@ void BM_Exec(benchmark::State& state) {
   fence::FenceContext timeline;
   exec::BackoffPolicy policy;
   policy.enabled = kBackoff;
+  policy.wait_die_delays = kWaitDieDelays;
   int64_t retries = 0;
   for (auto _ : state) {
     auto p = Pick(rng, m);
@@ -207,9 +211,13 @@ void Configure(benchmark::internal::Benchmark* b) {
   b->Arg(8)->Arg(64)->Threads(2)->Threads(4)->Threads(16)->UseRealTime();
 }
 
+constexpr bool kWithDelays = true;
+
 BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, true)->Apply(Configure);
 BENCHMARK_TEMPLATE(BM_Exec, kWoundWait, true)->Apply(Configure);
-BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, false)->Apply(Configure);
+// Wait-Die's default policy has no delays, so BM_Exec<kWaitDie, true> is Wait-Die without
+// back-off; its alternative is the policy with the delays on.
+BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, true, kWithDelays)->Apply(Configure);
 BENCHMARK_TEMPLATE(BM_Exec, kWoundWait, false)->Apply(Configure);
 BENCHMARK(BM_AddressOrdered)->Apply(Configure);
 BENCHMARK(BM_ScopedLock)->Apply(Configure);
@@ -223,7 +231,8 @@ int main(int argc, char** argv) {
   std::vector<udrm::bench::Comparison> cmp;
   std::vector<udrm::bench::Value> val;
   const std::string wd = "BM_Exec<kWaitDie, true>", ww = "BM_Exec<kWoundWait, true>",
-                    wd_nb = "BM_Exec<kWaitDie, false>", ww_nb = "BM_Exec<kWoundWait, false>";
+                    wd_delays = "BM_Exec<kWaitDie, true, kWithDelays>",
+                    ww_nb = "BM_Exec<kWoundWait, false>";
   for (int m : {8, 64}) {
     for (int t : {2, 4, 16}) {
       const std::string sfx = "/" + std::to_string(m) + "/real_time/threads:" + std::to_string(t);
@@ -233,7 +242,8 @@ int main(int argc, char** argv) {
         cmp.push_back({name + tag, bench + sfx, "scoped_lock", "BM_ScopedLock" + sfx});
         val.push_back({name + tag, bench + sfx});
       }
-      cmp.push_back({"backoff_policy" + tag, wd + sfx, "no_backoff", wd_nb + sfx});
+      // Wait-Die: the default (no delays) against the policy with delays (x > 1: default faster).
+      cmp.push_back({"backoff_waitdie_default" + tag, wd + sfx, "with_delays", wd_delays + sfx});
       // Wound-Wait: the policy includes backing off instead of sleeping behind an older holder.
       cmp.push_back({"backoff_policy_woundwait" + tag, ww + sfx, "no_backoff", ww_nb + sfx});
       for (const auto& [name, bench] : {std::pair{"lockonly_waitdie", "BM_ExecLockOnly<kWaitDie>"},

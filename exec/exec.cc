@@ -47,7 +47,9 @@ bool Exec::Cleanup() {
     last_contended_ = contended_;
     streak_ = 1;
   }
-  if (policy_.enabled && streak_ > policy_.free_retries) {
+  const bool delays =
+      policy_.enabled && (policy_.wait_die_delays || !ww_class_->is_wait_die());
+  if (delays && streak_ > policy_.free_retries) {
     const int k = std::min(streak_ - policy_.free_retries - 1, 20);
     const absl::Duration cap = std::min(policy_.max_delay, policy_.base * (int64_t{1} << k));
     if (!rng_.has_value()) rng_.emplace();
@@ -150,9 +152,11 @@ void Exec::UnlockObj(Object* obj) {
   UDRM_CHECK(false, "Exec::UnlockObj of an object this Exec has not locked");
 }
 
-absl::Status Exec::PrepareObj(Object* obj, size_t num_fences) {
-  fence::Resv& resv = obj->resv();
-  absl::Status st = LockObjIn(obj, resv);
+// PrepareObj() when its inline case does not apply: LockObj() then Reserve().
+ABSL_ATTRIBUTE_NOINLINE absl::Status Exec::PrepareObjSlow(Object* obj, fence::Resv& resv,
+                                                          size_t num_fences) {
+  UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
+  absl::Status st = LockObjSlow(obj, resv);
   if (!st.ok()) return st;
   st = resv.Reserve(num_fences);
   if (!st.ok()) UnlockObj(obj);

@@ -180,7 +180,10 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   UDRM_CHECK(!fence->IsContainer(), "Resv::AddFence of a container fence (chain or array)");
   UDRM_CHECK(spare_count_ > 0, "Resv::AddFence without a reservation (call Reserve first)");
   --spare_count_;
-  if (list_ != nullptr && list_->size <= kInPlaceMaxEntries && AddInPlace(fence, usage)) return;
+  if (list_ != nullptr) {
+    if (list_->size == 1 && ReplaceSingle(fence, usage)) return;
+    if (list_->size <= kInPlaceMaxEntries && AddInPlace(fence, usage)) return;
+  }
   List* next = TakeSpareList();
   UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
              "Resv::AddFence: the reservation is smaller than the list (internal error)");
@@ -209,6 +212,25 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
 bool Resv::Replaces(const Fence& fence, ResvUsage usage, const Entry& e) {
   return e.fence->context() == fence.context() && e.usage >= usage &&
          Fence::IsLaterOrSame(fence, *e.fence);
+}
+
+// AddInPlace's common case, with less to set up: the list's one entry goes (signalled) or is
+// replaced (the last submitter's fence), so the result is the one entry {fence, usage} either
+// way and the slot is overwritten. False (nothing changed) otherwise, or if a reader holds it.
+bool Resv::ReplaceSingle(FenceRef& fence, ResvUsage usage) {
+  List* cur = list_;
+  Entry& e = cur->entries()[0];
+  if (!e.fence->IsSignaled() && !Replaces(*fence, usage, e)) return false;
+  LatchLock();
+  // Acquire: as in AddInPlace.
+  if (cur->refs.load(std::memory_order_acquire) != 1) {
+    LatchUnlock();
+    return false;
+  }
+  std::swap(e.fence, fence);  // the replaced fence is released by the caller, after the latch
+  e.usage = usage;
+  LatchUnlock();
+  return true;
 }
 
 // The published list changed where it is, when no reader holds it: the same result as the copy

@@ -89,7 +89,7 @@ class Resv {
   bool TryLock(ww::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
   // dma_resv_unlock: drops unused reservations, then unlocks.
   void Unlock() {
-    if (spares_ == nullptr) {  // no list to keep or drop (the common case): inline
+    if (spare_lists_ == 0) {  // no list to keep or drop (the common case): inline
       spare_count_ = 0;
       lock_.Unlock();
       return;
@@ -104,7 +104,7 @@ class Resv {
   absl::Status Reserve(size_t n) {
     // The common case, inline: one fence, backed by the list kept from the last cycle, which is
     // not even touched (see EnsureSpares).
-    if (n == 1 && spare_count_ == 0 && spares_ == nullptr && lock_.IsLocked() &&
+    if (n == 1 && spare_count_ == 0 && spare_lists_ == 0 && lock_.IsLocked() &&
         recycled_capacity_ > (list_ != nullptr ? list_->size : 0)) {
       spare_count_ = 1;
       return absl::OkStatus();
@@ -205,6 +205,8 @@ class Resv {
   // AddFence when no reader holds the published list and it has room: changed where it is.
   // False (nothing changed) otherwise.
   bool AddInPlace(FenceRef& fence, ResvUsage usage);
+  // AddInPlace for a list of one entry that `fence` takes the place of (signalled or replaced).
+  bool ReplaceSingle(FenceRef& fence, ResvUsage usage);
   // Whether `fence` with `usage` takes the place of `e` (same context, no stronger, not earlier).
   static bool Replaces(const Fence& fence, ResvUsage usage, const Entry& e);
   void LatchLock() const;
@@ -216,7 +218,9 @@ class Resv {
   // AddInPlace plans with a 64-bit mask of the entries kept.
   static constexpr uint32_t kInPlaceMaxEntries = 64;
 
-  ww::WwMutex lock_;
+  // Layout: what a lock / Reserve(1) / AddFence / Unlock cycle touches is the first 48 bytes —
+  // these 24 and the first 24 of lock_ (its state word, holder stamp and class) — so that a
+  // writer reads one or two cache lines of the Resv, not the lock's line and then another.
   // Guards the publication of list_ against a reader between reading list_ and counting its
   // reference (held for a pointer swap or a pointer read and an increment, nothing else).
   mutable std::atomic<bool> latch_{false};
@@ -225,6 +229,9 @@ class Resv {
   // The published list (null: no fences). Written under lock_ and latch_; read by readers under
   // latch_ and by the writer (under lock_) freely.
   List* list_ = nullptr;
+  uint32_t spare_lists_ = 0;        // lists in spares_ (0 exactly when spares_ is null)
+  uint32_t recycled_capacity_ = 0;  // recycled_'s, so that Reserve() need not touch it
+  ww::WwMutex lock_;
   // Reservations are backed by unpublished lists, one per reservation left (spare_count_), each
   // with room for the list plus one entry per reservation: those chained here through
   // next_spare, and recycled_ where it lies (counted when the chain is one short; see
@@ -232,8 +239,6 @@ class Resv {
   // list in place uses none, and the chain's lists wait for the next Reserve() (or recycled_ at
   // Unlock()).
   List* spares_ = nullptr;
-  uint32_t spare_lists_ = 0;        // lists in spares_
-  uint32_t recycled_capacity_ = 0;  // recycled_'s, so that Reserve() need not touch it
   // One empty list for the next reservation: the list an AddFence() replaced, once no reader
   // holds it, or a reservation left unused at Unlock(). With it, a lock / Reserve(1) / AddFence /
   // Unlock cycle allocates nothing.

@@ -2,8 +2,10 @@
 // and one test per rule of the exec context (contention, duplicates, prepare, back-off policy).
 #include "exec/exec.h"
 
+#include <memory>
 #include <stop_token>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "fence/fence_context.h"
@@ -227,6 +229,110 @@ TEST_F(ExecTest, DeathUnlockForeignObject) {
         exec.UnlockObj(&obj);
       },
       "has not locked");
+}
+
+// Locks 64 objects under slow-path injection (so the body backs off several times on its own)
+// and returns the Exec's retries and total delay.
+struct Outcome {
+  int retries;
+  absl::Duration backoff;
+};
+Outcome RunInjected(WwClass* cls, const BackoffPolicy& policy) {
+  std::vector<std::unique_ptr<TestObject>> objs;
+  for (int i = 0; i < 64; ++i) objs.push_back(std::make_unique<TestObject>(cls));
+  ww::SetSlowpathInjection(true);
+  Exec exec(0, {}, cls, policy);
+  absl::Status st = exec.UntilAllLocked([&](Exec& e) -> absl::Status {
+    for (auto& o : objs) {
+      absl::Status s = e.PrepareObj(o.get(), 1);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+  ww::SetSlowpathInjection(false);
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(exec.objects().size(), 64u);
+  return {exec.retries(), exec.total_backoff()};
+}
+
+BackoffPolicy EagerPolicy() {
+  BackoffPolicy p;
+  p.free_retries = 0;  // delay from the first contention on
+  p.base = absl::Microseconds(20);
+  p.max_delay = absl::Microseconds(50);
+  return p;
+}
+
+// Rule: Wait-Die's default policy does not delay, however often the transaction backs off.
+TEST_F(ExecTest, WaitDieDefaultHasNoDelays) {
+  WwClass cls(ww::WwAlgorithm::kWaitDie);
+  Outcome o = RunInjected(&cls, EagerPolicy());
+  EXPECT_GE(o.retries, 2);
+  EXPECT_EQ(o.backoff, absl::ZeroDuration());
+}
+
+// Rule: with wait_die_delays, Wait-Die delays (bounded by max_delay per retry).
+TEST_F(ExecTest, WaitDieDelaysWhenAsked) {
+  WwClass cls(ww::WwAlgorithm::kWaitDie);
+  BackoffPolicy p = EagerPolicy();
+  p.wait_die_delays = true;
+  Outcome o = RunInjected(&cls, p);
+  EXPECT_GE(o.retries, 2);
+  EXPECT_GT(o.backoff, absl::ZeroDuration());
+  EXPECT_LE(o.backoff, o.retries * p.max_delay);
+}
+
+// Rule: Wound-Wait delays with the default policy, and not with the policy disabled.
+TEST_F(ExecTest, WoundWaitDelaysByDefault) {
+  WwClass cls(ww::WwAlgorithm::kWoundWait);
+  const BackoffPolicy p = EagerPolicy();
+  Outcome o = RunInjected(&cls, p);
+  EXPECT_GE(o.retries, 2);
+  EXPECT_GT(o.backoff, absl::ZeroDuration());
+  EXPECT_LE(o.backoff, o.retries * p.max_delay);
+  BackoffPolicy off = p;
+  off.enabled = false;
+  Outcome o2 = RunInjected(&cls, off);
+  EXPECT_GE(o2.retries, 2);
+  EXPECT_EQ(o2.backoff, absl::ZeroDuration());
+}
+
+// Rule: PrepareObj past the 16 objects kept inline locks and reserves every one, in order.
+TEST_F(ExecTest, MoreObjectsThanInlineStorage) {
+  WwClass cls(ww::WwAlgorithm::kWaitDie);
+  std::vector<std::unique_ptr<TestObject>> objs;
+  for (int i = 0; i < 40; ++i) objs.push_back(std::make_unique<TestObject>(&cls));
+  Exec exec(0, {}, &cls);
+  absl::Status st = exec.UntilAllLocked([&](Exec& e) -> absl::Status {
+    for (auto& o : objs) {
+      absl::Status s = e.PrepareObj(o.get(), 2);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(exec.objects().size(), objs.size());
+  for (size_t i = 0; i < objs.size(); ++i) {
+    EXPECT_EQ(exec.objects()[i], objs[i].get());
+    EXPECT_TRUE(objs[i]->resv().lock().IsHeldBy(&exec.ticket()));
+    EXPECT_EQ(objs[i]->resv().reserved(), 2u);
+  }
+}
+
+// Rule: a failed reservation on the inline path (Reserve(0): InvalidArgument) unlocks the object
+// and leaves the others locked.
+TEST_F(ExecTest, FailedReservationUnlocksTheObject) {
+  WwClass cls(ww::WwAlgorithm::kWaitDie);
+  TestObject a(&cls), b(&cls);
+  Exec exec(0, {}, &cls);
+  ASSERT_TRUE(exec.Cleanup());
+  ASSERT_TRUE(exec.PrepareObj(&a, 1).ok());
+  absl::Status st = exec.PrepareObj(&b, 0);
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+  EXPECT_FALSE(b.resv().lock().IsLocked());
+  EXPECT_TRUE(a.resv().lock().IsHeldBy(&exec.ticket()));
+  ASSERT_EQ(exec.objects().size(), 1u);
+  EXPECT_EQ(exec.objects()[0], &a);
 }
 
 }  // namespace

@@ -176,5 +176,128 @@ TEST(ResvInPlace, FullListIsCopied) {
   for (auto& e : model) e.fence->Signal();
 }
 
+// AddFence on a list of one entry (the common case of a buffer object the last submission
+// fenced) takes a shorter in-place path when the entry goes: each case of the add-fence rule on
+// one entry, with and without a reader holding the list.
+
+// Locks, adds `f` with `usage` (from inside a reader's iteration when `reader`), returns what the
+// reader saw, and leaves the Resv locked.
+std::vector<ModelEntry> Add(Resv& r, const FenceRef& f, U usage, bool reader) {
+  EXPECT_TRUE(r.Lock(nullptr).ok());
+  EXPECT_TRUE(r.Reserve(1).ok());
+  std::vector<ModelEntry> seen;
+  if (!reader) {
+    r.AddFence(f, usage);
+    return seen;
+  }
+  bool added = false;
+  r.ForEachUnlocked(U::kBookkeep, [&](const FenceRef& g, U u) {
+    if (!added) {
+      r.AddFence(f, usage);
+      added = true;
+    }
+    seen.push_back({g, u});
+  });
+  if (!added) r.AddFence(f, usage);  // nothing unsignalled to iterate: no reader held the list
+  return seen;
+}
+
+class ResvInPlaceSingle : public ::testing::TestWithParam<bool> {};
+
+// Rule: a later fence of the same context with no stronger usage replaces the entry; the replaced
+// fence's reference is dropped (whichever path the add took), and a reader that held the list
+// saw the entry as it was.
+TEST_P(ResvInPlaceSingle, SameContextReplaces) {
+  const bool reader = GetParam();
+  Resv r;
+  FenceContext tl;
+  FenceRef a = tl.NewFence(), b = tl.NewFence();
+  Add(r, a, U::kRead, false);
+  r.Unlock();
+  EXPECT_EQ(a.use_count(), 2);
+  std::vector<ModelEntry> seen = Add(r, b, U::kWrite, reader);
+  EXPECT_EQ(Locked(r), (std::vector<ModelEntry>{{b, U::kWrite}}));
+  if (reader) {
+    EXPECT_EQ(seen, (std::vector<ModelEntry>{{a, U::kRead}}));
+  }
+  seen.clear();
+  EXPECT_EQ(a.use_count(), 1);  // the Resv (and the reader, gone) hold no reference
+  r.Unlock();
+  EXPECT_EQ(r.GetFences(U::kBookkeep).size(), 1u);
+  a->Signal();
+  b->Signal();
+}
+
+// Rule: a signalled entry is dropped, whatever its context: the list is the new fence alone.
+// (A reader iterates no signalled entry, so both parameters take the no-reader path here.)
+TEST_P(ResvInPlaceSingle, SignalledEntryDropped) {
+  const bool reader = GetParam();
+  Resv r;
+  FenceContext t1, t2;
+  FenceRef a = t1.NewFence(), b = t2.NewFence();
+  Add(r, a, U::kKernel, false);
+  r.Unlock();
+  a->Signal();
+  Add(r, b, U::kBookkeep, reader);
+  EXPECT_EQ(Locked(r), (std::vector<ModelEntry>{{b, U::kBookkeep}}));
+  EXPECT_EQ(a.use_count(), 1);
+  r.Unlock();
+  b->Signal();
+}
+
+// Rule: an unsignalled entry of another context stays and the new fence is appended after it.
+TEST_P(ResvInPlaceSingle, OtherContextAppends) {
+  const bool reader = GetParam();
+  Resv r;
+  FenceContext t1, t2;
+  FenceRef a = t1.NewFence(), b = t2.NewFence();
+  Add(r, a, U::kWrite, false);
+  r.Unlock();
+  std::vector<ModelEntry> seen = Add(r, b, U::kWrite, reader);
+  EXPECT_EQ(Locked(r), (std::vector<ModelEntry>{{a, U::kWrite}, {b, U::kWrite}}));
+  if (reader) {
+    EXPECT_EQ(seen, (std::vector<ModelEntry>{{a, U::kWrite}}));
+  }
+  r.Unlock();
+  a->Signal();
+  b->Signal();
+}
+
+// Rule: a same-context entry with a weaker usage than the new fence's (kWrite < kRead) is not
+// replaced: the new fence is appended.
+TEST_P(ResvInPlaceSingle, WeakerUsageIsNotReplaced) {
+  const bool reader = GetParam();
+  Resv r;
+  FenceContext tl;
+  FenceRef a = tl.NewFence(), b = tl.NewFence();
+  Add(r, a, U::kWrite, false);
+  r.Unlock();
+  Add(r, b, U::kRead, reader);
+  EXPECT_EQ(Locked(r), (std::vector<ModelEntry>{{a, U::kWrite}, {b, U::kRead}}));
+  r.Unlock();
+  a->Signal();
+  b->Signal();
+}
+
+// Rule: an earlier fence of the same context does not replace a later one: it is appended.
+TEST_P(ResvInPlaceSingle, EarlierFenceIsNotReplacing) {
+  const bool reader = GetParam();
+  Resv r;
+  FenceContext tl;
+  FenceRef a = tl.NewFence(), b = tl.NewFence();
+  Add(r, b, U::kWrite, false);
+  r.Unlock();
+  Add(r, a, U::kWrite, reader);
+  EXPECT_EQ(Locked(r), (std::vector<ModelEntry>{{b, U::kWrite}, {a, U::kWrite}}));
+  r.Unlock();
+  a->Signal();
+  b->Signal();
+}
+
+INSTANTIATE_TEST_SUITE_P(ReaderOrNot, ResvInPlaceSingle, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "ReaderHoldsList" : "NoReader";
+                         });
+
 }  // namespace
 }  // namespace fence

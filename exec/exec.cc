@@ -155,7 +155,7 @@ void Exec::UnlockObj(Object* obj) {
 // PrepareObj() when its inline case does not apply: LockObj() then Reserve().
 ABSL_ATTRIBUTE_NOINLINE absl::Status Exec::PrepareObjSlow(Object* obj, fence::Resv& resv,
                                                           size_t num_fences) {
-  UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
+  UDRM_CHECK(ticket_.has_value(), "Exec::PrepareObj outside the retry loop (call Cleanup first)");
   absl::Status st = LockObjSlow(obj, resv);
   if (!st.ok()) return st;
   st = resv.Reserve(num_fences);

@@ -195,12 +195,14 @@ TEST_F(ExecTest, InterruptibleWaitCancelled) {
 }
 
 // Rule (back-off policy): repeated contention on the same object sleeps with bounded delay; the
-// first `free_retries` contentions do not.
+// first `free_retries` contentions do not. Wait-Die delays only with `wait_die_delays` (off by
+// default since exec13g), which this test turns on so that the delays it bounds are taken.
 TEST_F(ExecTest, BackoffPolicyDelaysOnlyAfterStreak) {
   ww::SetSlowpathInjection(true);  // every transaction backs off at its interval
   std::vector<std::unique_ptr<TestObject>> objs;
   for (int i = 0; i < 64; ++i) objs.push_back(std::make_unique<TestObject>());
   BackoffPolicy policy;
+  policy.wait_die_delays = true;
   policy.free_retries = 0;
   policy.max_delay = absl::Microseconds(50);
   Exec exec(0, {}, &fence::ReservationWwClass(), policy);
@@ -214,6 +216,7 @@ TEST_F(ExecTest, BackoffPolicyDelaysOnlyAfterStreak) {
   ww::SetSlowpathInjection(false);
   EXPECT_TRUE(st.ok());
   EXPECT_GE(exec.retries(), 2);
+  EXPECT_GT(exec.total_backoff(), absl::ZeroDuration());  // free_retries = 0: every retry delays
   EXPECT_LE(exec.total_backoff(), exec.retries() * policy.max_delay);
   EXPECT_EQ(exec.objects().size(), 64u);
 }

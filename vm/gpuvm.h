@@ -42,6 +42,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -153,6 +154,12 @@ class Gpuvm {
   // drm_gpuva_remove: drops the VM reference (which may free the VM: hold your own). Contracts
   // (crash): va is in this VM's tree and is not the kernel node.
   void Remove(Gpuva* va);
+  // Remove of each of `vas`, which are consecutive in the tree (each the successor of the one
+  // before: nothing lies between them), in one range erase — a leaf loses a run of slots in one
+  // shift and is rebalanced once, where one Remove per VA shifts and rebalances it per VA. Same
+  // tree, same references and the same crashes as the Removes in order; also a crash (contract)
+  // if the VAs are not consecutive. Allocates nothing.
+  void RemoveRun(std::span<Gpuva* const> vas);
 
   // The tree part of drm_gpuva_remap: replaces `old` by its surviving pieces `prev` / `next`
   // (either may be null), as Remove(old) then Insert of each piece would — same tree, same

@@ -545,9 +545,12 @@ uint64_t RangeRegionBits(uint64_t va, uint64_t size) {
 }  // namespace
 
 void PageTable::EndWrite(Invalidation& inv, uint64_t va, uint64_t size) {
+  EndWriteRegions(inv, inv.removed_mappings_ ? RangeRegionBits(va, size) : 0);
+}
+
+void PageTable::EndWriteRegions(Invalidation& inv, uint64_t regions) {
   if (inv.removed_mappings_) {
     inv.generation_ = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
-    const uint64_t regions = RangeRegionBits(va, size);
     absl::MutexLock l(&caches_mu_);
     // The entries' stores before the footprints' loads (internal::CacheFlags): a cache whose
     // footprint misses the range filled nothing in it before this point, and its later walks
@@ -573,6 +576,47 @@ Invalidation PageTable::Map(uint64_t va, uint64_t size, uint64_t target, uint32_
   const Leaf leaf{va, target, FlagsToPte(flags), page_size, LeafLevel(page_size)};
   MapLevel(root_, 0, va, va + size, leaf, pre, inv);
   EndWrite(inv, va, size);
+  return inv;
+}
+
+internal::Table* PageTable::LastLevelTable(uint64_t va) const {
+  Table* t = root_;
+  for (int level = 0; level + 1 < levels_; ++level) {
+    const uint64_t pte = t->e[(va >> Shift(level)) & 511].load(std::memory_order_relaxed);
+    UDRM_CHECK((pte & kValid) && (pte & kTableBit), "PageTable: no last-level table at va");
+    t = PteTable(pte);
+  }
+  return t;
+}
+
+Invalidation PageTable::MapAll(std::span<const MapArgs> maps, Prealloc& pre) {
+  for (const MapArgs& m : maps) {
+    UDRM_CHECK(ValidateRange(m.va, m.size, PageBytes(m.page_size)).ok(),
+               "PageTable::Map: bad request");
+  }
+  BeginWrite();
+  Invalidation inv;
+  uint64_t regions = 0;  // of the maps that replaced mappings
+  const uint64_t table_span = uint64_t{1} << Shift(levels_ - 2);  // a last-level table's VA
+  Table* last = nullptr;  // the last-level table covering [last_base, last_base + table_span)
+  uint64_t last_base = 0;
+  for (const MapArgs& m : maps) {
+    const Leaf leaf{m.va, m.target, FlagsToPte(m.flags), m.page_size, LeafLevel(m.page_size)};
+    const uint64_t base = m.va & ~(table_span - 1);
+    const bool one_table = leaf.level == levels_ - 1 && m.va + m.size <= base + table_span;
+    const bool removed_before = inv.removed_mappings_;
+    inv.removed_mappings_ = false;
+    if (one_table && last != nullptr && base == last_base) {
+      MapLevel(last, levels_ - 1, m.va, m.va + m.size, leaf, pre, inv);
+    } else {
+      MapLevel(root_, 0, m.va, m.va + m.size, leaf, pre, inv);
+      last = one_table ? LastLevelTable(m.va) : nullptr;
+      last_base = base;
+    }
+    if (inv.removed_mappings_) regions |= RangeRegionBits(m.va, m.size);
+    inv.removed_mappings_ |= removed_before;
+  }
+  EndWriteRegions(inv, regions);
   return inv;
 }
 

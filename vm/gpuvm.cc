@@ -157,7 +157,7 @@ Gpuvm::TreeIt Gpuvm::UpperBound(uint64_t addr) const {
   if (!tree.empty() && std::prev(tree.end())->first <= addr) return tree.end();
   if (finger_valid_) {
     // The answer is the finger or one of its two successors, or one of its two predecessors.
-    TreeIt c = finger_;
+    TreeIt c = Finger();
     const TreeIt end = tree.end();
     int steps = 0;
     bool found = false;
@@ -238,14 +238,22 @@ absl::Status Gpuvm::Insert(Gpuva* va) {
     return absl::AlreadyExistsError("vm: the VA overlaps an existing mapping");
   }
   Get();
-  SetFinger(tree_.emplace_hint(it, va->addr, va));
+  if (it == tree_.end()) {
+    tree_.emplace_hint(it, va->addr, va);
+    SetFingerLast();  // an append
+  } else {
+    SetFinger(tree_.emplace_hint(it, va->addr, va));
+  }
   ++gen_;
   va->vm = this;
   return absl::OkStatus();
 }
 
 Gpuvm::TreeIt Gpuvm::Locate(const Gpuva* va) {
-  if (finger_valid_ && finger_ != tree_.end() && finger_->second == va) return finger_;
+  if (finger_valid_) {
+    const TreeIt f = Finger();
+    if (f != tree_.end() && f->second == va) return f;
+  }
   TreeIt it = UpperBound(va->addr);
   UDRM_CHECK(it != tree_.begin(), "vm::Gpuvm: VA not in the tree");
   --it;

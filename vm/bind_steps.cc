@@ -44,7 +44,7 @@ absl::Status ValidateOp(const BindVm& vm, const BindOp& op) {
     return absl::InvalidArgumentError("a mapping needs read or write access");
   }
   const uint64_t page = PageBytes(op.page_size);
-  if (page == 0 || op.va % page != 0 || op.range % page != 0) {
+  if (page == 0 || ((op.va | op.range) & (page - 1)) != 0) {  // page: a power of two
     return absl::InvalidArgumentError("va or range not aligned to the page-size hint");
   }
   if (op.kind == BindOpKind::kMap) {
@@ -61,7 +61,7 @@ absl::Status ValidateOp(const BindVm& vm, const BindOp& op) {
 PageSize FitPageSize(PageSize hint, uint64_t addr, uint64_t range, uint64_t target) {
   for (int s = static_cast<int>(hint); s > 0; --s) {
     const uint64_t b = PageBytes(static_cast<PageSize>(s));
-    if (addr % b == 0 && range % b == 0 && target % b == 0) return static_cast<PageSize>(s);
+    if (((addr | range | target) & (b - 1)) == 0) return static_cast<PageSize>(s);
   }
   return PageSize::k4K;
 }

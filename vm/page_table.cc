@@ -189,7 +189,12 @@ int PageTable::LeafLevel(PageSize s) const {
 
 absl::Status PageTable::ValidateRange(uint64_t va, uint64_t size, uint64_t align) const {
   if (size == 0) return absl::InvalidArgumentError("size is 0");
-  if (va % align != 0 || size % align != 0) {
+  // Page sizes are powers of two: masks, not two 64-bit divisions (2.7% of vmbind_bench's
+  // BM_Batched<Udrm>, which validates every map at reservation and again at Map).
+  if (align == 0 || (align & (align - 1)) != 0) {
+    return absl::InvalidArgumentError("unknown page size");
+  }
+  if (((va | size) & (align - 1)) != 0) {
     return absl::InvalidArgumentError("va or size not aligned to the page size");
   }
   if (va + size < va) return absl::InvalidArgumentError("range overflows");
@@ -250,7 +255,9 @@ absl::Status PageTable::ValidateMap(uint64_t va, uint64_t size, uint64_t target,
   if (flags & kPteSparse) {
     if (target != 0) return absl::InvalidArgumentError("a sparse mapping has no target");
   } else {
-    if (target % align != 0) return absl::InvalidArgumentError("target not aligned to the page size");
+    if ((target & (align - 1)) != 0) {
+      return absl::InvalidArgumentError("target not aligned to the page size");
+    }
     if (target + size < target) return absl::InvalidArgumentError("target range overflows");
   }
   return absl::OkStatus();

@@ -112,7 +112,8 @@ TEST(BindDiffTest, ConsecutiveUnmapListsMatchPageModel) {
   for (int n = 0; n < binds; ++n) {
     std::vector<BindOp> ops;
     const bool unmap_list = n % 2 == 1;
-    const int count = unmap_list ? 2 + static_cast<int>(rng() % 11) : 1 + static_cast<int>(rng() % 8);
+    const int count =
+        unmap_list ? 2 + static_cast<int>(rng() % 11) : 1 + static_cast<int>(rng() % 8);
     uint64_t first = rng() % (kPages / 2);
     for (int i = 0; i < count; ++i) {
       const uint64_t len = 1 + rng() % 6;

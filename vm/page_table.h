@@ -14,8 +14,8 @@
 //  - Writers: one at a time per PageTable (checked in debug builds). A writer first reserves
 //    (ReserveForMap / ReserveForUnmap: validates the request and pre-allocates the worst-case
 //    number of table pages; may fail with InvalidArgument, changing nothing), then applies it
-//    (Map / Unmap: never allocate, cannot fail), then finishes (Release of the returned
-//    Invalidation, and Unreserve of what was not used).
+//    (Map / Unmap, or MapAll for a list of maps: never allocate, cannot fail), then finishes
+//    (Release of the returned Invalidation, and Unreserve of what was not used).
 //  - Publication: a new table page is fully initialised (zeroed, or filled with the pieces of a
 //    split large page) before the release-store that links it, so a reader never sees a table
 //    that is not ready.

@@ -7,6 +7,7 @@
 #include <random>
 #include <utility>
 
+#include "base/sanitizers.h"
 #include "tests/vm/pt_test_util.h"
 
 namespace vm {
@@ -139,7 +140,7 @@ TEST(PageTableDiff, MapAllListsMatchModel) {
   const uint64_t kBase = GiB - 8 * MiB;  // straddles the 1 GiB boundary
   const uint64_t kWindow = 16 * MiB;
   Model model(kBase, kWindow);
-  constexpr int kLists = 20000;
+  const int kLists = UDRM_SANITIZER ? 5000 : 20000;
   Invalidation pending;
   int replaced = 0, reused = 0;
   for (int op = 0; op < kLists; ++op) {

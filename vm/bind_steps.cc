@@ -44,7 +44,7 @@ absl::Status ValidateOp(const BindVm& vm, const BindOp& op) {
     return absl::InvalidArgumentError("a mapping needs read or write access");
   }
   const uint64_t page = PageBytes(op.page_size);
-  if (page == 0 || op.va % page != 0 || op.range % page != 0) {
+  if (page == 0 || ((op.va | op.range) & (page - 1)) != 0) {  // page: a power of two
     return absl::InvalidArgumentError("va or range not aligned to the page-size hint");
   }
   if (op.kind == BindOpKind::kMap) {
@@ -61,7 +61,7 @@ absl::Status ValidateOp(const BindVm& vm, const BindOp& op) {
 PageSize FitPageSize(PageSize hint, uint64_t addr, uint64_t range, uint64_t target) {
   for (int s = static_cast<int>(hint); s > 0; --s) {
     const uint64_t b = PageBytes(static_cast<PageSize>(s));
-    if (addr % b == 0 && range % b == 0 && target % b == 0) return static_cast<PageSize>(s);
+    if (((addr | range | target) & (b - 1)) == 0) return static_cast<PageSize>(s);
   }
   return PageSize::k4K;
 }
@@ -114,13 +114,18 @@ class BindApplier final : public SmSteps {
   }
 
   absl::Status StepUnmap(const OpUnmap& u) override {
-    auto* va = static_cast<BindVa*>(u.va);
+    UnmapExceptTree(static_cast<BindVa*>(u.va));
+    ApplyUnmap(vm_.gpuvm(), u);
+    return absl::OkStatus();
+  }
+
+  // StepUnmap without the tree's Remove, for a caller that removes a run of such VAs from the
+  // tree at once (Gpuvm::RemoveRun) before anything else reads or changes the tree.
+  void UnmapExceptTree(BindVa* va) {
     Append({BindEntry::Kind::kUnmap, va->addr, va->range, 0, 0, PageSize::k4K,
             Ref<Bo>::Share(va->bo), index_});
     if (va->vm_bo != nullptr) VmBo::Unlink(va);
-    ApplyUnmap(vm_.gpuvm(), u);
     Retire(va);
-    return absl::OkStatus();
   }
 
  private:
@@ -455,8 +460,54 @@ absl::Status StepPlanned(BindApplier& steps, const BindOp& op, std::span<const P
 
 }  // namespace
 
+namespace {
+
+// VAs of a run of unmap ops removed from the tree at once (ApplyBind): the ops follow each other
+// in the list and in the VA space (each starts where the one before ends), each is UNMAP and
+// its planned entries name VAs that lie wholly inside it (so each entry is a StepUnmap, not a
+// remap). The plan lists every VA overlapping each op's range on the tree before the list (a
+// plan without replay), so the VAs of such a run are consecutive in the tree: a VA between two
+// of them would overlap the joined ranges and be listed too. Gpuvm::RemoveRun checks it anyway.
+class UnmapRun {
+ public:
+  explicit UnmapRun(Gpuvm& g) : g_(g) {}
+  // Whether op `op` (its entries `entries`) continues the run (or starts one).
+  bool Takes(const BindOp& op, std::span<const PlannedEntry> entries) const {
+    if (op.kind != BindOpKind::kUnmap || entries.empty()) return false;
+    for (const PlannedEntry& e : entries) {
+      if (e.kind != BindEntry::Kind::kUnmap || e.node == nullptr || e.node->addr < op.va ||
+          e.node->end() > op.va + op.range) {
+        return false;
+      }
+    }
+    return true;
+  }
+  bool Continues(const BindOp& op) const { return n_ > 0 && op.va == end_; }
+  void Add(const BindOp& op, std::span<const PlannedEntry> entries, BindApplier& steps) {
+    for (const PlannedEntry& e : entries) {
+      if (n_ == std::size(vas_)) Flush();
+      steps.UnmapExceptTree(static_cast<BindVa*>(e.node));
+      vas_[n_++] = e.node;
+    }
+    end_ = op.va + op.range;
+  }
+  void Flush() {
+    g_.RemoveRun({vas_, n_});
+    n_ = 0;
+  }
+
+ private:
+  Gpuvm& g_;
+  Gpuva* vas_[64];  // no allocation in ApplyBind: a longer run is removed 64 VAs at a time
+  size_t n_ = 0;
+  uint64_t end_ = 0;  // of the run's last op
+};
+
+}  // namespace
+
 void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
   const std::span<const PlannedEntry> plan = job.plan_;
+  UnmapRun run(vm.gpuvm());
   size_t k = 0;  // the plan's first entry of op i
   for (size_t i = 0; i < ops.size(); ++i) {
     const BindOp& op = ops[i];
@@ -466,16 +517,25 @@ void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
       named &= plan[end].kind != BindEntry::Kind::kUnmap || plan[end].node != nullptr;
     }
     BindApplier steps(vm, op, i, job);
+    const std::span<const PlannedEntry> entries = plan.subspan(k, end - k);
+    if (named && run.Takes(op, entries)) {
+      if (!run.Continues(op)) run.Flush();
+      run.Add(op, entries, steps);
+      k = end;
+      continue;
+    }
+    run.Flush();  // before anything else reads or changes the tree
     // A plan without replay names the VAs: the steps follow from it (an op meeting no VA is
     // just its MAP, or nothing). A replayed plan: the split/merge walk.
     absl::Status s =
-        named ? StepPlanned(steps, op, plan.subspan(k, end - k))
+        named ? StepPlanned(steps, op, entries)
         : IsMap(op)
             ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
             : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
     UDRM_CHECK(s.ok(), "bind: a validated op failed to apply");
     k = end;
   }
+  run.Flush();
   job.inserts_.reset();  // every planned insert is done; unused tree nodes go back
   vm.NoteTreeChange();
 }

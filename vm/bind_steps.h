@@ -26,7 +26,9 @@
 //     the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the hole only
 //     (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. The steps are
 //     SmMap/SmUnmap's; when the plan names the VAs each op meets (a plan without replay,
-//     vm/bind_plan.h) they are handed over from the plan without the walk. Uses
+//     vm/bind_plan.h) they are handed over from the plan without the walk, and a run of UNMAP
+//     ops that follow each other in the list and the VA space, each removing only VAs lying
+//     wholly inside it, leaves the tree in one Gpuvm::RemoveRun (same entries, same order). Uses
 //     only the pre-allocated nodes, list capacity, VmBos and tree nodes (Gpuvm::ReserveInserts
 //     for the planned Gpuvas; the VmBo lists are intrusive): allocates nothing
 //     (tests/vm/bind_alloc_test.cc). Cannot fail (crashes on a broken contract, e.g. an entry

@@ -383,6 +383,14 @@ bool BindVm::ExecuteLocked(BindJob& job) {
   const int fault = fault_at_entry_.exchange(-1, std::memory_order_relaxed);
   bool failed = false;
   const std::vector<BindEntry>& entries = job.entries_;
+  // Maps that follow each other in the list go to the page table together (PageTable::MapAll:
+  // the same calls in one writer section), up to std::size(maps) at a time.
+  PageTable::MapArgs maps[64];
+  size_t n = 0;
+  auto flush = [&] {
+    if (n > 0) job.inv_.Absorb(pt_->MapAll({maps, n}, job.tables_));
+    n = 0;
+  };
   for (size_t k = 0; k < entries.size();) {
     const BindEntry& e = entries[k];
     // One page-table call per map entry, or per run of adjacent unmap entries (reserved as one
@@ -394,14 +402,17 @@ bool BindVm::ExecuteLocked(BindJob& job) {
     }
     if (e.kind == BindEntry::Kind::kMap) {
       if (!failed && !unusable()) {  // msm: stop mapping new things, keep unmapping
-        job.inv_.Absorb(pt_->Map(e.va, e.range, e.target, e.pte_flags, e.page_size, job.tables_));
+        if (n == std::size(maps)) flush();
+        maps[n++] = {e.va, e.range, e.target, e.pte_flags, e.page_size};
       }
     } else {
+      flush();
       const BindEntry& last = entries[end - 1];
       job.inv_.Absorb(pt_->Unmap(e.va, last.va + last.range - e.va, job.tables_));
     }
     k = end;
   }
+  flush();
   job.ran_ = true;
   return !failed;
 }

@@ -189,7 +189,12 @@ int PageTable::LeafLevel(PageSize s) const {
 
 absl::Status PageTable::ValidateRange(uint64_t va, uint64_t size, uint64_t align) const {
   if (size == 0) return absl::InvalidArgumentError("size is 0");
-  if (va % align != 0 || size % align != 0) {
+  // Page sizes are powers of two: masks, not two 64-bit divisions (2.7% of vmbind_bench's
+  // BM_Batched<Udrm>, which validates every map at reservation and again at Map).
+  if (align == 0 || (align & (align - 1)) != 0) {
+    return absl::InvalidArgumentError("unknown page size");
+  }
+  if (((va | size) & (align - 1)) != 0) {
     return absl::InvalidArgumentError("va or size not aligned to the page size");
   }
   if (va + size < va) return absl::InvalidArgumentError("range overflows");
@@ -250,7 +255,9 @@ absl::Status PageTable::ValidateMap(uint64_t va, uint64_t size, uint64_t target,
   if (flags & kPteSparse) {
     if (target != 0) return absl::InvalidArgumentError("a sparse mapping has no target");
   } else {
-    if (target % align != 0) return absl::InvalidArgumentError("target not aligned to the page size");
+    if ((target & (align - 1)) != 0) {
+      return absl::InvalidArgumentError("target not aligned to the page size");
+    }
     if (target + size < target) return absl::InvalidArgumentError("target range overflows");
   }
   return absl::OkStatus();
@@ -545,9 +552,12 @@ uint64_t RangeRegionBits(uint64_t va, uint64_t size) {
 }  // namespace
 
 void PageTable::EndWrite(Invalidation& inv, uint64_t va, uint64_t size) {
+  EndWriteRegions(inv, inv.removed_mappings_ ? RangeRegionBits(va, size) : 0);
+}
+
+void PageTable::EndWriteRegions(Invalidation& inv, uint64_t regions) {
   if (inv.removed_mappings_) {
     inv.generation_ = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
-    const uint64_t regions = RangeRegionBits(va, size);
     absl::MutexLock l(&caches_mu_);
     // The entries' stores before the footprints' loads (internal::CacheFlags): a cache whose
     // footprint misses the range filled nothing in it before this point, and its later walks
@@ -573,6 +583,47 @@ Invalidation PageTable::Map(uint64_t va, uint64_t size, uint64_t target, uint32_
   const Leaf leaf{va, target, FlagsToPte(flags), page_size, LeafLevel(page_size)};
   MapLevel(root_, 0, va, va + size, leaf, pre, inv);
   EndWrite(inv, va, size);
+  return inv;
+}
+
+internal::Table* PageTable::LastLevelTable(uint64_t va) const {
+  Table* t = root_;
+  for (int level = 0; level + 1 < levels_; ++level) {
+    const uint64_t pte = t->e[(va >> Shift(level)) & 511].load(std::memory_order_relaxed);
+    UDRM_CHECK((pte & kValid) && (pte & kTableBit), "PageTable: no last-level table at va");
+    t = PteTable(pte);
+  }
+  return t;
+}
+
+Invalidation PageTable::MapAll(std::span<const MapArgs> maps, Prealloc& pre) {
+  for (const MapArgs& m : maps) {
+    UDRM_CHECK(ValidateRange(m.va, m.size, PageBytes(m.page_size)).ok(),
+               "PageTable::Map: bad request");
+  }
+  BeginWrite();
+  Invalidation inv;
+  uint64_t regions = 0;  // of the maps that replaced mappings
+  const uint64_t table_span = uint64_t{1} << Shift(levels_ - 2);  // a last-level table's VA
+  Table* last = nullptr;  // the last-level table covering [last_base, last_base + table_span)
+  uint64_t last_base = 0;
+  for (const MapArgs& m : maps) {
+    const Leaf leaf{m.va, m.target, FlagsToPte(m.flags), m.page_size, LeafLevel(m.page_size)};
+    const uint64_t base = m.va & ~(table_span - 1);
+    const bool one_table = leaf.level == levels_ - 1 && m.va + m.size <= base + table_span;
+    const bool removed_before = inv.removed_mappings_;
+    inv.removed_mappings_ = false;
+    if (one_table && last != nullptr && base == last_base) {
+      MapLevel(last, levels_ - 1, m.va, m.va + m.size, leaf, pre, inv);
+    } else {
+      MapLevel(root_, 0, m.va, m.va + m.size, leaf, pre, inv);
+      last = one_table ? LastLevelTable(m.va) : nullptr;
+      last_base = base;
+    }
+    if (inv.removed_mappings_) regions |= RangeRegionBits(m.va, m.size);
+    inv.removed_mappings_ |= removed_before;
+  }
+  EndWriteRegions(inv, regions);
   return inv;
 }
 

@@ -14,8 +14,8 @@
 //  - Writers: one at a time per PageTable (checked in debug builds). A writer first reserves
 //    (ReserveForMap / ReserveForUnmap: validates the request and pre-allocates the worst-case
 //    number of table pages; may fail with InvalidArgument, changing nothing), then applies it
-//    (Map / Unmap: never allocate, cannot fail), then finishes (Release of the returned
-//    Invalidation, and Unreserve of what was not used).
+//    (Map / Unmap, or MapAll for a list of maps: never allocate, cannot fail), then finishes
+//    (Release of the returned Invalidation, and Unreserve of what was not used).
 //  - Publication: a new table page is fully initialised (zeroed, or filled with the pieces of a
 //    split large page) before the release-store that links it, so a reader never sees a table
 //    that is not ready.
@@ -47,6 +47,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -256,6 +257,25 @@ class PageTable {
   Invalidation Map(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
                    PageSize page_size, Prealloc& pre);
   Invalidation Unmap(uint64_t va, uint64_t size, Prealloc& pre);
+  // One Map call's arguments (MapAll).
+  struct MapArgs {
+    uint64_t va = 0;
+    uint64_t size = 0;
+    uint64_t target = 0;
+    uint32_t flags = 0;
+    PageSize page_size = PageSize::k4K;
+  };
+  // Writer, step 2 for a list of maps: Map of each of `maps` in order, in one writer section —
+  // the same entries stored, in the same order, with the same release stores, as the Map calls
+  // would; a map at the last level (4 KiB, 64 KiB pages) that stays inside the last-level table
+  // the previous one wrote writes into that table without walking down from the root again
+  // (a map cannot unhook a table at or above the last level, only a 2 MiB or 1 GiB one replaces
+  // a table, and that one walks from the root). The returned Invalidation is the Map calls'
+  // absorbed into one, except that the generation is bumped, and the stale flags of the caches
+  // whose footprint meets a replaced map's range are set, once, at the end (as one Map over a
+  // range does), when any map replaced mappings. Contract as Map (each request re-checked,
+  // before anything is written; a mismatch crashes). Never allocates.
+  Invalidation MapAll(std::span<const MapArgs> maps, Prealloc& pre);
   // Writer, step 3: frees what was reserved and not used.
   void Unreserve(Prealloc pre);
   // Waits for a grace period, then frees the unhooked tables. After it returns, no reader holds
@@ -347,6 +367,10 @@ class PageTable {
   // `va`, `size`: the request's range (a removal sets the stale flags of the caches whose
   // footprint meets it).
   void EndWrite(Invalidation& inv, uint64_t va, uint64_t size);
+  // EndWrite with the RegionBits of the ranges a removal may have touched.
+  void EndWriteRegions(Invalidation& inv, uint64_t regions);
+  // Writer-only: the last-level table holding `va`'s entry (the tables above it are linked).
+  internal::Table* LastLevelTable(uint64_t va) const;
 
   // Cache-line layout (issue 13: with one writer, readers ran 1.45x slower because the fields
   // every Translate reads shared a line with the counters every Map/Unmap writes):

@@ -4,7 +4,8 @@
 // VM whose last 8 pages are the kernel node, so some requests are refused. Every op list is
 // checked against the rules (at most two REMAPs, first/last; exactly one MAP, last, equal to the
 // request; keep = "same BO, contiguous"; prev/next pieces), applied (list form, or callback form
-// applying immediately, alternately), and the tree is compared with the model after every request.
+// applying immediately, alternately; every fourth unmap that removes whole VAs only through one
+// Gpuvm::RemoveRun), and the tree is compared with the model after every request.
 // The run is kSeeds instances of one parameterized test, instance i seeded with GPUVM_DIFF_SEED + i
 // (default base 20261202), so that Bazel's shard_count spreads them over shards: 10^6 requests in
 // all by default (10^5 per seed), 4*10^4 under sanitizers (4*10^3 per seed), to stay within the
@@ -173,7 +174,7 @@ TEST_P(GpuvmDiffTest, RandomRequestsMatchModel) {
   Ref<Bo> bos[3] = {Bo::Create(kBoPages), Bo::Create(kBoPages), Bo::Create(kBoPages)};
   VaPool pool;
   Model model;
-  uint64_t refused = 0, ops_total = 0;
+  uint64_t refused = 0, ops_total = 0, runs_removed = 0;
   for (uint64_t n = 0; n < requests; ++n) {
     // Short requests, mostly, so that VAs pile up and split.
     const uint64_t addr = rng() % kPages;
@@ -205,7 +206,16 @@ TEST_P(GpuvmDiffTest, RandomRequestsMatchModel) {
     const std::string rule = CheckRules(*ops, olds, is_map, req);
     ASSERT_EQ(rule, "") << "seed " << seed << " request " << n;
     ops_total += ops->size();
-    if (n % 2 == 0) {
+    // An unmap that removes whole VAs only: every fourth request through one RemoveRun (the
+    // VAs an unmap removes are consecutive in the tree), else op by op.
+    std::vector<Gpuva*> run;
+    for (const Op& op : *ops) {
+      if (auto* u = std::get_if<OpUnmap>(&op)) run.push_back(u->va);
+    }
+    if (n % 4 == 0 && !is_map && run.size() == ops->size()) {
+      vm->RemoveRun(run);
+      ++runs_removed;
+    } else if (n % 2 == 0) {
       ApplyOps(*vm, *ops, pool);
     } else {
       ApplyNow live(*vm, pool);
@@ -223,6 +233,7 @@ TEST_P(GpuvmDiffTest, RandomRequestsMatchModel) {
   RecordProperty("requests", std::to_string(requests));
   EXPECT_GT(refused, 0u);
   EXPECT_GT(ops_total, requests);
+  EXPECT_GT(runs_removed, 0u);
   VaPool::Clear(*vm);
 }
 

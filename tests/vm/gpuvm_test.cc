@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -138,6 +139,16 @@ TEST_F(GpuvmTest, VasHoldVmReferences) {
   EXPECT_EQ(Gpuvm::live_count(), 1);
   raw->Remove(va);  // the last reference: Fini
   EXPECT_EQ(Gpuvm::live_count(), 0);
+  // RemoveRun drops the references of all its VAs, the last one freeing the VM.
+  Gpuva* run[] = {pool.New(0x20000, kPage), pool.New(0x21000, kPage), pool.New(0x22000, kPage)};
+  {
+    Ref<Gpuvm> vm = MakeVm();
+    raw = vm.get();
+    for (Gpuva* v : run) ASSERT_TRUE(vm->Insert(v).ok());
+  }
+  EXPECT_EQ(Gpuvm::live_count(), 1);
+  raw->RemoveRun(run);
+  EXPECT_EQ(Gpuvm::live_count(), 0);
 }
 
 // drm_gpuva_remove(kernel node) and a VM freed with VAs left are contract crashes.
@@ -162,6 +173,54 @@ TEST_F(GpuvmTest, ContractCrashes) {
 }
 
 // vm_bo: unique per (VM, BO), linked VAs hold it, the last put frees it and its references.
+// RemoveRun: a run of consecutive VAs goes in one call, with their VM references; the VAs
+// before and after stay; VAs that are not consecutive in the tree are a contract crash.
+TEST_F(GpuvmTest, RemoveRunRemovesConsecutiveVas) {
+  auto vm = *Gpuvm::Create("run", 0, 1 << 20, 0, 0);
+  std::vector<std::unique_ptr<Gpuva>> vas;
+  for (uint64_t i = 0; i < 200; ++i) {  // several btree leaves
+    vas.push_back(std::make_unique<Gpuva>());
+    vas.back()->addr = i * 16;
+    vas.back()->range = 8 + (i % 3) * 4;
+    ASSERT_TRUE(vm->Insert(vas.back().get()).ok());
+  }
+  const size_t height = vm->tree_height();
+  EXPECT_GE(height, 2u);
+  std::vector<Gpuva*> run;
+  for (size_t i = 30; i < 170; ++i) run.push_back(vas[i].get());
+  vm->RemoveRun(run);
+  EXPECT_EQ(vm->va_count(), 60u);
+  for (size_t i = 0; i < vas.size(); ++i) {
+    const bool removed = i >= 30 && i < 170;
+    EXPECT_EQ(vas[i]->vm, removed ? nullptr : vm.get()) << i;
+    EXPECT_EQ(vm->Find(vas[i]->addr, vas[i]->range), removed ? nullptr : vas[i].get()) << i;
+  }
+  // The tree is still ordered and searchable: iteration, and inserts into the hole.
+  uint64_t last = 0;
+  size_t seen = 0;
+  for (Gpuva* va : vm->All()) {
+    EXPECT_TRUE(seen == 0 || va->addr > last);
+    last = va->addr;
+    ++seen;
+  }
+  EXPECT_EQ(seen, 60u);
+  ASSERT_TRUE(vm->Insert(vas[100].get()).ok());
+  EXPECT_EQ(vm->FindFirst(30 * 16, 140 * 16), vas[100].get());
+  vm->RemoveRun({});  // nothing
+  EXPECT_EQ(vm->va_count(), 61u);
+  EXPECT_DEATH(vm->RemoveRun(std::vector<Gpuva*>{vas[10].get(), vas[12].get()}),
+               "not consecutive");
+  EXPECT_DEATH(vm->RemoveRun(std::vector<Gpuva*>{vas[100].get(), vas[171].get()}),
+               "not consecutive");
+  EXPECT_DEATH(vm->RemoveRun(std::vector<Gpuva*>{vas[40].get()}), "not in the tree");
+  // The rest, the whole tree at once (btree's clear), and the VM references with it.
+  run.clear();
+  for (Gpuva* va : vm->All()) run.push_back(va);
+  vm->RemoveRun(run);
+  EXPECT_EQ(vm->va_count(), 0u);
+  for (auto& va : vas) EXPECT_EQ(va->vm, nullptr);
+}
+
 TEST_F(GpuvmTest, VmBoObtainLinkUnlinkPut) {
   Ref<Gpuvm> vm = MakeVm();
   Ref<Bo> bo = Bo::Create(4 * kPage);

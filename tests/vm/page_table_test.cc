@@ -161,6 +161,8 @@ TEST_F(PageTableTest, BadRequests) {
   EXPECT_TRUE(absl::IsInvalidArgument(Map(*pt_, 0x1000, 4 * KiB, 0x2000, kPteSparse, PageSize::k4K)));
   EXPECT_TRUE(absl::IsInvalidArgument(Unmap(*pt_, 0x1000, 0)));
   EXPECT_TRUE(absl::IsInvalidArgument(Unmap(*pt_, 0x1800, 4 * KiB)));
+  // A page size outside the enum: an error, not a division by zero.
+  EXPECT_TRUE(absl::IsInvalidArgument(Map(*pt_, 0x1000, 4 * KiB, 0, kRW, static_cast<PageSize>(7))));
   EXPECT_TRUE(absl::IsInvalidArgument(PageTable::Create(40).status()));
   EXPECT_EQ(pt_->stats().live_tables, stats.live_tables);
   EXPECT_EQ(pt_->stats().reserved_tables, 0);

@@ -157,8 +157,9 @@ class Gpuvm {
   // Remove of each of `vas`, which are consecutive in the tree (each the successor of the one
   // before: nothing lies between them), in one range erase — a leaf loses a run of slots in one
   // shift and is rebalanced once, where one Remove per VA shifts and rebalances it per VA. Same
-  // tree, same references and the same crashes as the Removes in order; also a crash (contract)
-  // if the VAs are not consecutive. Allocates nothing.
+  // tree and same references as the Removes in order. A crash (contract), before anything
+  // changes, wherever Remove of one of them would crash (the first VA not in this VM's tree
+  // says so from the tree search), or if the VAs are not consecutive. Allocates nothing.
   void RemoveRun(std::span<Gpuva* const> vas);
 
   // The tree part of drm_gpuva_remap: replaces `old` by its surviving pieces `prev` / `next`

@@ -47,8 +47,9 @@ struct BindVa : Gpuva {
   uint64_t target = 0;  // device address of addr (0: sparse)
   uint32_t pte_flags = 0;
   PageSize page_size = PageSize::k4K;
-  BindVa* list_next = nullptr;  // BindVaList's link; a node in the tree is in no list, except between
-                                // ApplyBind's UnmapExceptTree and the RemoveRun that follows it
+  // BindVaList's link; a node in the tree is in no list, except between ApplyBind's
+  // UnmapExceptTree and the RemoveRun that follows it.
+  BindVa* list_next = nullptr;
 };
 
 // A list of BindVa nodes linked through list_next (a job's spare nodes, the VAs it removed, the

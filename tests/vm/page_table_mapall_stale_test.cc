@@ -84,7 +84,9 @@ TEST(PageTableMapAllStale, ConcurrentReadersSeeFinishedLists) {
       for (uint64_t v : va) maps.push_back({v, 4 * KiB, kTarget + k * 4096, kRW, PageSize::k4K});
       if (k % 2) std::swap(maps[0], maps[1]);
       PageTable::ListBound bound(*pt);
-      for (auto& m : maps) ASSERT_TRUE(bound.AddMap(m.va, m.size, m.target, m.flags, m.page_size).ok());
+      for (auto& m : maps) {
+        ASSERT_TRUE(bound.AddMap(m.va, m.size, m.target, m.flags, m.page_size).ok());
+      }
       Prealloc pre;
       pt->Reserve(bound, pre);
       Invalidation inv = pt->MapAll(maps, pre);

@@ -92,23 +92,38 @@ void Scheduler::WakeUp() {
     self_wake_ = true;
     return;
   }
+  // Lock-free unless the work item is idle. Every path ends in a read-modify-write of work_
+  // (acq_rel): the work item's next transition out of kQueued or kRunningAgain (also an RMW)
+  // reads after it, so the round that follows sees what the caller did before WakeUp (e.g. its
+  // inbox push) — a plain load could read a stale state and lose the wake-up.
+  Work w = work_.load(std::memory_order_relaxed);
+  while (w != Work::kIdle) {
+    const Work next = w == Work::kRunning ? Work::kRunningAgain : w;
+    if (work_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return;
+    }
+  }
+  // Idle: only here, under wake_mu_, does the state leave kIdle.
   absl::MutexLock l(&wake_mu_);
   if (exiting_) return;
-  const Work w = work_.load(std::memory_order_relaxed);
-  if (w == Work::kIdle) {
-    work_.store(Work::kQueued, std::memory_order_relaxed);
-    executor_->Post([this] { RunWork(); });
-  } else if (w == Work::kRunning) {
-    // Something happened while it ran: one more round.
-    work_.store(Work::kRunningAgain, std::memory_order_relaxed);
+  w = work_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (w == Work::kIdle) {
+      work_.exchange(Work::kQueued, std::memory_order_acq_rel);
+      executor_->Post([this] { RunWork(); });
+      return;
+    }
+    const Work next = w == Work::kRunning ? Work::kRunningAgain : w;
+    if (work_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return;
+    }
   }
 }
 
 void Scheduler::RunWork() {
-  {
-    absl::MutexLock l(&wake_mu_);
-    work_.store(Work::kRunning, std::memory_order_relaxed);
-  }
+  work_.exchange(Work::kRunning, std::memory_order_acq_rel);  // from kQueued (see WakeUp)
   const Scheduler* outer = std::exchange(tls_running, this);
   for (;;) {
     if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
@@ -120,12 +135,13 @@ void Scheduler::RunWork() {
       return work_.load(std::memory_order_relaxed) == Work::kRunningAgain;
     });
     absl::MutexLock l(&wake_mu_);
-    if (work_.load(std::memory_order_relaxed) == Work::kRunningAgain) {
-      work_.store(Work::kRunning, std::memory_order_relaxed);
+    Work running = Work::kRunning;
+    if (!work_.compare_exchange_strong(running, Work::kIdle, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+      work_.exchange(Work::kRunning, std::memory_order_acq_rel);  // kRunningAgain: one more
       continue;
     }
-    work_.store(Work::kIdle, std::memory_order_relaxed);  // the destructor may go ahead
-    break;
+    break;  // idle: the destructor may go ahead
   }
   tls_running = outer;
 }
@@ -210,14 +226,14 @@ void Scheduler::AccountLocked(Job& job) {
 fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
   for (;;) {
     fence::FenceRef dep;
-    if (!job.order_checked_) {
+    if (job.next_dep_ == 0) {
       // The entity's cancelled previous job (sched/job.h): the same context, yet never queued,
       // so neither skipped nor pipelined.
-      job.order_checked_ = true;
+      job.next_dep_ = 1;
       if (job.order_after_ == nullptr) continue;
       dep = job.order_after_;
-    } else if (job.next_dep_ < job.deps_.size()) {
-      dep = job.deps_[job.next_dep_++];
+    } else if (job.next_dep_ - 1 < job.deps_.size()) {
+      dep = job.deps_[job.next_dep_++ - 1];
       // The same entity: entity order already serialises them.
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     } else {
@@ -338,9 +354,12 @@ void Scheduler::RunJob(Job* job) {
     job->parent_ = *hw;
     static_cast<FinishedFence&>(*job->finished_).SetParent(*hw);
   }
-  job->scheduled_->Signal();
-  if (!hw.ok()) return JobDone(job, hw.status());
-  if (*hw == nullptr) return JobDone(job, absl::OkStatus());
+  // One clock read for both fences when the job completes at once (RunJob returned no hardware
+  // fence, or an error): it did so by the time of this read.
+  const absl::Time now = absl::Now();
+  job->scheduled_->SignalWithTimestamp(now);
+  if (!hw.ok()) return JobDone(job, hw.status(), &now);
+  if (*hw == nullptr) return JobDone(job, absl::OkStatus(), &now);
   AttachHardwareFence(job, absl::OkStatus());
 }
 
@@ -348,14 +367,14 @@ void Scheduler::RunJob(Job* job) {
 // touch the job after signalling `finished`: the executor may free it right away; and the
 // scheduler itself may be torn down as soon as the last finished fence signalled, so the
 // destructor waits for `callbacks_running_` to drop to zero, its last touch.
-void Scheduler::JobDone(Job* job, absl::Status status) {
+void Scheduler::JobDone(Job* job, absl::Status status, const absl::Time* now) {
   callbacks_running_.fetch_add(1, std::memory_order_relaxed);
   const fence::FenceRef finished = job->finished_;
   Trace(TraceEvent::kDone, *finished);
   credit_count_.fetch_sub(job->credits_, std::memory_order_release);
   jobs_score_.fetch_sub(1, std::memory_order_relaxed);
   if (!status.ok()) finished->SetError(std::move(status));
-  finished->Signal();
+  finished->SignalWithTimestamp(now != nullptr ? *now : absl::Now());
   WakeUp();
   callbacks_running_.fetch_sub(1, std::memory_order_release);
 }

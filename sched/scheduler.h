@@ -205,7 +205,8 @@ class Scheduler {
   // the hardware fence has already signalled without an error.
   void AttachHardwareFence(Job* job, const absl::Status& fallback);
   void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
-  void JobDone(Job* job, absl::Status status);
+  // `now`: the signal time to record on `finished` (null: read the clock).
+  void JobDone(Job* job, absl::Status status, const absl::Time* now = nullptr);
   void Trace(TraceEvent event, const fence::Fence& job_fence, const fence::Fence* dep = nullptr);
   // Records made under mu_ are buffered and emitted after it is released.
   void TraceLocked(TraceEvent event, const fence::Fence& job_fence,
@@ -285,7 +286,10 @@ class Scheduler {
   // WakeUp called by the work item itself (a callback it ran); only the work item touches it.
   bool self_wake_ = false;
   absl::Mutex wake_mu_;
-  // Written only under wake_mu_; atomic so that the idle spin can poll it without the lock.
+  // Leaves kIdle only under wake_mu_ (WakeUp posts the work item) and enters it only under
+  // wake_mu_ (the work item going idle; the destructor waits for it there). Every other
+  // transition is a lock-free read-modify-write: a WakeUp while the work item is queued or
+  // running takes no lock (kRunning -> kRunningAgain, or an unchanged kQueued / kRunningAgain).
   std::atomic<Work> work_{Work::kIdle};
   bool exiting_ ABSL_GUARDED_BY(wake_mu_) = false;
 };

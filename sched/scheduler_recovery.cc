@@ -183,7 +183,7 @@ void Scheduler::ForEachPendingJob(const std::function<void(Job&)>& fn) {
 }
 
 void Scheduler::IncreaseKarma(Job& bad) {
-  if (bad.priority_ == Priority::kKernel) return;
+  if (bad.priority() == Priority::kKernel) return;
   bad.karma_.fetch_add(1, std::memory_order_relaxed);
   if (bad.guilty_ != nullptr) bad.guilty_->store(true, std::memory_order_release);
 }

@@ -14,14 +14,13 @@
 // waits forever; those callbacks must not call virtual methods of the dying fence.
 //
 // Memory (bench/fence_bench VALUE fence_bytes, counted from the allocator: usable bytes of the
-// blocks, libstdc++/glibc, x86-64): a bare fence from Create() holds 136 B — one make_shared
-// block of 128 B requested (16 B control block, 112 B Fence). The issue-13 goal of <= 64 B is NOT
-// met: the 112 B are the vtable pointer (8), enable_shared_from_this's weak pointer (16),
-// context/seqno/width/flags (24), absl::Mutex (8), absl::Status (8), absl::Time (16), the
-// callback list (16), callbacks_running_ (1, padded to 8) and signalling_thread_ (8). Reaching
-// 64 B needs an intrusive count in place of std::shared_ptr (-32 B: control block and weak
-// pointer), a 64-bit nanosecond timestamp (-8 B) and the two callback-running fields folded into
-// flags_ (-16 B): a change of FenceRef's type across every layer, not made here.
+// blocks, libstdc++/glibc, x86-64): a bare fence from Create() holds 120 B — one make_shared
+// block of 112 B requested (16 B control block, 96 B Fence). The issue-13 goal of <= 64 B is NOT
+// met: the 96 B are the vtable pointer (8), enable_shared_from_this's weak pointer (16),
+// context/seqno/width/state word (24), absl::Mutex (8), absl::Status (8), the timestamp (8, 64-bit
+// nanoseconds), the callback list (16) and the callback-running thread (8). Reaching 64 B needs an
+// intrusive count in place of std::shared_ptr (-32 B: control block and weak pointer): a change
+// of FenceRef's type across every layer, not made here.
 //
 // Logging: the two warnings below (IsLater across contexts, a fence released with callbacks
 // pending) go to base/log.h's sink under the logger name "udrm.fence", never under a fence lock.

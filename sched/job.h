@@ -65,7 +65,7 @@ class Job {
   // is made on the submitting thread and freed on the scheduler's, which glibc's malloc serves
   // slowly. Make jobs with `new` / std::make_unique as usual; never std::malloc them.
   // Memory (sched_bench VALUE job_bytes, usable bytes from the allocator): a plain Job from Init
-  // through Arm holds 640 B, its fence pair (320 B) included.
+  // through Arm holds 512 B: the Job's 256 B block and its fence pair's 256 B block.
   static void* operator new(std::size_t size);
   static void* operator new(std::size_t size, std::align_val_t align);
   static void operator delete(void* p) noexcept;

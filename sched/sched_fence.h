@@ -13,11 +13,12 @@
 // share one reference count: either keeps both alive. The scheduled fence is a member of the
 // finished one, reached through an aliasing FenceRef, so shared_from_this() does not work on it
 // (nothing in udrm calls it on a fence it did not create itself).
-// Memory: the pair is one 320 B block (sched_bench VALUE fence_bytes, usable bytes).
+// Memory: the pair is one 256 B block (sched_bench VALUE fence_bytes, usable bytes).
 // Thread-safety and memory ordering: as fence::Fence.
 #ifndef UDRM_SCHED_SCHED_FENCE_H_
 #define UDRM_SCHED_SCHED_FENCE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <typeinfo>
@@ -61,7 +62,8 @@ class FinishedFence final : public fence::Fence {
   FinishedFence(uint64_t context, uint64_t seqno, const Scheduler* scheduler, bool dont_pipeline)
       : Fence(context + 1, seqno, fence::SeqnoWidth::k64),
         scheduled_(context, seqno, this),
-        scheduler_and_flag_(reinterpret_cast<uintptr_t>(scheduler) | (dont_pipeline ? 1 : 0)) {}
+        scheduler_and_flags_(reinterpret_cast<uintptr_t>(scheduler) |
+                             (dont_pipeline ? kDontPipelineBit : 0)) {}
 
   // to_drm_sched_fence for a finished fence: the FinishedFence `f` is, or null.
   // FinishedFence is final: an exact type check is enough, and cheaper than a dynamic_cast (which
@@ -72,7 +74,8 @@ class FinishedFence final : public fence::Fence {
   }
 
   const Scheduler* scheduler() const {
-    return reinterpret_cast<const Scheduler*>(scheduler_and_flag_ & ~uintptr_t{1});
+    return reinterpret_cast<const Scheduler*>(
+        scheduler_and_flags_.load(std::memory_order_relaxed) & ~kFlagBits);
   }
   // The scheduled twin of `finished` (a reference to this fence).
   static fence::FenceRef ScheduledOf(const fence::FenceRef& finished) {
@@ -87,7 +90,15 @@ class FinishedFence final : public fence::Fence {
     return f;
   }
   // DRM_SCHED_FENCE_DONT_PIPELINE: dependants wait for this fence itself, never its twin.
-  bool dont_pipeline() const { return (scheduler_and_flag_ & 1) != 0; }
+  bool dont_pipeline() const {
+    return (scheduler_and_flags_.load(std::memory_order_relaxed) & kDontPipelineBit) != 0;
+  }
+  // The job was selected by its scheduler (taken off its entity, to be handed to the backend in
+  // selection order) without an error (not a guilty entity's); set and read only by that
+  // scheduler's work item. Relaxed.
+  bool selected() const {
+    return (scheduler_and_flags_.load(std::memory_order_relaxed) & kSelectedBit) != 0;
+  }
 
   // The scheduler, when the job's RunJob returned a hardware fence (before `scheduled` signals):
   // forwards a deadline set earlier.
@@ -128,8 +139,14 @@ class FinishedFence final : public fence::Fence {
   // The earliest deadline set (Unix nanoseconds), or kNoDeadline.
   int64_t deadline_ns_ ABSL_GUARDED_BY(parent_mu_) = kNoDeadline;
   ScheduledFence scheduled_;  // the scheduled twin (see Lifetime above)
-  // The scheduler, with DRM_SCHED_FENCE_DONT_PIPELINE in bit 0 (a Scheduler is aligned).
-  const uintptr_t scheduler_and_flag_;
+  friend class Scheduler;  // MarkSelected
+  void MarkSelected() { scheduler_and_flags_.fetch_or(kSelectedBit, std::memory_order_relaxed); }
+
+  static constexpr uintptr_t kDontPipelineBit = 1;  // DRM_SCHED_FENCE_DONT_PIPELINE
+  static constexpr uintptr_t kSelectedBit = 2;      // see selected()
+  static constexpr uintptr_t kFlagBits = 3;
+  // The scheduler (aligned: its two low bits are free), with the two flags above.
+  std::atomic<uintptr_t> scheduler_and_flags_;
 };
 
 }  // namespace sched

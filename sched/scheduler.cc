@@ -146,10 +146,12 @@ void Scheduler::RunWork() {
   tls_running = outer;
 }
 
-// Rounds of: free finished jobs, then pick and run at most one job — until a round does nothing.
-// The end of one round and the start of the next share one hold of mu_.
+// Rounds of: free finished jobs, then select up to kMaxBatch jobs (one selection after the other,
+// in policy order, each charging its credits) and run them in selection order — until a round
+// does nothing. The end of one round and the start of the next share one hold of mu_.
 void Scheduler::RunRounds() {
   std::vector<std::unique_ptr<Job>>& finished = to_free_;
+  std::vector<Job*>& batch = batch_;
   std::vector<TraceRecord> records;
   mu_.Lock();
   while (!paused_) {
@@ -168,9 +170,15 @@ void Scheduler::RunRounds() {
     if (auto* hook = internal::before_select_hook.load(std::memory_order_relaxed)) {
       hook(rq_->entities().size());
     }
-    Job* job = stopping_ ? nullptr : PopReadyJobLocked(credits_in_use);
+    // Each selection sees the credits charged by the ones before it (credit_count_), never a
+    // credit freed during the round (the jobs selected here run only after the round).
+    while (!stopping_ && batch.size() < kMaxBatch) {
+      Job* job = PopReadyJobLocked(credits_in_use);
+      if (job == nullptr) break;
+      batch.push_back(job);
+    }
     // Progress (a job goes to the backend or was freed) restarts the timer.
-    if (!finished.empty() || job != nullptr) ArmTimerLocked();
+    if (!finished.empty() || !batch.empty()) ArmTimerLocked();
     records.swap(trace_buf_);
     const int truncated = std::exchange(truncated_, 0);
     mu_.Unlock();
@@ -187,8 +195,9 @@ void Scheduler::RunRounds() {
       for (auto& j : killed) backend_->FreeJob(std::move(j));
       for (auto& j : finished) backend_->FreeJob(std::move(j));
     }
-    if (job != nullptr) RunJob(job);
-    const bool progress = !finished.empty() || !killed.empty() || job != nullptr;
+    for (Job* job : batch) RunJob(job);
+    const bool progress = !finished.empty() || !killed.empty() || !batch.empty();
+    batch.clear();
     finished.clear();
     records.clear();
     mu_.Lock();
@@ -242,10 +251,17 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     }
     // The same scheduler: the ring runs jobs in order, so being scheduled is enough — unless the
-    // dependency failed or asked not to be pipelined.
+    // dependency failed or asked not to be pipelined. A job this work item has already selected
+    // counts as scheduled: it reaches RunJob (and its scheduled fence signals) before any job
+    // selected after it, this one included (drm_sched_entity_add_dependency_cb, without the
+    // callback and the extra round when both are in one round). Only a job that was not given an
+    // error at selection (a guilty entity's) is marked selected (PopHeadLocked); an error that
+    // its hardware reports later races with this check in the kernel too.
     if (const FinishedFence* f = FinishedFence::Cast(dep.get());
-        f != nullptr && dep != job.order_after_ && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
-      dep = FinishedFence::ScheduledOf(dep);
+        f != nullptr && dep != job.order_after_ && f->scheduler() == this &&
+        !f->dont_pipeline()) {
+      if (f->selected()) continue;
+      if (f->error().ok()) dep = FinishedFence::ScheduledOf(dep);
     }
     if (dep->IsSignaled()) continue;
     e->dep_signaled_.store(false, std::memory_order_relaxed);
@@ -326,6 +342,8 @@ Job* Scheduler::PopHeadLocked(Entity* best) {
   // A guilty context's jobs are cancelled, but still go to the backend (which should skip them).
   if (job->guilty_ != nullptr && job->guilty_->load(std::memory_order_acquire)) {
     job->finished_->SetError(absl::CancelledError("entity is guilty (ECANCELED)"));
+  } else {
+    static_cast<FinishedFence&>(*job->finished_).MarkSelected();  // see ResolveDependencies
   }
   best->last_scheduled_ = job->finished_;
   rq_->OnPop(best->rq_entry_.get(),

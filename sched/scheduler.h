@@ -3,9 +3,10 @@
 // What it does: picks the first ready entity in its run queue's order (sched/policy.h; the
 // fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
 // fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
-// for only until that job is scheduled, unless it carries an error or asks not to be pipelined;
-// any other fence is waited for), charges its credits — waiting for credits rather than skipping
-// the chosen entity — and calls Backend::RunJob, then signals the job's scheduled fence; when the
+// for only until that job is scheduled — or selected: a job already selected reaches RunJob
+// first — unless it carries an error or asks not to be pipelined; any other fence is waited for),
+// charges its credits — waiting for credits rather than skipping the chosen entity — and calls
+// Backend::RunJob, then signals the job's scheduled fence; when the
 // hardware fence signals, the finished fence signals with its error and the credits come back;
 // finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
 // their hardware time is charged to their entity (the fair policy's virtual runtime).
@@ -16,7 +17,12 @@
 // fence signals all compete for the credit it frees, by priority and policy, whichever thread
 // signals it. A job pushed later (or concurrently) may or may not be a candidate. A selection
 // only uses credits that were free when its round began; a credit freed during a round is used
-// by the next round, which the completion always triggers.
+// by the next round, which the completion always triggers. A round makes up to 32 selections
+// (one after the other, each in policy order and charging its credits) under one hold of `mu_`
+// — released only while a chosen head job's dependencies are resolved — and then runs the
+// selected jobs in selection order (the kernel runs one per work-item pass; its contract does not
+// require it). GPU time of jobs that finish during a round is charged to their entities (the fair
+// policy's key) at the next round.
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
@@ -191,7 +197,8 @@ class Scheduler {
   void RunWork() ABSL_LOCKS_EXCLUDED(wake_mu_, mu_);
   // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).
   bool OnExecutorThread() const;
-  // Rounds of: free finished jobs, then pick and run at most one job, until one does nothing.
+  // Rounds of: free finished jobs, then select up to kMaxBatch jobs and run them in selection
+  // order, until one does nothing.
   void RunRounds() ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // Appends to `out` (kept by the caller across rounds: no allocation per job).
   void TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -271,6 +278,9 @@ class Scheduler {
   std::vector<TraceRecord> trace_buf_ ABSL_GUARDED_BY(mu_);
   // RunRounds' batch of jobs to free; only the work item touches it (kept to reuse its memory).
   std::vector<std::unique_ptr<Job>> to_free_;
+  // RunRounds' jobs selected in one round, run in order after it; only the work item touches it.
+  static constexpr size_t kMaxBatch = 32;
+  std::vector<Job*> batch_;
   int truncated_ ABSL_GUARDED_BY(mu_) = 0;  // oversized jobs to warn about, outside mu_
 
   // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).

@@ -61,9 +61,9 @@ class FinishedFence final : public fence::Fence {
   // Use CreatePair.
   FinishedFence(uint64_t context, uint64_t seqno, const Scheduler* scheduler, bool dont_pipeline)
       : Fence(context + 1, seqno, fence::SeqnoWidth::k64),
-        scheduled_(context, seqno, this),
         scheduler_and_flags_(reinterpret_cast<uintptr_t>(scheduler) |
-                             (dont_pipeline ? kDontPipelineBit : 0)) {}
+                             (dont_pipeline ? kDontPipelineBit : 0)),
+        scheduled_(context, seqno, this) {}
 
   // to_drm_sched_fence for a finished fence: the FinishedFence `f` is, or null.
   // FinishedFence is final: an exact type check is enough, and cheaper than a dynamic_cast (which
@@ -132,21 +132,22 @@ class FinishedFence final : public fence::Fence {
   }
 
  private:
+  friend class Scheduler;  // MarkSelected
+  void MarkSelected() { scheduler_and_flags_.fetch_or(kSelectedBit, std::memory_order_relaxed); }
+
   static constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
+  static constexpr uintptr_t kDontPipelineBit = 1;  // DRM_SCHED_FENCE_DONT_PIPELINE
+  static constexpr uintptr_t kSelectedBit = 2;      // see selected()
+  static constexpr uintptr_t kFlagBits = 3;
+  // The scheduler (aligned: its two low bits are free), with the two flags above. First, next to
+  // the fence's timestamp: MarkSelected dirties a cache line that the signal writes anyway.
+  std::atomic<uintptr_t> scheduler_and_flags_;
 
   absl::Mutex parent_mu_;
   fence::FenceRef parent_ ABSL_GUARDED_BY(parent_mu_);
   // The earliest deadline set (Unix nanoseconds), or kNoDeadline.
   int64_t deadline_ns_ ABSL_GUARDED_BY(parent_mu_) = kNoDeadline;
   ScheduledFence scheduled_;  // the scheduled twin (see Lifetime above)
-  friend class Scheduler;  // MarkSelected
-  void MarkSelected() { scheduler_and_flags_.fetch_or(kSelectedBit, std::memory_order_relaxed); }
-
-  static constexpr uintptr_t kDontPipelineBit = 1;  // DRM_SCHED_FENCE_DONT_PIPELINE
-  static constexpr uintptr_t kSelectedBit = 2;      // see selected()
-  static constexpr uintptr_t kFlagBits = 3;
-  // The scheduler (aligned: its two low bits are free), with the two flags above.
-  std::atomic<uintptr_t> scheduler_and_flags_;
 };
 
 }  // namespace sched

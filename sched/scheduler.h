@@ -31,8 +31,8 @@
 // Job::Push does not take `mu_`: jobs arrive through a lock-free inbox that the work item drains
 // under `mu_`. `mu_` guards the run queue, entity queues and the pending list; it is never held
 // while calling the backend, and no fence callback of the scheduler takes it — callbacks
-// (dependency signalled, hardware fence signalled) only touch atomics and `wake_mu_`, so a fence
-// may signal from any thread.
+// (dependency signalled, hardware fence signalled) only touch atomics, and `wake_mu_` when the
+// work item is idle, so a fence may signal from any thread.
 // Rule: no user fence callback ever runs while the scheduler holds `mu_`. The scheduler never
 // signals, polls (IsSignaled) or adds a callback to a fence with `mu_` held, so a callback on a
 // dependency or a job's fence may push to any entity of the same scheduler, or call any public
@@ -192,7 +192,8 @@ class Scheduler {
   void UpdateRqSizeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- the work item (scheduler.cc) ---
-  // From fence callbacks too: only wake_mu_ (and the executor's queue).
+  // From fence callbacks too: one read-modify-write of work_ while the work item is queued or
+  // running; wake_mu_ (and the executor's queue) only to post it when it is idle.
   void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
   void RunWork() ABSL_LOCKS_EXCLUDED(wake_mu_, mu_);
   // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).

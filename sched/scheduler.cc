@@ -129,11 +129,15 @@ void Scheduler::RunWork() {
     if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
     RunRounds();
     if (std::exchange(self_wake_, false)) continue;
-    // Before going idle, give a submitter idle_spin to wake us without a thread wake-up (the
-    // decision below is still made under wake_mu_).
-    udrm::SpinUntil(options_.idle_spin, [this] {
-      return work_.load(std::memory_order_relaxed) == Work::kRunningAgain;
-    });
+    // Before going idle, give a submitter idle_spin to wake us without a thread wake-up. A wake-up
+    // seen here needs no lock (only this work item leaves kRunningAgain); going idle is decided
+    // under wake_mu_.
+    if (udrm::SpinUntil(options_.idle_spin, [this] {
+          return work_.load(std::memory_order_relaxed) == Work::kRunningAgain;
+        })) {
+      work_.exchange(Work::kRunning, std::memory_order_acq_rel);
+      continue;
+    }
     absl::MutexLock l(&wake_mu_);
     Work running = Work::kRunning;
     if (!work_.compare_exchange_strong(running, Work::kIdle, std::memory_order_acq_rel,

@@ -84,8 +84,8 @@ class FinishedFence final : public fence::Fence {
   // `f` itself, or the finished twin if `f` is a job's scheduled fence (drm_sched_entity_kill_jobs_cb:
   // a killed job waits for its dependencies to finish, never merely to be scheduled).
   static fence::FenceRef FinishedOf(const fence::FenceRef& f) {
-    if (f != nullptr && typeid(*f) == typeid(ScheduledFence)) {  // final, as above
-      return fence::FenceRef(f, static_cast<const ScheduledFence*>(f.get())->finished());
+    if (const fence::Fence* p = f.get(); p != nullptr && typeid(*p) == typeid(ScheduledFence)) {
+      return fence::FenceRef(f, static_cast<const ScheduledFence*>(p)->finished());  // final
     }
     return f;
   }

@@ -142,7 +142,7 @@ bool Fence::TrySignalUnlocked(absl::Time timestamp, bool* already) {
       *already = true;
       return false;
     }
-    if (f & kCallbacksBit) return false;
+    if (f & (kCallbacksBit | kErrorSetBit)) return false;
     if (flags_.compare_exchange_weak(f, f | kClaimedBit, std::memory_order_acquire,
                                      std::memory_order_relaxed)) {
       break;
@@ -178,13 +178,17 @@ bool Fence::Signal() { return SignalWithTimestamp(absl::Now()); }
 bool Fence::SignalWithTimestamp(absl::Time timestamp) {
   bool already = false;
   if (TrySignalUnlocked(timestamp, &already)) return true;
-  if (already) return false;
+  if (already) {
+    AwaitClaimedSignal();  // another thread claimed: return once its signal is visible
+    return false;
+  }
   bool signalled = false;
   FenceCallback* list;
   {
     absl::MutexLock l(&mu_);
     list = SignalLocked(timestamp, nullptr, &signalled);
   }
+  if (!signalled) AwaitClaimedSignal();  // outside mu_: the claimer may be lock-free
   RunCallbacks(list);
   return signalled;
 }
@@ -196,6 +200,7 @@ bool Fence::SignalWithError(absl::Status error, absl::Time timestamp) {
     absl::MutexLock l(&mu_);
     list = SignalLocked(timestamp, &error, &signalled);
   }
+  if (!signalled) AwaitClaimedSignal();
   RunCallbacks(list);
   return signalled;
 }
@@ -203,8 +208,14 @@ bool Fence::SignalWithError(absl::Status error, absl::Time timestamp) {
 void Fence::SetError(absl::Status error) {
   UDRM_CHECK(!error.ok(), "Fence::SetError needs a non-OK status");
   absl::MutexLock l(&mu_);
-  UDRM_CHECK(!(flags_.load(std::memory_order_relaxed) & (kSignaledBit | kClaimedBit)),
-             "Fence::SetError after the fence signalled");
+  // kErrorSetBit in the same atomic step as the check: a lock-free claim either came first (the
+  // contract break below) or will see the bit and take mu_, which orders this write before it.
+  uint32_t f = flags_.load(std::memory_order_relaxed);
+  while (!(f & (kSignaledBit | kClaimedBit)) &&
+         !flags_.compare_exchange_weak(f, f | kErrorSetBit, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+  }
+  UDRM_CHECK(!(f & (kSignaledBit | kClaimedBit)), "Fence::SetError after the fence signalled");
   error_ = std::move(error);
 }
 
@@ -246,7 +257,7 @@ void Fence::EnableSignaling() {
 absl::Status Fence::AddCallback(FenceCallback* cb, FenceCallback::Fn fn) {
   if (cb == nullptr || !fn) return absl::InvalidArgumentError("AddCallback needs a node and a fn");
   EnableSignaling();
-  absl::MutexLock l(&mu_);
+  absl::ReleasableMutexLock l(&mu_);
   // Mark the list non-empty unless the signal is claimed (see kClaimedBit): after this, a Signal
   // takes mu_ and finds the callback.
   uint32_t f = flags_.load(std::memory_order_relaxed);
@@ -255,7 +266,9 @@ absl::Status Fence::AddCallback(FenceCallback* cb, FenceCallback::Fn fn) {
                                        std::memory_order_relaxed)) {
   }
   if (f & kClaimedBit) {
-    AwaitClaimedSignal();  // a lock-free Signal is between its claim and its release store
+    // A Signal is between its claim and its release store: wait for it outside mu_.
+    l.Release();
+    AwaitClaimedSignal();
     return AlreadySignaledError();
   }
   UDRM_CHECK(cb->owner_ == nullptr, "FenceCallback registered twice");

@@ -213,11 +213,16 @@ class Fence : public std::enable_shared_from_this<Fence> {
   // writes the timestamp (and, on the locked path, the error) and then sets kSignaledBit. A Signal
   // claims without mu_ when kCallbacksBit is clear (compare-and-swap: a concurrent AddCallback
   // either sets kCallbacksBit first, and the signal takes mu_, or sees the claim and reports the
-  // fence signalled once kSignaledBit follows); otherwise it claims under mu_.
+  // fence signalled once kSignaledBit follows); otherwise (or after SetError, kErrorSetBit) it
+  // claims under mu_. A Signal that finds the signal claimed by another thread returns only once
+  // kSignaledBit is set, so a false return and IsSignaled() still imply the fence is signalled.
   static constexpr uint32_t kSignaledBit = 1;
   static constexpr uint32_t kEnableSignalBit = 2;
   static constexpr uint32_t kCallbacksBit = 4;
   static constexpr uint32_t kClaimedBit = 8;
+  // Set (under mu_, before the claim) by SetError: the error must be published by the signal, so
+  // every later Signal takes mu_ (the lock orders the error's write before the claim).
+  static constexpr uint32_t kErrorSetBit = 16;
 
   // Claims the signal under mu_, sets `error` (if not null and not OK, and no error was set) and
   // hands the pending callbacks to the caller. Returns null if already claimed, otherwise the

@@ -68,6 +68,54 @@ TEST(FenceStateWord, TwoSignallersOneWins) {
   }
 }
 
+// A Signal that loses the race returns only once the winner's signal is visible: right after
+// either call returns, the fence reads as signalled and its timestamp is readable (a loser used to
+// return false — and IsSignaled() true — between the winner's claim and its release store).
+TEST(FenceStateWord, LosingSignallerSeesTheSignal) {
+  for (int round = 0; round < 2000; ++round) {
+    FenceRef f = Fence::Create(1, 1);
+    std::atomic<bool> go{false};
+    std::atomic<int> unsignalled_after_return{0};
+    auto signal = [&](int s) {
+      while (!go.load(std::memory_order_acquire)) {
+      }
+      f->SignalWithTimestamp(absl::FromUnixSeconds(s));
+      if (!f->IsSignaled()) unsignalled_after_return.fetch_add(1);
+      (void)f->timestamp();  // CHECK-fails on an unsignalled fence
+    };
+    std::thread a(signal, 1), b(signal, 2);
+    go.store(true, std::memory_order_release);
+    a.join();
+    b.join();
+    EXPECT_EQ(unsignalled_after_return.load(), 0);
+  }
+}
+
+// SetError on one thread, the signal on another that learned of it only through a relaxed flag
+// (no happens-before), and a reader that sees the fence signalled: the reader must see the error
+// and read it race-free (TSan reports the error's write against the read if the signal does not
+// publish it — it used to claim lock-free, past the mutex SetError wrote under).
+TEST(FenceStateWord, ErrorSetOnAnotherThreadIsPublishedBySignal) {
+  for (int round = 0; round < 200; ++round) {
+    FenceRef f = Fence::Create(1, 1);
+    std::atomic<bool> error_set{false};
+    std::thread setter([&] {
+      f->SetError(absl::InternalError("boom"));
+      error_set.store(true, std::memory_order_relaxed);
+    });
+    std::thread signaller([&] {
+      while (!error_set.load(std::memory_order_relaxed)) {
+      }
+      f->Signal();
+    });
+    while (!f->IsSignaled()) {
+    }
+    EXPECT_EQ(f->error().code(), absl::StatusCode::kInternal);
+    setter.join();
+    signaller.join();
+  }
+}
+
 // A callback added and removed again leaves the fence signallable without the mutex, and an
 // error set before a lock-free signal is seen by every reader after it.
 TEST(FenceStateWord, RemovedCallbackAndErrorBeforeSignal) {

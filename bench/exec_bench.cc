@@ -1,10 +1,12 @@
 // exec_bench: T threads each lock k = 4 distinct random objects out of M, add a fence to each and
 // unlock, as fast as they can. udrm's exec::Exec (any locking order; Wait-Die or Wound-Wait; with
-// and without the back-off policy) against, in the same run:
+// and without the back-off policy, which under Wound-Wait also backs off instead of sleeping behind
+// an older holder) against, in the same run:
 //  - address_ordered: absl::Mutex per object, locked in address order (needs a global order);
 //  - scoped_lock: std::mutex per object via std::scoped_lock (std::lock's try-and-back-off).
 // The peers keep each object's fences in a vector with the same replace-same-context rule, so all
-// sides do the same work. RATIO lines compare time per transaction (x > 1: udrm faster).
+// sides do the same locked work — but a Resv also publishes each change as a snapshot for
+// lock-free readers (GetFences, Wait: no lock), which the peers' vectors cannot offer. RATIO lines compare time per transaction (x > 1: udrm faster).
 // lockonly_* lines compare the locking alone (Exec with LockObj vs address-ordered absl::Mutex,
 // no Resv work): a diagnostic that separates the ww-mutex/Exec cost from the Resv's.
 #include <algorithm>
@@ -208,6 +210,7 @@ void Configure(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, true)->Apply(Configure);
 BENCHMARK_TEMPLATE(BM_Exec, kWoundWait, true)->Apply(Configure);
 BENCHMARK_TEMPLATE(BM_Exec, kWaitDie, false)->Apply(Configure);
+BENCHMARK_TEMPLATE(BM_Exec, kWoundWait, false)->Apply(Configure);
 BENCHMARK(BM_AddressOrdered)->Apply(Configure);
 BENCHMARK(BM_ScopedLock)->Apply(Configure);
 BENCHMARK_TEMPLATE(BM_ExecLockOnly, kWaitDie)->Apply(Configure);
@@ -220,7 +223,7 @@ int main(int argc, char** argv) {
   std::vector<udrm::bench::Comparison> cmp;
   std::vector<udrm::bench::Value> val;
   const std::string wd = "BM_Exec<kWaitDie, true>", ww = "BM_Exec<kWoundWait, true>",
-                    wd_nb = "BM_Exec<kWaitDie, false>";
+                    wd_nb = "BM_Exec<kWaitDie, false>", ww_nb = "BM_Exec<kWoundWait, false>";
   for (int m : {8, 64}) {
     for (int t : {2, 4, 16}) {
       const std::string sfx = "/" + std::to_string(m) + "/real_time/threads:" + std::to_string(t);
@@ -231,6 +234,8 @@ int main(int argc, char** argv) {
         val.push_back({name + tag, bench + sfx});
       }
       cmp.push_back({"backoff_policy" + tag, wd + sfx, "no_backoff", wd_nb + sfx});
+      // Wound-Wait: the policy includes backing off instead of sleeping behind an older holder.
+      cmp.push_back({"backoff_policy_woundwait" + tag, ww + sfx, "no_backoff", ww_nb + sfx});
       for (const auto& [name, bench] : {std::pair{"lockonly_waitdie", "BM_ExecLockOnly<kWaitDie>"},
                                         std::pair{"lockonly_woundwait", "BM_ExecLockOnly<kWoundWait>"}}) {
         cmp.push_back({name + tag, bench + sfx, "address_ordered_lockonly",

@@ -2,8 +2,14 @@
 //
 // BM_GpuvmRequest/n: a random request (range 1..32 units, random BO of 8, one in four an unmap)
 // over a VM whose [0, 16n) is tiled at the start by n VAs of 16 units: SmMap / SmUnmap with
-// callbacks applying each step at once (the msm path), VAs recycled through a free list; the VA
-// count stays near n (the "vas" counter).
+// callbacks applying each step at once (the msm path), VAs recycled through a free list.
+// Steady state: the requests split the tiles until the VM holds about 1.37n VAs (the "vas"
+// counter), which takes about 2n requests; every side is warmed up with kWarmRequestsPerVa * n
+// requests of its stream before it is timed, and keeps its state (VM or map, stream) across
+// google-benchmark's runs of it (see Kept), so each size is timed in the same regime. (Without
+// the warm-up a run at 10^6 — about 0.6n requests — was timed while the VM still grew: fresh
+// VAs and tree nodes from malloc in half the requests, which the runs at 10^3 and 10^5 had
+// left behind after a few percent of their requests.)
 // BM_GpuvmFindFirst/n: FindFirst of a random address.
 // Peer, same requests from the same seed: boost::icl::interval_map<uint64_t, Mapping> where
 // Mapping = (bo, offset - addr), so that one value describes a whole contiguous BO mapping and
@@ -17,8 +23,8 @@
 // VALUE gpuvm_request_per_log2n_<n>: the request cost / log2(n), flat if it grows as log n.
 // The algorithmic cost apart from memory: VALUE gpuvm_request_<n>_searches / _node_visits /
 // _finger_steps per request (Gpuvm::tree_searches: a search visits tree_height() nodes).
-// BM_GpuvmRequestHot/n (and the peer's BM_IclRequestHot/n): the same tree of n VAs, requests
-// only in a window of 1000 VAs in its middle — the same searches and node visits per request as
+// BM_GpuvmRequestHot/n (and the peer's BM_IclRequestHot/n): the same warmed-up VM (map) as
+// BM_GpuvmRequest/n (BM_IclRequest/n), requests only in a window of 1000 VAs in its middle — the same searches and node visits per request as
 // the full run, but a working set that fits in the caches. Full minus hot is what cache and TLB
 // misses cost.
 // VALUE gpuva_bytes: memory per VA with the index (sizeof(Gpuva) + the btree's heap bytes per
@@ -29,6 +35,7 @@
 #include <boost/icl/interval_map.hpp>
 #include <boost/icl/split_interval_map.hpp>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -133,6 +140,32 @@ Requests MakeRequests(uint64_t n, bool hot) {
   return Requests{n / 2 * kTile, kHotVas * kTile};
 }
 
+// Requests each side runs before it is timed, per VA it starts with (see the top).
+constexpr uint64_t kWarmRequestsPerVa = 2;
+
+// google-benchmark calls a benchmark function once per run (runs differ in the iteration count
+// only): a request benchmark's state, built and warmed up by `make`, is kept under `key` until
+// a benchmark with another key needs the slot (one state alive at a time).
+struct KeptSlot {
+  std::string key;
+  std::shared_ptr<void> state;
+};
+KeptSlot& Slot() {
+  static auto* slot = new KeptSlot;
+  return *slot;
+}
+template <typename T>
+T& Kept(const std::string& key, const std::function<std::shared_ptr<T>()>& make) {
+  KeptSlot& slot = Slot();
+  if (slot.key != key) {
+    slot.state.reset();  // free the previous state before building the next
+    slot.key.clear();
+    slot.state = make();
+    slot.key = key;
+  }
+  return *static_cast<T*>(slot.state.get());
+}
+
 // The tree's work per request in the last run of each benchmark (printed as VALUE lines).
 struct TreeWork {
   double searches = 0;      // root-to-leaf searches per request
@@ -144,22 +177,37 @@ std::map<std::string, TreeWork>& TreeWorkByBench() {
   return *m;
 }
 
+// One request of `r` on the VM.
+void GpuvmRequest(Fixture& f, ApplyNow& steps, const Requests::Request& r) {
+  if (r.unmap) {
+    benchmark::DoNotOptimize(vm::SmUnmap(*f.vm, r.addr, r.range, steps));
+  } else {
+    benchmark::DoNotOptimize(
+        vm::SmMap(*f.vm, {{r.addr, r.range, f.bos[r.bo].get(), r.addr}}, steps));
+  }
+}
+
+// BM_GpuvmRequest/n's and BM_GpuvmRequestHot/n's state: the VM warmed up, and both streams.
+struct GpuvmState {
+  Fixture f;
+  ApplyNow steps{f};
+  Requests full;
+  Requests hot;
+  explicit GpuvmState(uint64_t n)
+      : f(n), full(MakeRequests(n, false)), hot(MakeRequests(n, true)) {
+    for (uint64_t i = 0; i < kWarmRequestsPerVa * n; ++i) GpuvmRequest(f, steps, full.Next());
+  }
+};
+
 void GpuvmRequests(benchmark::State& state, bool hot) {
   const uint64_t n = state.range(0);
-  Fixture f(n);
-  Requests reqs = MakeRequests(n, hot);
-  ApplyNow steps(f);
+  GpuvmState& g = Kept<GpuvmState>("udrm/" + std::to_string(n),
+                                   [n] { return std::make_shared<GpuvmState>(n); });
+  Fixture& f = g.f;
+  Requests& reqs = hot ? g.hot : g.full;
   const uint64_t searches0 = f.vm->tree_searches();
   const uint64_t steps0 = f.vm->finger_steps();
-  for (auto _ : state) {
-    const Requests::Request r = reqs.Next();
-    if (r.unmap) {
-      benchmark::DoNotOptimize(vm::SmUnmap(*f.vm, r.addr, r.range, steps));
-    } else {
-      benchmark::DoNotOptimize(
-          vm::SmMap(*f.vm, {{r.addr, r.range, f.bos[r.bo].get(), r.addr}}, steps));
-    }
-  }
+  for (auto _ : state) GpuvmRequest(f, g.steps, reqs.Next());
   const double iters = static_cast<double>(state.iterations());
   TreeWork w;
   w.searches = static_cast<double>(f.vm->tree_searches() - searches0) / iters;
@@ -171,10 +219,13 @@ void GpuvmRequests(benchmark::State& state, bool hot) {
   state.counters["searches"] = w.searches;
 }
 
+// Registered size by size, the hot run right after the full one: they share the kept state.
 void BM_GpuvmRequest(benchmark::State& state) { GpuvmRequests(state, false); }
-BENCHMARK(BM_GpuvmRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
 void BM_GpuvmRequestHot(benchmark::State& state) { GpuvmRequests(state, true); }
-BENCHMARK(BM_GpuvmRequestHot)->Arg(100000)->Arg(1000000);
+BENCHMARK(BM_GpuvmRequest)->Arg(1000)->Arg(100000);
+BENCHMARK(BM_GpuvmRequestHot)->Arg(100000);
+BENCHMARK(BM_GpuvmRequest)->Arg(1000000);
+BENCHMARK(BM_GpuvmRequestHot)->Arg(1000000);
 
 // The peer's value: which BO, and the BO offset minus the address (constant along a mapping).
 struct Mapping {
@@ -209,33 +260,50 @@ std::vector<const void*> PeerBos() {
   return bos;
 }
 
-// The peer's request loop, for either icl map form.
+// One request of `r` on the map.
 template <typename Map>
-void IclRequests(benchmark::State& state, bool hot = false) {
-  const uint64_t n = state.range(0);
-  const std::vector<const void*> bos = PeerBos();
-  Map m = MakeIcl<Map>(n, bos);
-  Requests reqs = MakeRequests(n, hot);
-  for (auto _ : state) {
-    const Requests::Request r = reqs.Next();
-    if (r.unmap) {
-      m.erase(IclRange::right_open(r.addr, r.addr + r.range));
-    } else {
-      m += std::make_pair(IclRange::right_open(r.addr, r.addr + r.range), Mapping{bos[r.bo], 0});
-    }
-    benchmark::DoNotOptimize(m);
+void IclRequest(Map& m, const std::vector<const void*>& bos, const Requests::Request& r) {
+  if (r.unmap) {
+    m.erase(IclRange::right_open(r.addr, r.addr + r.range));
+  } else {
+    m += std::make_pair(IclRange::right_open(r.addr, r.addr + r.range), Mapping{bos[r.bo], 0});
   }
-  state.counters["vas"] = static_cast<double>(boost::icl::interval_count(m));
+  benchmark::DoNotOptimize(m);
 }
 
-void BM_IclRequest(benchmark::State& state) { IclRequests<IclMap>(state); }
-BENCHMARK(BM_IclRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
+// The peer's state, as GpuvmState: the map warmed up with the same requests, and both streams.
+template <typename Map>
+struct IclState {
+  std::vector<const void*> bos = PeerBos();
+  Map m;
+  Requests full;
+  Requests hot;
+  explicit IclState(uint64_t n)
+      : m(MakeIcl<Map>(n, bos)), full(MakeRequests(n, false)), hot(MakeRequests(n, true)) {
+    for (uint64_t i = 0; i < kWarmRequestsPerVa * n; ++i) IclRequest(m, bos, full.Next());
+  }
+};
 
-void BM_IclSplitRequest(benchmark::State& state) { IclRequests<IclSplitMap>(state); }
+// The peer's request loop, for either icl map form.
+template <typename Map>
+void IclRequests(benchmark::State& state, const std::string& kind, bool hot = false) {
+  const uint64_t n = state.range(0);
+  IclState<Map>& s = Kept<IclState<Map>>(kind + "/" + std::to_string(n),
+                                         [n] { return std::make_shared<IclState<Map>>(n); });
+  Requests& reqs = hot ? s.hot : s.full;
+  for (auto _ : state) IclRequest(s.m, s.bos, reqs.Next());
+  state.counters["vas"] = static_cast<double>(boost::icl::interval_count(s.m));
+}
+
+void BM_IclRequest(benchmark::State& state) { IclRequests<IclMap>(state, "icl"); }
+void BM_IclRequestHot(benchmark::State& state) { IclRequests<IclMap>(state, "icl", true); }
+BENCHMARK(BM_IclRequest)->Arg(1000)->Arg(100000);
+BENCHMARK(BM_IclRequestHot)->Arg(100000);
+BENCHMARK(BM_IclRequest)->Arg(1000000);
+BENCHMARK(BM_IclRequestHot)->Arg(1000000);
+
+void BM_IclSplitRequest(benchmark::State& state) { IclRequests<IclSplitMap>(state, "icl_split"); }
 BENCHMARK(BM_IclSplitRequest)->Arg(1000)->Arg(100000)->Arg(1000000);
-
-void BM_IclRequestHot(benchmark::State& state) { IclRequests<IclMap>(state, true); }
-BENCHMARK(BM_IclRequestHot)->Arg(100000)->Arg(1000000);
 
 void BM_GpuvmFindFirst(benchmark::State& state) {
   const uint64_t n = state.range(0);
@@ -313,6 +381,7 @@ int main(int argc, char** argv) {
     }
   }
   const int rc = udrm::bench::RunAndReport(argc, argv, cmp, val);
+  Slot().state.reset();
   for (const auto& [metric, bench] : work) PrintTreeWork(metric, bench);
   PrintGpuvaBytes();
   return rc;

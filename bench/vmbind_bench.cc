@@ -395,7 +395,7 @@ void PrintLatencyValues() {
 }
 
 // Table pages pre-allocated for one 64-op map job: udrm's (read from the page table's stats
-// while the job waits for an in-fence) and the peer's list-level reservation of the same ops.
+// while the job waits for an in-fence) and the peer's list-level bound of the same ops.
 void PrintReservedTables() {
   const BatchOps ops(kGiB, kBatchOps, 8);
   Udrm side;
@@ -406,14 +406,14 @@ void PrintReservedTables() {
   gate->Signal();
   (void)WaitFor(out);
   std::unique_ptr<vm::PageTable> pt = *vm::PageTable::Create(48);
-  vm::Prealloc list;
+  vm::PageTable::ListBound bound(*pt);
   for (const vm::BindOp& op : ops.maps) {
-    (void)pt->ReserveForMap(op.va, op.range, uint64_t{1} << 32, vm::kPteRead | vm::kPteWrite,
-                            op.page_size, list);
+    (void)bound.AddMap(op.va, op.range, uint64_t{1} << 32, vm::kPteRead | vm::kPteWrite,
+                       op.page_size);
   }
   std::printf("VALUE batched_64_reserved_tables %lld tables\n", static_cast<long long>(udrm));
-  std::printf("VALUE batched_64_reserved_tables_sync %zu tables\n", list.size());
-  pt->Unreserve(std::move(list));
+  std::printf("VALUE batched_64_reserved_tables_sync %lld tables\n",
+              static_cast<long long>(bound.pages()));
 }
 
 }  // namespace

@@ -2,9 +2,9 @@
 // fences, jobs or a scheduler.
 //
 // One VM mutex serialises binds. Under it a bind validates every op, reserves the page-table
-// pages of the whole list (PageTable's list-level reservation, so nothing can fail once the
-// first op is applied), then applies each op in order to a std::map VA tree (splitting the
-// mappings it overlaps: the pieces outside the op survive with adjusted offsets, as drm_gpuvm's
+// pages of the whole list at once (PageTable::ListBound, the list-level reservation udrm's bind
+// uses too, so nothing can fail once the first op is applied), then applies each op in order to
+// a std::map VA tree (splitting the mappings it overlaps: the pieces outside the op survive with adjusted offsets, as drm_gpuvm's
 // split/merge does) and to the page table (vm::PageTable, the same as udrm's, so the comparison
 // is about the bind path only). It then unlocks and, inline on the caller's thread, waits for ONE
 // grace period for the whole list (PageTable::Release) and only then drops the references on the
@@ -59,28 +59,26 @@ class SyncVm {
     vm::Invalidation inv;
     {
       absl::MutexLock l(&mu_);
-      vm::Prealloc pre;
+      vm::PageTable::ListBound bound(*pt_);
       std::vector<uint64_t> targets(ops.size());
       for (size_t i = 0; i < ops.size(); ++i) {
         const vm::BindOp& op = ops[i];
         if (op.range == 0 || (op.va | op.range) % vm::PageBytes(vm::PageSize::k4K) != 0 ||
             (op.kind == vm::BindOpKind::kMap) != (op.bo != nullptr) ||
             (op.bo != nullptr && op.bo_offset + op.range > op.bo->size())) {
-          pt_->Unreserve(std::move(pre));
           return absl::InvalidArgumentError("bad bind op");
         }
         absl::Status s;
         if (op.kind == vm::BindOpKind::kUnmap) {
-          s = pt_->ReserveForUnmap(op.va, op.range, pre);
+          s = bound.AddUnmap(op.va, op.range);
         } else {
           targets[i] = op.bo == nullptr ? 0 : DeviceBaseLocked(op.bo) + op.bo_offset;
-          s = pt_->ReserveForMap(op.va, op.range, targets[i], PteFlags(op), op.page_size, pre);
+          s = bound.AddMap(op.va, op.range, targets[i], PteFlags(op), op.page_size);
         }
-        if (!s.ok()) {
-          pt_->Unreserve(std::move(pre));
-          return s;
-        }
+        if (!s.ok()) return s;
       }
+      vm::Prealloc pre;
+      pt_->Reserve(bound, pre);
       for (size_t i = 0; i < ops.size(); ++i) ApplyLocked(ops[i], targets[i], pre, inv, dropped);
       pt_->Unreserve(std::move(pre));
     }

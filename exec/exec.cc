@@ -31,6 +31,7 @@ bool Exec::Cleanup() {
   if (!started_) {
     started_ = true;
     ticket_.emplace(ww_class_);
+    if (policy_.enabled) ticket_->SetBackoffBeforeSleep(policy_.backoff_before_sleep);
     return true;
   }
   if (contended_ == nullptr) {
@@ -101,13 +102,15 @@ absl::Status Exec::LockContended() {
 
 absl::Status Exec::LockObj(Object* obj) {
   UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
-  absl::Status st = LockContended();
-  if (!st.ok()) return st;
+  if (contended_ != nullptr) {  // only after a back-off
+    absl::Status st = LockContended();
+    if (!st.ok()) return st;
+  }
   if (obj == prelocked_) {
     prelocked_ = nullptr;
     return absl::OkStatus();
   }
-  st = LockResv(obj->resv());
+  absl::Status st = LockResv(obj->resv());
   if (st.ok()) {
     objects_.push_back(obj);
     return st;

@@ -1,9 +1,11 @@
 #include "fence/resv.h"
 
 #include <algorithm>
+#include <new>
 #include <utility>
 
 #include "base/check.h"
+#include "base/spin.h"
 #include "fence/fence_array.h"
 #include "fence/fence_context.h"
 
@@ -14,104 +16,201 @@ ww::WwClass& ReservationWwClass() {
   return *cls;
 }
 
-Resv::Resv(ww::WwClass* ww_class)
-    : lock_(ww_class),
-      list_(std::shared_ptr<const List>(std::make_shared<List>())),
-      current_(list_.Load()) {}
+namespace {
+// A list for `needed` entries: at least 4, so that a first Reserve(1) covers a few AddFences.
+uint32_t ListCapacity(size_t needed) { return static_cast<uint32_t>(std::max<size_t>(needed, 4)); }
+}  // namespace
 
-Resv::~Resv() = default;
+Resv::Resv(ww::WwClass* ww_class) : lock_(ww_class) {}
+
+Resv::~Resv() {
+  if (list_ != nullptr) Release(list_);
+  while (spares_ != nullptr) DestroyList(std::exchange(spares_, spares_->next_spare));
+  if (recycled_ != nullptr) DestroyList(recycled_);
+}
+
+Resv::List* Resv::NewList(uint32_t capacity) {
+  void* mem = ::operator new(sizeof(List) + capacity * sizeof(Entry));
+  List* l = new (mem) List;
+  l->refs.store(1, std::memory_order_relaxed);
+  l->size = 0;
+  l->capacity = capacity;
+  l->next_spare = nullptr;
+  return l;
+}
+
+void Resv::ClearList(List* l) {
+  Entry* e = l->entries();
+  for (uint32_t i = 0; i < l->size; ++i) e[i].~Entry();
+  l->size = 0;
+}
+
+void Resv::DestroyList(List* l) {
+  ClearList(l);
+  l->~List();
+  ::operator delete(l);
+}
+
+void Resv::Release(List* l) {
+  if (l->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) DestroyList(l);
+}
+
+void Resv::LatchLock() const {
+  while (latch_.exchange(true, std::memory_order_acquire)) {
+    while (latch_.load(std::memory_order_relaxed)) udrm::CpuRelax();
+  }
+}
+
+Resv::List* Resv::Acquire() const {
+  LatchLock();
+  List* l = list_;
+  if (l != nullptr) l->refs.fetch_add(1, std::memory_order_relaxed);
+  LatchUnlock();
+  return l;
+}
 
 void Resv::CheckLocked() const {
   UDRM_CHECK(lock_.IsLocked(), "fence::Resv written or iterated while not locked");
 }
 
-void Resv::Publish(std::shared_ptr<const List> next) {
-  current_ = next;
-  list_.Store(std::move(next));
+// The latch orders the swap against readers: one that read the old pointer counted its
+// reference before we take the latch, so Recycle() sees it.
+void Resv::Publish(List* next) {
+  LatchLock();
+  List* old = list_;
+  list_ = next;
+  LatchUnlock();
+  if (old != nullptr) Recycle(old);
 }
 
-// Keeps `old`, a list just replaced by Publish(), for the next reservation if no reader holds it
-// any more (none can obtain it: list_ no longer points to it). Its entries are released here, as
-// they were when such a list was freed.
-void Resv::Recycle(std::shared_ptr<const List> old) {
-  if (recycled_ != nullptr || old.use_count() != 1) return;
-  // The count was read relaxed: one more reference taken and dropped (acq_rel read-modify-writes
-  // of the count) orders the last reader's release of the list before our writes to it.
-  { std::shared_ptr<const List> sync = old; }
-  // Every list is created mutable (make_shared<List>) and only published as const.
-  std::shared_ptr<List> list = std::const_pointer_cast<List>(std::move(old));
-  if (list->capacity() > kRecycleMaxEntries) return;  // a large one is freed, not hoarded
-  list->clear();
-  recycled_ = std::move(list);
+// Keeps `old`, a list just unpublished, for the next reservation if no reader holds it (none can
+// obtain it any more); otherwise drops the slot's reference, and the last reader frees it. Its
+// entries are released here, as they were when such a list was freed.
+void Resv::Recycle(List* old) {
+  // Acquire: reading 1 written by the last reader's release (acq_rel) orders its reads of the
+  // list before our writes to it.
+  const bool ours = old->refs.load(std::memory_order_acquire) == 1 ||
+                    old->refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  if (!ours) return;
+  if (recycled_ != nullptr || old->capacity > kRecycleMaxEntries) {
+    DestroyList(old);  // a large one is freed, not hoarded
+    return;
+  }
+  ClearList(old);
+  old->refs.store(1, std::memory_order_relaxed);
+  recycled_ = old;
 }
 
 void Resv::Unlock() {
   CheckLocked();
-  if (recycled_ == nullptr && !spares_.empty()) recycled_ = std::move(spares_.back());
-  spares_.clear();
+  if (recycled_ == nullptr && spares_ != nullptr) {
+    recycled_ = std::exchange(spares_, spares_->next_spare);
+    recycled_->next_spare = nullptr;
+  }
+  while (spares_ != nullptr) DestroyList(std::exchange(spares_, spares_->next_spare));
+  spare_count_ = 0;
   lock_.Unlock();
 }
 
 absl::Status Resv::Reserve(size_t n) {
   CheckLocked();
   if (n == 0) return absl::InvalidArgumentError("Resv::Reserve of 0 fences");
-  const size_t target = std::max(spares_.size(), n);
-  const size_t capacity = current_->size() + target;  // each AddFence adds at most one entry
-  for (auto& spare : spares_) spare->reserve(capacity);
-  while (spares_.size() < target) {
-    std::shared_ptr<List> spare =
-        recycled_ != nullptr ? std::move(recycled_) : std::make_shared<List>();
-    spare->reserve(capacity);
-    spares_.push_back(std::move(spare));
+  const size_t target = std::max<size_t>(spare_count_, n);
+  // Each AddFence adds at most one entry.
+  const size_t needed = (list_ != nullptr ? list_->size : 0) + target;
+  if (needed >= (size_t{1} << 30)) {
+    return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
+  }
+  GrowSpares(needed);
+  while (spare_count_ < target) {
+    List* spare = std::exchange(recycled_, nullptr);
+    if (spare == nullptr || spare->capacity < needed) {
+      if (spare != nullptr) DestroyList(spare);
+      spare = NewList(ListCapacity(needed));
+    }
+    spare->next_spare = spares_;
+    spares_ = spare;
+    ++spare_count_;
   }
   return absl::OkStatus();
+}
+
+// Spares too small for `needed` entries are replaced (they hold no entries).
+void Resv::GrowSpares(size_t needed) {
+  List** link = &spares_;
+  while (*link != nullptr) {
+    List* spare = *link;
+    if (spare->capacity < needed) {
+      List* bigger = NewList(ListCapacity(needed));
+      bigger->next_spare = spare->next_spare;
+      DestroyList(spare);
+      *link = bigger;
+    }
+    link = &(*link)->next_spare;
+  }
+}
+
+Resv::List* Resv::TakeSpare() {
+  UDRM_CHECK(spares_ != nullptr, "Resv::AddFence without a reservation (call Reserve first)");
+  List* next = std::exchange(spares_, spares_->next_spare);
+  next->next_spare = nullptr;
+  --spare_count_;
+  return next;
 }
 
 void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   CheckLocked();
   UDRM_CHECK(fence != nullptr, "Resv::AddFence of a null fence");
   UDRM_CHECK(!fence->IsContainer(), "Resv::AddFence of a container fence (chain or array)");
-  UDRM_CHECK(!spares_.empty(), "Resv::AddFence without a reservation (call Reserve first)");
-  std::shared_ptr<List> next = std::move(spares_.back());
-  spares_.pop_back();
-  const List& cur = *current_;
-  next->clear();
+  List* next = TakeSpare();
+  UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
+             "Resv::AddFence: the reservation is smaller than the list (internal error)");
   // Copy within the reserved capacity (no allocation). Signalled entries are dropped on the way:
   // the kernel reuses their slots for new fences and drops them when it grows the list, and
   // unlocked readers never see them, so the result is the same set.
+  Entry* out = next->entries();
+  uint32_t n = 0;
   bool replaced = false;
-  for (const Entry& e : cur) {
-    if (e.fence->IsSignaled()) continue;
-    if (!replaced && e.fence->context() == fence->context() && e.usage >= usage &&
-        Fence::IsLaterOrSame(*fence, *e.fence)) {
-      next->push_back(Entry{fence, usage});
-      replaced = true;
-      continue;
+  if (list_ != nullptr) {
+    for (const Entry& e : *list_) {
+      if (e.fence->IsSignaled()) continue;
+      if (!replaced && e.fence->context() == fence->context() && e.usage >= usage &&
+          Fence::IsLaterOrSame(*fence, *e.fence)) {
+        new (&out[n++]) Entry{fence, usage};
+        replaced = true;
+        continue;
+      }
+      new (&out[n++]) Entry(e);
     }
-    next->push_back(e);
   }
-  if (!replaced) next->push_back(Entry{std::move(fence), usage});
-  std::shared_ptr<const List> old = std::move(current_);
-  Publish(std::move(next));
-  Recycle(std::move(old));
+  if (!replaced) new (&out[n++]) Entry{std::move(fence), usage};
+  next->size = n;
+  Publish(next);
 }
 
 void Resv::Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage) {
   CheckLocked();
-  auto next = std::make_shared<List>(*current_);
-  for (Entry& e : *next) {
-    if (e.fence->context() == context) e = Entry{replacement, usage};
+  if (list_ == nullptr) return;
+  List* next = NewList(list_->size);
+  for (const Entry& e : *list_) {
+    new (&next->entries()[next->size++])
+        Entry(e.fence->context() == context ? Entry{replacement, usage} : e);
   }
-  Publish(std::move(next));
+  Publish(next);
 }
 
 void Resv::Copy(const Resv& src) {
   CheckLocked();
-  auto next = std::make_shared<List>();
-  src.ForEachUnlocked(ResvUsage::kBookkeep, [&](const FenceRef& f, ResvUsage usage) {
-    next->push_back(Entry{f, usage});
-  });
-  Publish(std::move(next));
+  std::vector<Entry> copied = src.GetFences(ResvUsage::kBookkeep);
+  List* next = nullptr;
+  if (!copied.empty()) {
+    next = NewList(static_cast<uint32_t>(copied.size()));
+    for (Entry& e : copied) new (&next->entries()[next->size++]) Entry(std::move(e));
+  }
+  Publish(next);
+  // The reservations made before stay valid (until Unlock): each spare must hold the copied
+  // list plus one entry per reserved AddFence.
+  if (next != nullptr) GrowSpares(next->size + spare_count_);
 }
 
 std::vector<Resv::Entry> Resv::GetFences(ResvUsage usage) const {

@@ -10,8 +10,10 @@
 // it directly, through an exec::Exec, or with the forwarding Lock*() methods) and crash if it is
 // not locked. Readers need no lock: GetFences/ForEachUnlocked/TestSignaled/Wait/GetSingleton work
 // on a consistent snapshot, read-copy-update style. The fence list is immutable once published;
-// every change publishes a new list through one udrm::AtomicSharedPtr store, and the old list is
-// reclaimed by its last reader (reference counting that ThreadSanitizer sees, unlike liburcu).
+// every change publishes a new list by swapping one pointer under a latch that readers hold only
+// to read that pointer and count their reference; the old list is reclaimed by its last reader
+// (reference counting that ThreadSanitizer sees, unlike liburcu), or reused by the writer when no
+// reader holds it.
 //
 // Reservations: Reserve(n) pre-allocates for the next n AddFence() calls (reusing a list kept
 // from the last cycle when it can, see Memory), so that AddFence —
@@ -24,15 +26,15 @@
 // readers hold their own references and outlive changes to the Resv.
 //
 // Memory (bench/fence_bench VALUE resv_bytes, counted from the allocator as usable bytes of
-// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 192 B — the object's block (152 B
-// usable; here allocated with new) and its empty published list (a 40-byte make_shared block). A Resv that
-// has been reserved keeps one more list after Unlock() (a 40-byte block and the entries'
-// capacity, at most 64 entries): the list its last AddFence() replaced, or an unused
-// reservation, reused by the next Reserve() so that the lock / Reserve / AddFence / Unlock
-// cycle of a submission allocates nothing.
+// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 104 B — the object's block (96 B;
+// here allocated with new); it publishes no list until a fence is added. A list is one block: a
+// 24-byte header and 24 bytes per entry, room for at least 4 (120 B). A Resv that has been
+// reserved keeps one more list after Unlock() (at most 64 entries): the list its last AddFence()
+// replaced, or an unused reservation, reused by the next Reserve() so that the lock / Reserve /
+// AddFence / Unlock cycle of a submission allocates nothing.
 //
 // Memory ordering: a fence added by AddFence() before Unlock() is seen by any reader whose
-// snapshot is taken after the AddFence() returned (release/acquire on the list pointer).
+// snapshot is taken after the AddFence() returned (release/acquire on the publication latch).
 #ifndef UDRM_FENCE_RESV_H_
 #define UDRM_FENCE_RESV_H_
 
@@ -47,7 +49,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "base/atomic_shared_ptr.h"
 #include "ww/ww_mutex.h"
 #include "fence/fence.h"
 
@@ -89,11 +90,11 @@ class Resv {
 
   // --- Writers: the lock must be held (contract). ---
 
-  // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0
-  // (nothing changes).
+  // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0,
+  // ResourceExhausted if the list would pass 2^30 entries (nothing changes either way).
   absl::Status Reserve(size_t n);
   // Reservations left before Unlock().
-  size_t reserved() const { return spares_.size(); }
+  size_t reserved() const { return spare_count_; }
   // dma_resv_add_fence: takes a reference. Replaces the first entry that is of the same context
   // with usage >= `usage` (no stronger) and not later than `fence`; otherwise appends. Entries
   // whose fence has signalled are dropped (the kernel reuses their slots). Never allocates, never
@@ -108,7 +109,8 @@ class Resv {
   template <typename F>
   void ForEachLocked(ResvUsage usage, F&& f) const {
     CheckLocked();
-    for (const Entry& e : *current_) {
+    if (list_ == nullptr) return;
+    for (const Entry& e : *list_) {
       if (e.usage <= usage) f(e.fence, e.usage);
     }
   }
@@ -118,8 +120,8 @@ class Resv {
   // dma_resv_for_each_fence_unlocked over a snapshot: unsignalled entries with usage <= `usage`.
   template <typename F>
   void ForEachUnlocked(ResvUsage usage, F&& f) const {
-    std::shared_ptr<const std::vector<Entry>> list = Snapshot();
-    for (const Entry& e : *list) {
+    Snapshot list(*this);
+    for (const Entry& e : list) {
       if (e.usage <= usage && !e.fence->IsSignaled()) f(e.fence, e.usage);
     }
   }
@@ -137,27 +139,70 @@ class Resv {
   void SetDeadline(ResvUsage usage, absl::Time deadline) const;
 
  private:
-  using List = std::vector<Entry>;
-  std::shared_ptr<const List> Snapshot() const { return list_.Load(); }
+  // A published fence list: immutable once published, reference-counted, its entries inline
+  // after the header (one allocation). Readers hold a reference; the published slot holds one.
+  // While unpublished (a reservation, or the recycled list) it belongs to the writer alone.
+  struct List {
+    std::atomic<int32_t> refs;
+    uint32_t size;
+    uint32_t capacity;
+    List* next_spare;  // the writer's chain of reservations
+    Entry* entries() { return reinterpret_cast<Entry*>(this + 1); }
+    const Entry* begin() const { return reinterpret_cast<const Entry*>(this + 1); }
+    const Entry* end() const { return begin() + size; }
+  };
+  // A reader's reference to the list published when it was made (empty if none).
+  class Snapshot {
+   public:
+    explicit Snapshot(const Resv& r) : list_(r.Acquire()) {}
+    Snapshot(const Snapshot&) = delete;
+    Snapshot& operator=(const Snapshot&) = delete;
+    ~Snapshot() {
+      if (list_ != nullptr) Release(list_);
+    }
+    const Entry* begin() const { return list_ != nullptr ? list_->begin() : nullptr; }
+    const Entry* end() const { return list_ != nullptr ? list_->end() : nullptr; }
+
+   private:
+    List* const list_;
+  };
+
+  static List* NewList(uint32_t capacity);
+  static void DestroyList(List* l);
+  static void ClearList(List* l);
+  // Drops a reader's reference; the last one destroys the list.
+  static void Release(List* l);
+  List* Acquire() const;
   void CheckLocked() const;
-  // Publishes `next` to readers and keeps it as the writer's view.
-  void Publish(std::shared_ptr<const List> next);
-  void Recycle(std::shared_ptr<const List> old);
+  // Publishes `next` (owned by the slot from now on; null: no fences) and keeps or releases the
+  // list it replaced.
+  void Publish(List* next);
+  // A list just unpublished: kept for the next reservation if no reader holds it.
+  void Recycle(List* old);
+  void GrowSpares(size_t needed);
+  List* TakeSpare();
+  void LatchLock() const;
+  void LatchUnlock() const { latch_.store(false, std::memory_order_release); }
+  const List* current() const { return list_; }
 
   // A replaced list with room for more entries than this is freed rather than kept.
-  static constexpr size_t kRecycleMaxEntries = 64;
+  static constexpr uint32_t kRecycleMaxEntries = 64;
 
   ww::WwMutex lock_;
-  udrm::AtomicSharedPtr<const List> list_;
-  // Writer state, protected by lock_ (a ww-mutex, which thread-safety annotations cannot name):
-  // the published list as the writer knows it (saves atomic loads), and pre-allocated lists, one
-  // per reserved AddFence().
-  std::shared_ptr<const List> current_;
-  std::vector<std::shared_ptr<List>> spares_;
-  // One empty list (with its capacity and its shared_ptr block) for the next reservation: the
-  // list an AddFence() replaced, once no reader holds it, or a reservation left unused at
-  // Unlock(). With it, a lock / Reserve(1) / AddFence / Unlock cycle allocates nothing.
-  std::shared_ptr<List> recycled_;
+  // Guards the publication of list_ against a reader between reading list_ and counting its
+  // reference (held for a pointer swap or a pointer read and an increment, nothing else).
+  mutable std::atomic<bool> latch_{false};
+  uint32_t spare_count_ = 0;  // writer state below is protected by lock_ (a ww-mutex, which
+                              // thread-safety annotations cannot name)
+  // The published list (null: no fences). Written under lock_ and latch_; read by readers under
+  // latch_ and by the writer (under lock_) freely.
+  List* list_ = nullptr;
+  // Reservations: one unpublished list per reserved AddFence(), chained through next_spare.
+  List* spares_ = nullptr;
+  // One empty list for the next reservation: the list an AddFence() replaced, once no reader
+  // holds it, or a reservation left unused at Unlock(). With it, a lock / Reserve(1) / AddFence /
+  // Unlock cycle allocates nothing.
+  List* recycled_ = nullptr;
 };
 
 }  // namespace fence

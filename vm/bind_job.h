@@ -47,6 +47,49 @@ struct BindVa : Gpuva {
   uint64_t target = 0;  // device address of addr (0: sparse)
   uint32_t pte_flags = 0;
   PageSize page_size = PageSize::k4K;
+  BindVa* list_next = nullptr;  // BindVaList's link; a node in the tree is in no list
+};
+
+// A list of BindVa nodes linked through list_next (a job's spare nodes, the VAs it removed, the
+// VM's cache of free nodes): adding and taking never allocate. Not thread-safe. It does not free
+// its nodes: it must be empty when destroyed (whoever owns the nodes hands them on first).
+class BindVaList {
+ public:
+  BindVaList() = default;
+  BindVaList(const BindVaList&) = delete;
+  BindVaList& operator=(const BindVaList&) = delete;
+  ~BindVaList();
+
+  bool empty() const { return head_ == nullptr; }
+  size_t size() const { return size_; }
+  void Push(BindVa* va) {
+    va->list_next = head_;
+    head_ = va;
+    ++size_;
+  }
+  // The most recently pushed node. Contract: not empty.
+  BindVa* Pop() {
+    BindVa* va = head_;
+    head_ = va->list_next;
+    va->list_next = nullptr;
+    --size_;
+    return va;
+  }
+
+ private:
+  BindVa* head_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The heap storage of a bind job's lists, kept across the jobs of a VM (BindVm::TakeBuffers /
+// ReturnBuffers) so that a stream of binds does not allocate and free them every time.
+struct BindJobBuffers {
+  std::vector<BindEntry> entries;
+  std::vector<PlannedEntry> plan;
+  std::vector<Ref<VmBo>> vm_bos;
+  std::vector<uint64_t> targets;
+  std::vector<AddrRange> ranges;
+  std::vector<fence::Resv*> extobj_resvs;
 };
 
 class BindJob final : public sched::Job {
@@ -55,18 +98,21 @@ class BindJob final : public sched::Job {
   ~BindJob() override;
 
   BindVm* vm() const { return vm_; }
+  // Exchanges the lists below with `b`'s (BindVm's buffer cache).
+  void SwapBuffers(BindJobBuffers& b);
   // The op list (msm's job->vm_ops). Capacity reserved by the prealloc step.
   const std::vector<BindEntry>& entries() const { return entries_; }
 
   // The state below belongs to the bind steps (vm/bind_steps.h) and BindVm; drivers only read
   // entries().
   std::vector<BindEntry> entries_;
-  // The page-table reservation of the whole op list: one ReserveForMap / ReserveForUnmap per
-  // planned entry, added into one Prealloc (vm/bind_plan.h). Every entry's Map/Unmap takes from it.
+  // The page-table reservation of the whole op list: the planned Map/Unmap calls' ListBound,
+  // reserved at once (vm/bind_steps.h: ReservePageTables). Every entry's Map/Unmap takes from it.
   Prealloc tables_;
   std::vector<PlannedEntry> plan_;                 // what ApplyBind must append, in order
-  std::vector<std::unique_ptr<BindVa>> free_vas_;  // pre-allocated nodes (taken from the back)
-  std::vector<BindVa*> removed_vas_;               // owned; capacity reserved
+  BindVaList free_vas_;                            // pre-allocated nodes (owned)
+  BindVaList removed_vas_;                         // removed from the tree by ApplyBind (owned)
+  size_t removed_planned_ = 0;                     // the plan's count of them (BindPlan::removed)
   std::vector<Ref<VmBo>> vm_bos_;                  // one per BindOp (null: no BO)
   std::vector<uint64_t> targets_;                  // one per BindOp (device address of bo_offset)
   // The tree nodes of ApplyBind's inserts (one per planned Gpuva); released when ApplyBind ends.

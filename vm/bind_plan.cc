@@ -80,23 +80,29 @@ bool PlanDirect(const Gpuvm& vm, std::span<const BindOp> ops, BindPlan& plan) {
 
 }  // namespace
 
-absl::StatusOr<BindPlan> PlanBind(const Gpuvm& vm, std::span<const BindOp> ops) {
+absl::Status PlanBind(const Gpuvm& vm, std::span<const BindOp> ops, BindPlan& plan) {
   if (internal::ShouldFailAlloc("bind plan")) {
     return absl::ResourceExhaustedError("bind: allocating the plan failed");
   }
-  {
-    BindPlan direct;
-    direct.entries.reserve(2 * ops.size());
-    if (PlanDirect(vm, ops, direct)) return direct;
-  }
+  plan.entries.clear();
+  plan.vas = plan.removed = 0;
+  plan.entries.reserve(2 * ops.size());
+  if (PlanDirect(vm, ops, plan)) return absl::OkStatus();
+  plan.entries.clear();
+  plan.vas = plan.removed = 0;
   Intervals set;
   for (const BindOp& op : ops) {
     for (Gpuva* va : vm.Range(op.va, op.va + op.range)) {
       if (va != &vm.kernel_node()) set.emplace(va->addr, va->end());
     }
   }
-  BindPlan plan;
   for (size_t i = 0; i < ops.size(); ++i) PlanOp(ops[i], i, set, plan);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BindPlan> PlanBind(const Gpuvm& vm, std::span<const BindOp> ops) {
+  BindPlan plan;
+  if (absl::Status s = PlanBind(vm, ops, plan); !s.ok()) return s;
   return plan;
 }
 

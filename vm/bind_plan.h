@@ -10,10 +10,10 @@
 // address order whose ops are disjoint and share no VA of the tree needs no replay: its entries
 // follow from the tree directly.
 //
-// The prealloc step reserves page tables per planned entry (PageTable::ReserveForMap /
-// ReserveForUnmap into one list-level Prealloc): the page table guarantees that one reservation
-// per Map/Unmap call covers any sequence of those calls in any table state, so the job's op list
-// can never run short. ApplyBind checks (UDRM_CHECK) that it appends exactly the planned entries.
+// The prealloc step reserves page tables for the planned page-table calls at once (one
+// PageTable::ListBound, one Prealloc): the page table guarantees that the bound covers that
+// sequence of Map/Unmap calls in any table state, so the job's op list can never run short.
+// ApplyBind checks (UDRM_CHECK) that it appends exactly the planned entries.
 //
 // Thread-safety: reads the tree; the caller holds the VM resv (the tree's lock).
 #ifndef UDRM_VM_BIND_PLAN_H_
@@ -47,6 +47,9 @@ struct BindPlan {
 // ResourceExhausted only from the failslab hook (vm/internal/failslab.h). Contract: the ops were
 // validated (ValidateBind).
 absl::StatusOr<BindPlan> PlanBind(const Gpuvm& vm, std::span<const BindOp> ops);
+// The same into `plan`, whose entries' capacity is reused (a bind job's recycled list): its
+// previous contents are replaced. On error `plan` is unspecified.
+absl::Status PlanBind(const Gpuvm& vm, std::span<const BindOp> ops, BindPlan& plan);
 
 }  // namespace vm
 

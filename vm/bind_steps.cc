@@ -1,6 +1,8 @@
 #include "vm/bind_steps.h"
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
@@ -124,9 +126,7 @@ class BindApplier final : public SmSteps {
  private:
   BindVa* TakeVa() {
     UDRM_CHECK(!job_.free_vas_.empty(), "bind: Gpuva pre-allocation exhausted");
-    BindVa* va = job_.free_vas_.back().release();
-    job_.free_vas_.pop_back();
-    return va;
+    return job_.free_vas_.Pop();
   }
   BindVa* Piece(const BindVa& old, const OpMap& m) {
     BindVa* va = TakeVa();
@@ -145,9 +145,9 @@ class BindApplier final : public SmSteps {
     job_.entries_.push_back(std::move(e));
   }
   void Retire(BindVa* va) {
-    UDRM_CHECK(job_.removed_vas_.size() < job_.removed_vas_.capacity(),
-               "bind: removed-VA pre-allocation exhausted");
-    job_.removed_vas_.push_back(va);
+    UDRM_CHECK(job_.removed_vas_.size() < job_.removed_planned_,
+               "bind: more VAs removed than planned");
+    job_.removed_vas_.Push(va);  // intrusive: cannot fail
   }
 
   BindVm& vm_;
@@ -193,20 +193,22 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
                                std::span<const PlannedEntry> plan,
                                std::span<const uint64_t> targets, Prealloc& list) {
+  PageTable::ListBound bound(pt);
   for (size_t k = 0; k < plan.size();) {
-    if (internal::ShouldFailAlloc("page tables")) {
-      return absl::ResourceExhaustedError("bind: reserving page tables failed");
-    }
     const PlannedEntry& e = plan[k];
     const size_t end = PageTableCallEnd(plan, k);
     const BindOp& op = ops[e.op];
     absl::Status s =
         e.kind == BindEntry::Kind::kUnmap
-            ? pt.ReserveForUnmap(e.va, plan[end - 1].va + plan[end - 1].range - e.va, list)
-            : pt.ReserveForMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size, list);
+            ? bound.AddUnmap(e.va, plan[end - 1].va + plan[end - 1].range - e.va)
+            : bound.AddMap(e.va, e.range, targets[e.op], PteFlags(op), op.page_size);
     if (!s.ok()) return s;
     k = end;
   }
+  if (internal::ShouldFailAlloc("page tables")) {
+    return absl::ResourceExhaustedError("bind: reserving page tables failed");
+  }
+  pt.Reserve(bound, list);
   return absl::OkStatus();
 }
 
@@ -254,56 +256,77 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
   return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
 }
 
-// Gpuva nodes, op-list and removed-VA capacity, per-op arrays.
-absl::Status AllocateLists(BindJob& job, const BindPlan& plan, size_t ops) {
-  if (internal::ShouldFailAlloc("gpuva node list")) return Exhausted("the Gpuva node list");
-  job.free_vas_.reserve(plan.vas);
-  for (size_t i = 0; i < plan.vas; ++i) {
+// Gpuva nodes (the VM's cached ones first), op-list capacity, per-op arrays. The removed-VA
+// list is intrusive (BindVaList): nothing to allocate.
+absl::Status AllocateLists(BindVm& vm, BindJob& job, const BindPlan& plan, size_t ops) {
+  vm.TakeVas(plan.vas, job.free_vas_);
+  while (job.free_vas_.size() < plan.vas) {
     if (internal::ShouldFailAlloc("gpuva node")) return Exhausted("a Gpuva node");
-    job.free_vas_.push_back(std::make_unique<BindVa>());
+    job.free_vas_.Push(new BindVa);
   }
   if (internal::ShouldFailAlloc("op list")) return Exhausted("the op list");
   job.entries_.reserve(plan.entries.size());
-  if (internal::ShouldFailAlloc("removed-VA list")) return Exhausted("the removed-VA list");
-  job.removed_vas_.reserve(plan.removed);
   if (internal::ShouldFailAlloc("per-op arrays")) return Exhausted("the per-op arrays");
   job.vm_bos_.resize(ops);
   job.targets_.assign(ops, 0);
   return absl::OkStatus();
 }
 
+constexpr size_t kExtobjScanMax = 16;
+
 // Device addresses and VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
 absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
   if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
   job.extobj_resvs_.reserve(ops.size());
-  for (const BindOp& op : ops) {
-    if (op.kind == BindOpKind::kMap && vm.gpuvm().IsExtobj(*op.bo)) {
-      job.extobj_resvs_.push_back(&op.bo->resv());
+  // A device address per mapped op, assigned under one lock per 64 mapped ops.
+  std::byte* hosts[64];
+  size_t at[64];  // the ops of hosts[]
+  size_t n = 0;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].kind == BindOpKind::kMap) {
+      if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
+      hosts[n] = ops[i].bo->memory().data() + ops[i].bo_offset;
+      at[n++] = i;
+    }
+    if (n == std::size(hosts) || (i + 1 == ops.size() && n > 0)) {
+      uint64_t targets[std::size(hosts)] = {};
+      const absl::Status s = vm.AssignDeviceAddresses({hosts, n}, {targets, n});
+      for (size_t k = 0; k < n; ++k) job.targets_[at[k]] = targets[k];  // 0: not assigned
+      if (!s.ok()) return s;
+      n = 0;
     }
   }
-  std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
-  job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
-                          job.extobj_resvs_.end());
   // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
-  // locked, so it stays in the BO's list until the exec unlocks), else one from Create.
+  // locked, so it stays in the BO's list until the exec unlocks), else one from Create. Each
+  // distinct external BO's resv is listed once (two BOs may share a resv).
   absl::InlinedVector<size_t, 8> first_op;  // per distinct mapped BO: its first op
   for (size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].kind != BindOpKind::kMap) continue;
-    if (internal::ShouldFailAlloc("device address")) return Exhausted("a device address");
-    absl::StatusOr<uint64_t> t =
-        vm.AssignDeviceAddress(ops[i].bo->memory().data() + ops[i].bo_offset);
-    if (!t.ok()) return t.status();
-    job.targets_[i] = *t;
     auto same = std::find_if(first_op.begin(), first_op.end(),
                              [&](size_t j) { return ops[j].bo == ops[i].bo; });
     if (same != first_op.end()) {
       job.vm_bos_[i] = job.vm_bos_[*same];
       continue;
     }
+    if (vm.gpuvm().IsExtobj(*ops[i].bo)) {
+      // Checked for duplicates as they come while the list is short; a long one is sorted and
+      // made unique at the end instead (no quadratic work).
+      fence::Resv* resv = &ops[i].bo->resv();
+      if (job.extobj_resvs_.size() > kExtobjScanMax ||
+          std::find(job.extobj_resvs_.begin(), job.extobj_resvs_.end(), resv) ==
+              job.extobj_resvs_.end()) {
+        job.extobj_resvs_.push_back(resv);
+      }
+    }
     if (internal::ShouldFailAlloc("vm_bo")) return Exhausted("a VmBo");
     first_op.push_back(i);
     job.vm_bos_[i] = VmBo::Find(vm.gpuvm(), *ops[i].bo);
     if (!job.vm_bos_[i]) job.vm_bos_[i] = VmBo::Create(vm.gpuvm(), *ops[i].bo);
+  }
+  if (job.extobj_resvs_.size() > kExtobjScanMax) {
+    std::sort(job.extobj_resvs_.begin(), job.extobj_resvs_.end());
+    job.extobj_resvs_.erase(std::unique(job.extobj_resvs_.begin(), job.extobj_resvs_.end()),
+                            job.extobj_resvs_.end());
   }
   return absl::OkStatus();
 }
@@ -313,14 +336,16 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences) {
-  absl::StatusOr<BindPlan> plan = PlanBind(vm.gpuvm(), ops);
-  if (!plan.ok()) return plan.status();
   if (internal::ShouldFailAlloc("bind job")) return Exhausted("the bind job");
   auto job = std::make_unique<BindJob>(&vm);
+  vm.TakeBuffers(*job);  // the lists' capacity of an earlier job, if any
+  std::optional<BindPlan> plan(std::in_place);
+  plan->entries.swap(job->plan_);
+  if (absl::Status s = PlanBind(vm.gpuvm(), ops, *plan); !s.ok()) return s;
   if (absl::Status s = job->Init(&entity, 1); !s.ok()) return s;
   if (absl::Status s = AddDependencies(vm, *job, ops, in_fences); !s.ok()) return s;
   job->SetDontPipeline();
-  if (absl::Status s = AllocateLists(*job, *plan, ops.size()); !s.ok()) return s;
+  if (absl::Status s = AllocateLists(vm, *job, *plan, ops.size()); !s.ok()) return s;
   if (internal::ShouldFailAlloc("tree nodes")) return Exhausted("the tree nodes");
   absl::StatusOr<Gpuvm::InsertReservation> inserts = vm.gpuvm().ReserveInserts(plan->vas);
   if (!inserts.ok()) return inserts.status();
@@ -332,6 +357,7 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
     return s;
   }
   job->plan_ = std::move(plan->entries);
+  job->removed_planned_ = plan->removed;
   return job;
 }
 

@@ -76,12 +76,12 @@ size_t PageTableCallEnd(const Entries& entries, size_t k) {
   return end;
 }
 
-// The page-table part of PreallocBind: for each page-table call of the plan (PageTableCallEnd) in
-// order, ReserveForUnmap of its range or ReserveForMap of its range, target and flags, all added
-// into `list` (the list-level overloads of vm/page_table.h), so that the reservation covers the
-// whole op list applied in order in any table state. On error `list` keeps what was reserved (hand it back with
-// UnreservePageTables). ResourceExhausted from the failslab hook, InvalidArgument from the page
-// table.
+// The page-table part of PreallocBind: each page-table call of the plan (PageTableCallEnd) in
+// order — an unmap of its range, or a map of its range, target and flags — goes into one
+// PageTable::ListBound, and the whole list is reserved into `list` at once (vm/page_table.h), so
+// that the reservation covers the whole op list applied in order in any table state. On error
+// nothing was reserved (`list` is unchanged). ResourceExhausted from the failslab hook,
+// InvalidArgument from the page table.
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
                                std::span<const PlannedEntry> plan,
                                std::span<const uint64_t> targets, Prealloc& list);

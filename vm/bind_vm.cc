@@ -1,13 +1,16 @@
 #include "vm/bind_vm.h"
 
 #include <cstdlib>
+#include <iterator>
 #include <new>
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/time/clock.h"
 
 #include "base/check.h"
+#include "base/sanitizers.h"
 #include "exec/exec.h"
 #include "vm/bind_steps.h"
 #include "vm/gpuvm_exec.h"
@@ -65,6 +68,10 @@ BindVm::BindVm(std::string name, BindVmOptions options)
       slot_refs_(CallocArray<uint32_t>(options.device_slots)),
       slot_next_(CallocArray<uint32_t>(options.device_slots)) {
   (void)name;
+  {
+    absl::MutexLock l(&buffers_mu_);
+    buffers_.reserve(kBuffersMax);
+  }
   cleanup_thread_ = std::thread([this] { CleanupLoop(); });
 }
 
@@ -76,6 +83,7 @@ BindVm::~BindVm() {
   }
   cleanup_thread_.join();
   own_scheduler_.reset();
+  DrainCaches();
 }
 
 absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<const BindOp> ops,
@@ -85,7 +93,17 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   // References to every locked BO, released after the exec unlocks (declared first): the job may
   // run and drop the last reference to a BO it unmapped before this call unlocks it (drm_exec
   // holds an object reference for the same reason).
-  std::vector<Ref<Bo>> locked;
+  absl::InlinedVector<Ref<Bo>, 16> locked;
+  // A job run on the CPU fast path is retired (its unused reservation handed back, the job queued
+  // for cleanup) after the exec unlocks (declared before it): that work needs no lock, and the
+  // resvs of BOs shared with other VMs are held for less time.
+  struct RetireAfterUnlock {
+    BindVm* vm;
+    std::unique_ptr<BindJob> job;
+    ~RetireAfterUnlock() {
+      if (job != nullptr) vm->Retire(std::move(job));
+    }
+  } retire{this, nullptr};
   exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, cancel);
   if (absl::Status s = LockBind(*this, exec, ops); !s.ok()) return s;
   // Under the VM resv from here: unusable/closed cannot change our decision half-way.
@@ -109,7 +127,7 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   }
   ApplyBind(*this, ops, **job);
   if (inline_out == nullptr) return PushLocked(entity, *std::move(job), ops);
-  RunInlineLocked(*std::move(job), inline_out);
+  retire.job = RunInlineLocked(*std::move(job), inline_out);
   return inline_out;
 }
 
@@ -127,7 +145,8 @@ bool BindVm::CanRunInlineLocked(BindJob& job) {
   return true;
 }
 
-void BindVm::RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef& out) {
+std::unique_ptr<BindJob> BindVm::RunInlineLocked(std::unique_ptr<BindJob> job,
+                                                 const fence::FenceRef& out) {
   bool ok;
   {
     absl::MutexLock l(&pt_mu_);
@@ -137,7 +156,7 @@ void BindVm::RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   if (!ok) out->SetError(absl::InternalError("simulated page-table fault"));
   out->Signal();
-  Retire(std::move(job));
+  return job;
 }
 
 fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJob> job,
@@ -176,23 +195,38 @@ void BindVm::UnlinkPendingLocked(BindJob* job) {
 }
 
 absl::StatusOr<uint64_t> BindVm::AssignDeviceAddress(std::byte* host) {
-  size_t slot;
+  uint64_t target = 0;
+  if (absl::Status s = AssignDeviceAddresses({&host, 1}, {&target, 1}); !s.ok()) return s;
+  return target;
+}
+
+absl::Status BindVm::AssignDeviceAddresses(std::span<std::byte* const> hosts,
+                                           std::span<uint64_t> targets) {
+  size_t n = 0;
   {
-    absl::MutexLock l(&slot_mu_);
-    if (free_slot_ != 0) {
-      slot = free_slot_;
-      free_slot_ = slot_next_[slot];
-    } else if (fresh_slot_ < slot_count_) {
-      slot = fresh_slot_++;
-    } else {
-      return absl::ResourceExhaustedError("device-address window exhausted");
+    absl::MutexLock l(&slot_mu_);  // once for the list
+    for (; n < hosts.size(); ++n) {
+      size_t slot;
+      if (free_slot_ != 0) {
+        slot = free_slot_;
+        free_slot_ = slot_next_[slot];
+      } else if (fresh_slot_ < slot_count_) {
+        slot = fresh_slot_++;
+      } else {
+        break;
+      }
+      targets[n] = uint64_t{slot} << kSlotShift;
     }
   }
-  slots_in_use_.fetch_add(1, std::memory_order_relaxed);
-  std::atomic_ref<uint32_t>(slot_refs_[slot]).store(1, std::memory_order_relaxed);
-  // Published to readers by the release stores that link the mapping's PTEs (Map, in RunJob).
-  std::atomic_ref<std::byte*>(slot_host_[slot]).store(host, std::memory_order_release);
-  return uint64_t{slot} << kSlotShift;
+  slots_in_use_.fetch_add(n, std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t slot = targets[i] >> kSlotShift;
+    std::atomic_ref<uint32_t>(slot_refs_[slot]).store(1, std::memory_order_relaxed);
+    // Published to readers by the release stores that link the mapping's PTEs (Map, in RunJob).
+    std::atomic_ref<std::byte*>(slot_host_[slot]).store(hosts[i], std::memory_order_release);
+  }
+  if (n < hosts.size()) return absl::ResourceExhaustedError("device-address window exhausted");
+  return absl::OkStatus();
 }
 
 void BindVm::RefDeviceAddress(uint64_t target) {
@@ -202,21 +236,112 @@ void BindVm::RefDeviceAddress(uint64_t target) {
 }
 
 void BindVm::UnrefDeviceAddress(uint64_t target) {
-  if (target == 0) return;
-  const size_t slot = target >> kSlotShift;
-  const uint32_t was =
-      std::atomic_ref<uint32_t>(slot_refs_[slot]).fetch_sub(1, std::memory_order_acq_rel);
+  if (DropDeviceAddressRef(target)) FreeSlots({&target, 1});
+}
+
+bool BindVm::DropDeviceAddressRef(uint64_t target) {
+  if (target == 0) return false;
+  const uint32_t was = std::atomic_ref<uint32_t>(slot_refs_[target >> kSlotShift])
+                           .fetch_sub(1, std::memory_order_acq_rel);
   UDRM_CHECK(was != 0, "BindVm: device-address slot reference underflow");
-  if (was != 1) return;
-  slots_in_use_.fetch_sub(1, std::memory_order_relaxed);
+  return was == 1;
+}
+
+void BindVm::FreeSlots(std::span<const uint64_t> targets) {
+  if (targets.empty()) return;
+  slots_in_use_.fetch_sub(targets.size(), std::memory_order_relaxed);
   absl::MutexLock l(&slot_mu_);
-  slot_next_[slot] = free_slot_;
-  free_slot_ = static_cast<uint32_t>(slot);
+  for (uint64_t target : targets) {
+    const size_t slot = target >> kSlotShift;
+    slot_next_[slot] = free_slot_;
+    free_slot_ = static_cast<uint32_t>(slot);
+  }
+}
+
+void BindVm::UnrefDeviceAddresses(std::span<const uint64_t> targets) {
+  uint64_t freed[64];
+  size_t n = 0;
+  for (uint64_t t : targets) {
+    if (!DropDeviceAddressRef(t)) continue;
+    freed[n++] = t;
+    if (n == std::size(freed)) {
+      FreeSlots({freed, n});
+      n = 0;
+    }
+  }
+  FreeSlots({freed, n});
 }
 
 void BindVm::DestroyVa(BindVa* va) {
   UnrefDeviceAddress(va->target);
   delete va;
+}
+
+namespace {
+#if UDRM_SANITIZER
+constexpr bool kCacheVas = false;  // every node really freed: ASan sees a use after DestroyVa
+#else
+constexpr bool kCacheVas = true;
+#endif
+}  // namespace
+
+void BindVm::TakeVas(size_t n, BindVaList& out) {
+  if (!kCacheVas) return;
+  absl::MutexLock l(&va_cache_mu_);
+  while (out.size() < n && !va_cache_.empty()) out.Push(va_cache_.Pop());
+}
+
+void BindVm::TakeBuffers(BindJob& job) {
+  absl::MutexLock l(&buffers_mu_);
+  if (buffers_.empty()) return;
+  job.SwapBuffers(buffers_.back());
+  buffers_.pop_back();  // the job's lists were new: nothing to free
+}
+
+void BindVm::ReturnBuffers(BindJob& job) {
+  job.entries_.clear();
+  job.plan_.clear();
+  job.vm_bos_.clear();
+  job.targets_.clear();
+  job.ranges_.clear();
+  job.extobj_resvs_.clear();
+  if (job.entries_.capacity() > 2 * kBufferKeepMax || job.plan_.capacity() > 2 * kBufferKeepMax ||
+      job.vm_bos_.capacity() > kBufferKeepMax || job.targets_.capacity() > kBufferKeepMax ||
+      job.ranges_.capacity() > kBufferKeepMax || job.extobj_resvs_.capacity() > kBufferKeepMax) {
+    return;  // a rare long list (or a failed bind's): its memory goes with the job
+  }
+  absl::MutexLock l(&buffers_mu_);
+  if (buffers_.size() == kBuffersMax) return;
+  job.SwapBuffers(buffers_.emplace_back());
+}
+
+void BindVm::RecycleVas(BindVaList& vas) {
+  if (vas.empty()) return;
+  BindVaList keep;
+  uint64_t freed[64];  // slots whose last reference went: freed under one lock per 64
+  size_t n = 0;
+  while (!vas.empty()) {
+    BindVa* va = vas.Pop();
+    if (DropDeviceAddressRef(va->target)) {
+      freed[n++] = va->target;
+      if (n == std::size(freed)) {
+        FreeSlots({freed, n});
+        n = 0;
+      }
+    }
+    if (!kCacheVas) {
+      delete va;
+      continue;
+    }
+    *va = BindVa();
+    keep.Push(va);
+  }
+  FreeSlots({freed, n});
+  {
+    absl::MutexLock l(&va_cache_mu_);
+    while (!keep.empty() && va_cache_.size() < kVaCacheMax) va_cache_.Push(keep.Pop());
+  }
+  while (!keep.empty()) delete keep.Pop();
 }
 
 const std::byte* BindVm::HostAddress(const Translation& t) const {
@@ -329,10 +454,22 @@ void BindVm::CleanupLoop() {
     BindJob* batch = nullptr;
     {
       absl::MutexLock l(&cleanup_mu_);
-      cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
-      if (cleanup_head_ == nullptr) return;  // stopping
-      cleanup_mu_.AwaitWithDeadline(absl::Condition(this, &BindVm::CleanupDueLocked),
-                                    cleanup_first_ + kCleanupDelay);
+      bool due = false;
+      if (cleanup_head_ == nullptr && !stop_cleanup_) {
+        // After a batch, wait up to kCleanupDelay for the next one without being woken by each
+        // job that arrives (a stream of binds then pays no wake-up in Retire: the timer wakes
+        // this thread); what arrived meanwhile is taken when it expires, at most kCleanupDelay
+        // after it came. Only when nothing came does the next Retire wake us.
+        cleanup_mu_.AwaitWithTimeout(absl::Condition(this, &BindVm::CleanupDueLocked),
+                                     kCleanupDelay);
+        due = cleanup_head_ != nullptr;
+      }
+      if (!due) {
+        cleanup_mu_.Await(absl::Condition(this, &BindVm::CleanupReadyLocked));
+        if (cleanup_head_ == nullptr) return;  // stopping
+        cleanup_mu_.AwaitWithDeadline(absl::Condition(this, &BindVm::CleanupDueLocked),
+                                      cleanup_first_ + kCleanupDelay);
+      }
       batch = std::exchange(cleanup_head_, nullptr);
       cleanup_tail_ = nullptr;
       cleanup_queued_ = 0;
@@ -395,6 +532,16 @@ void BindVm::Close() {
   pt_->Release(std::move(inv));
   refs.clear();
   for (BindVa* va : vas) DestroyVa(va);
+  DrainCaches();  // a closed VM binds no more
+}
+
+void BindVm::DrainCaches() {
+  {
+    absl::MutexLock l(&buffers_mu_);
+    buffers_.clear();  // capacity kept: ReturnBuffers never allocates
+  }
+  absl::MutexLock l(&va_cache_mu_);
+  while (!va_cache_.empty()) delete va_cache_.Pop();
 }
 
 }  // namespace vm

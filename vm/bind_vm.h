@@ -22,8 +22,9 @@
 // and returns an out-fence of the VM's own context that has already signalled (with
 // InternalError on an injected fault). No job is pushed: the scheduler never sees the bind, and
 // the out-fence is not added to any resv or to the range tracker (a signalled fence is nothing to
-// wait for). Cleanup is the queued path's: the job goes to the cleanup worker (grace period,
-// then references), counted in jobs_in_flight() until then. Ordering holds: a later bind locks
+// wait for). Cleanup is the queued path's: once Submit's exec has unlocked, the job goes to the
+// cleanup worker (grace period, then references), counted in jobs_in_flight() from its
+// execution until then. Ordering holds: a later bind locks
 // the VM resv after this one released it, so it sees the page table already updated; an earlier
 // one that is unfinished disables the fast path. The out-fence is allocated (and its failslab
 // site asked) before the tree changes, so nothing can fail after Apply on either path.
@@ -159,17 +160,39 @@ class BindVm {
   // Assigns a free device-address slot (a freed one first) to host memory, with one reference
   // for the caller. ResourceExhausted when every slot is referenced. Lock-free for readers.
   absl::StatusOr<uint64_t> AssignDeviceAddress(std::byte* host) ABSL_LOCKS_EXCLUDED(slot_mu_);
+  // AssignDeviceAddress for each of `hosts`, into targets[i], under one lock. On
+  // ResourceExhausted the first ones may be assigned (non-zero targets, each with its reference).
+  absl::Status AssignDeviceAddresses(std::span<std::byte* const> hosts,
+                                     std::span<uint64_t> targets) ABSL_LOCKS_EXCLUDED(slot_mu_);
   // One more reference to the slot of `target` (a device address; 0, sparse: nothing).
   void RefDeviceAddress(uint64_t target);
   // Drops one reference; at zero the slot is free. Contract: no page-table entry the reference
   // stood for can still be seen by a reader — it was never written, or the grace period of its
   // unmap (PageTable::Release) has passed.
   void UnrefDeviceAddress(uint64_t target) ABSL_LOCKS_EXCLUDED(slot_mu_);
+  // UnrefDeviceAddress for each target (0s skipped), the freed slots listed under one lock per
+  // 64.
+  void UnrefDeviceAddresses(std::span<const uint64_t> targets) ABSL_LOCKS_EXCLUDED(slot_mu_);
   // Slots referenced now (tests). Memory ordering: relaxed.
   size_t device_slots_in_use() const { return slots_in_use_.load(std::memory_order_relaxed); }
   // Frees a Gpuva of this VM that no tree and no reader can reach any more (after the grace
   // period of its unmap): drops its slot reference.
   void DestroyVa(BindVa* va);
+  // The prealloc step's Gpuva nodes: moves up to `n` nodes from the VM's cache of free ones to
+  // `out` (one lock). The cache holds nodes RecycleVas kept (none in sanitizer builds, so that
+  // ASan sees every node freed). Allocation-free.
+  void TakeVas(size_t n, BindVaList& out) ABSL_LOCKS_EXCLUDED(va_cache_mu_);
+  // DestroyVa for every node of `vas` (which ends empty), keeping up to kVaCacheMax nodes in
+  // the cache, reset, for later binds (one lock).
+  void RecycleVas(BindVaList& vas) ABSL_LOCKS_EXCLUDED(va_cache_mu_, slot_mu_);
+  // A new job's lists get the capacity of an earlier job's (if the cache has one); a job being
+  // destroyed clears its lists (dropping what they reference) and leaves their capacity in the
+  // cache (up to kBuffersMax sets, none with lists longer than kBufferKeepMax). One lock each;
+  // never allocate.
+  void TakeBuffers(BindJob& job) ABSL_LOCKS_EXCLUDED(buffers_mu_);
+  void ReturnBuffers(BindJob& job) ABSL_LOCKS_EXCLUDED(buffers_mu_);
+  // Frees what the Gpuva and buffer caches hold (Close, the destructor).
+  void DrainCaches() ABSL_LOCKS_EXCLUDED(buffers_mu_, va_cache_mu_);
   // The range tracker. Contract: the caller holds the VM resv, which is its lock.
   BindRanges& ranges() { return ranges_; }
   // Push step: arms and pushes `job` on `entity` (its dependencies are already added), adds its
@@ -187,10 +210,14 @@ class BindVm {
   bool ExecuteLocked(BindJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
   // The CPU fast path's test (see the top). Caller holds the VM resv.
   bool CanRunInlineLocked(BindJob& job);
-  // The CPU fast path: executes the applied `job`, signals `out`, retires the job. Caller holds
-  // the VM resv. Allocation-free.
-  void RunInlineLocked(std::unique_ptr<BindJob> job, const fence::FenceRef& out)
-      ABSL_LOCKS_EXCLUDED(pt_mu_, cleanup_mu_);
+  // The CPU fast path: executes the applied `job`, signals `out`, and returns the job, which
+  // the caller retires (Retire) once it unlocked. Caller holds the VM resv. Allocation-free.
+  std::unique_ptr<BindJob> RunInlineLocked(std::unique_ptr<BindJob> job,
+                                           const fence::FenceRef& out) ABSL_LOCKS_EXCLUDED(pt_mu_);
+  // Drops one reference of `target`'s slot (0: nothing); true if it was the last.
+  bool DropDeviceAddressRef(uint64_t target);
+  // Puts slots whose last reference went back on the free list (one lock).
+  void FreeSlots(std::span<const uint64_t> targets) ABSL_LOCKS_EXCLUDED(slot_mu_);
   // Hands an executed job's unused page-table reservations back and queues it for cleanup.
   void Retire(std::unique_ptr<BindJob> job) ABSL_LOCKS_EXCLUDED(cleanup_mu_);
   void LinkPendingLocked(BindJob* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pt_mu_);
@@ -234,6 +261,17 @@ class BindVm {
   uint32_t free_slot_ ABSL_GUARDED_BY(slot_mu_) = 0;   // head of the free list; 0: empty
   size_t fresh_slot_ ABSL_GUARDED_BY(slot_mu_) = 1;    // slots from here on were never used
 
+  // Free Gpuva nodes (TakeVas / RecycleVas).
+  static constexpr size_t kVaCacheMax = 2048;
+  absl::Mutex va_cache_mu_;
+  BindVaList va_cache_ ABSL_GUARDED_BY(va_cache_mu_);
+
+  // TakeBuffers / ReturnBuffers (capacity reserved at construction: pushing never allocates).
+  static constexpr size_t kBuffersMax = 32;
+  static constexpr size_t kBufferKeepMax = 1024;
+  absl::Mutex buffers_mu_;
+  std::vector<BindJobBuffers> buffers_ ABSL_GUARDED_BY(buffers_mu_);
+
   // Guarded by the VM resv (gpuvm_->resv()), which no annotation can name: see ranges().
   BindRanges ranges_;
 
@@ -246,7 +284,9 @@ class BindVm {
   // Executed jobs wait here for the cleanup worker, which takes them in batches (one grace
   // period per batch): when kCleanupBatch jobs are queued, kCleanupDelay after the first one
   // was, or at once when someone waits (WaitIdle) — fewer wake-ups and grace periods competing
-  // for the CPU with the bind path; memory is freed at most kCleanupDelay later.
+  // for the CPU with the bind path; memory is freed at most kCleanupDelay later. After a batch
+  // the worker sleeps up to kCleanupDelay by the clock, so jobs queued meanwhile do not wake it
+  // (no wake-up on the bind path while binds keep coming).
   static constexpr int kCleanupBatch = 32;
   static constexpr absl::Duration kCleanupDelay = absl::Microseconds(500);
   absl::Mutex cleanup_mu_;

@@ -91,7 +91,6 @@ class Prealloc {
 
  private:
   friend class PageTable;
-  void Append(Prealloc op);  // takes over `op`'s pages (both already counted as reserved)
   std::vector<internal::Table*> pages_;
 };
 
@@ -188,6 +187,41 @@ class PageTable {
   absl::Status ReserveForMap(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
                              PageSize page_size, Prealloc& list);
   absl::Status ReserveForUnmap(uint64_t va, uint64_t size, Prealloc& list);
+  // Writer, step 1 for an op list in ONE reservation (a bind job reserves once, not once per
+  // call): add every Map/Unmap call of the list to a ListBound in the order they will run, then
+  // Reserve(bound, list) once. Each Add* validates its call as ReserveForMap/ReserveForUnmap do
+  // (InvalidArgument, and the bound is unchanged). The bound covers the calls applied in that
+  // order with the same Prealloc, in any table state: the sum of the calls' own bounds (what the
+  // per-call overloads above reserve) — except when every call is a map whose leaves are at the
+  // last level (4 KiB / 64 KiB pages) and the calls come in ascending address order: such a
+  // map never unhooks a table (it replaces leaves only, and splits a large page into a table
+  // that stays), so each table position receives at most one new table while the list runs,
+  // and the bound is the number of distinct table positions the calls touch (64 neighbouring
+  // 16 KiB maps: 3 tables instead of 192). Plain data; no allocation.
+  class ListBound {
+   public:
+    explicit ListBound(const PageTable& pt) : pt_(&pt) {}
+    absl::Status AddMap(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
+                        PageSize page_size);
+    absl::Status AddUnmap(uint64_t va, uint64_t size);
+    // The table pages Reserve(*this, list) reserves.
+    int64_t pages() const;
+
+   private:
+    friend class PageTable;
+    static constexpr int kMaxLevels = 5;
+    const PageTable* pt_;
+    int64_t sum_ = 0;             // the calls' own bounds, summed
+    bool leaf_maps_only_ = true;  // every call so far: a map at the last level
+    bool ascending_ = true;       // every call starts at or after the previous call's start
+    uint64_t last_va_ = 0;
+    int64_t distinct_ = 0;        // distinct table positions, while both flags hold
+    // Per table level l >= 1: the highest index (va >> Shift(l - 1)) counted so far, plus one.
+    uint64_t next_index_[kMaxLevels] = {};
+  };
+  // Adds `bound.pages()` pages to `list` in one step (the pool's lock taken once). Contract
+  // (crash): `bound` was made for this page table.
+  void Reserve(const ListBound& bound, Prealloc& list) ABSL_LOCKS_EXCLUDED(pool_mu_);
   // Writer, step 2: cannot fail, never allocates (new tables and the retire log come from
   // `pre`). Contract: the request is the one validated by the matching Reserve* (re-checked; a
   // mismatch crashes), with `pre` from it.
@@ -231,14 +265,22 @@ class PageTable {
   int64_t TablesForRange(uint64_t va, uint64_t size, int leaf_level) const;
   int64_t EntriesTouched(uint64_t va, uint64_t size, int level) const;
   int64_t UnmapRetireRoots(uint64_t va, uint64_t size) const;
-  absl::StatusOr<Prealloc> Reserve(int64_t pages) ABSL_LOCKS_EXCLUDED(pool_mu_);
-  // Zeroed table pages kept for reuse, so map/unmap storms do not hit the allocator.
-  void Recycle(internal::Table* t) ABSL_LOCKS_EXCLUDED(pool_mu_);
+  // Adds `pages` reserved pages to `pre` (the pool's most recently recycled first).
+  void ReserveInto(int64_t pages, Prealloc& pre) ABSL_LOCKS_EXCLUDED(pool_mu_);
+  int64_t MapBound(uint64_t va, uint64_t size, PageSize page_size) const;
+  int64_t UnmapBound(uint64_t va, uint64_t size) const;
+  absl::Status ValidateMap(uint64_t va, uint64_t size, uint64_t target, uint32_t flags,
+                           PageSize page_size) const;
+  // Zeroed table pages are kept for reuse (pool_), so map/unmap storms do not hit the
+  // allocator. Recycles `n` zeroed pages, in order, under one acquisition of the pool's lock;
+  // what does not fit is freed.
+  void RecycleBatch(internal::Table* const* tables, size_t n) ABSL_LOCKS_EXCLUDED(pool_mu_);
 
   internal::Table* Take(Prealloc& pre);
   internal::Table* TakeRaw(Prealloc& pre);
   internal::Table* Split(uint64_t leaf_pte, int level, Prealloc& pre);
-  void Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv);
+  // `empty`: the unhooked table has no valid entry (counted as one table, recycled unread).
+  void Retire(uint64_t table_pte, int level, Prealloc& pre, Invalidation& inv, bool empty = false);
   void MapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, const Leaf& leaf,
                 Prealloc& pre, Invalidation& inv);
   void UnmapLevel(internal::Table* t, int level, uint64_t va, uint64_t end, Prealloc& pre,

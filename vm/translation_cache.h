@@ -16,7 +16,12 @@
 // instant since the last removal the cache saw, and once the flag store of a removal is visible
 // to the thread (at the latest in a read-side section that starts after the removal's Release()
 // returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
-// no table walk; a miss walks the table (out of line).
+// no table walk; a miss walks the table (out of line). A reader that translates in batches opens
+// a Section per batch instead: the flag is then checked once, when the section starts, and a
+// hit is one tag compare and one add (what it may observe is stated at Section).
+//
+// Memory: 16-byte entries (the tag carries the page's flags and size in its low bits, the
+// second word the target minus the VA), 256 of them: 4 KiB per cache.
 //
 // Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex and
 // stores one flag per registered cache (no allocation). Constructing or destroying a cache takes
@@ -33,6 +38,7 @@
 #include <cstdint>
 
 #include "vm/page_table.h"
+#include "vm/rcu.h"
 
 namespace vm {
 
@@ -40,7 +46,7 @@ class TranslationCache {
  public:
   // Registers with `table` (which must outlive the cache); unregisters on destruction.
   explicit TranslationCache(const PageTable* table) : table_(table) {
-    for (Entry& e : entries_) e.vpn = kEmpty;
+    for (Entry& e : entries_) e.tag = kEmpty;
     table_->RegisterCache(&stale_);
   }
   ~TranslationCache() { table_->UnregisterCache(&stale_); }
@@ -48,44 +54,78 @@ class TranslationCache {
   TranslationCache& operator=(const TranslationCache&) = delete;
 
   Translation Translate(uint64_t va) {
-    const uint64_t vpn = va >> 12;
-    const Entry* e = &entries_[vpn & (kEntries - 1)];
+    const Entry& e = EntryFor(va);
     // One branch for both checks: the tag, and no removal since the entries were filled.
-    if (__builtin_expect(((e->vpn ^ vpn) | stale_.load(std::memory_order_relaxed)) != 0, 0)) {
-      // The miss returns its result in two registers and the Translation is built here: one
-      // returned from an out-of-line call goes through memory, and the byte-wise stores and
-      // wide reload of that copy stalled store forwarding on every miss (cold rows ran 1.3-1.6x
-      // slower than the old inline miss).
-      const Filled f = Fill(va);
-      Translation t;
-      t.valid = f.meta != 0;
-      t.address = f.address;
-      t.flags = static_cast<uint32_t>(f.meta) & 7;
-      t.size = static_cast<PageSize>((f.meta >> 3) & 3);
-      return t;
+    if (__builtin_expect((((va ^ e.tag) >> 12) | stale_.load(std::memory_order_relaxed)) != 0,
+                         0)) {
+      return Miss(va);
     }
-    return FromEntry(*e, va);
+    return FromEntry(e, va);
   }
+
+  // A read-side section in which this cache is checked for removals once, when it starts, and
+  // not again on each hit. Inside it, Translate(va) returns what PageTable::Translate(va)
+  // returned at some instant since the last removal whose flag store was visible when the
+  // section began (a miss still sees later removals and drops every entry). That is all a
+  // reader can rely on anyway: a removal's Release() waits for this section to end, so a
+  // section that starts after Release() returned sees nothing from before the removal, and no
+  // page a translation points at is freed while the section lasts. A hit is then one tag
+  // compare and one add — the cost of a flat table's load. For readers that translate in
+  // batches (a workgroup, a warp); the section owns the RcuReadSection (do not nest another
+  // one around the translations for the cache's sake). One thread; the cache must outlive it.
+  class Section {
+   public:
+    explicit Section(TranslationCache& cache) : cache_(cache) { cache_.Revalidate(); }
+    Section(const Section&) = delete;
+    Section& operator=(const Section&) = delete;
+
+    Translation Translate(uint64_t va) {
+      const Entry& e = cache_.EntryFor(va);
+      if (__builtin_expect(((va ^ e.tag) >> 12) != 0, 0)) return cache_.Miss(va);
+      return FromEntry(e, va);
+    }
+
+   private:
+    RcuReadSection rcu_;  // entered before the cache is revalidated
+    TranslationCache& cache_;
+  };
 
  private:
   static constexpr size_t kEntries = 256;
-  static constexpr uint64_t kEmpty = ~uint64_t{0};  // never a vpn (va >> 12 < 2^52)
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // never matches: va < 2^52
   // A sparse page's tag carries this bit, so that the hit path needs no sparse branch (its
-  // address is 0, not base + offset); Fill serves it without a walk.
+  // address is 0, not va + delta); Miss serves it without a walk.
   static constexpr uint64_t kSparseTag = uint64_t{1} << 63;
-  // 24 bytes: the index scales in the load's addressing mode.
+  // 16 bytes. The tag is the 4 KiB page's VA with the page's meta in the low 12 bits, which the
+  // compare shifts out: kPte* flags (bits 0-2) | PageSize (bits 3-4). A hit needs no mask of
+  // the offset: address = va + delta.
   struct Entry {
-    uint64_t vpn;   // tag: va >> 12 (| kSparseTag for a sparse page), kEmpty if unused
-    uint64_t base;  // address of the 4 KiB page's first byte
-    uint64_t meta;  // kPte* flags (bits 0-2) | PageSize (bits 3-4)
+    uint64_t tag;    // va & ~0xfff | meta (| kSparseTag for a sparse page), kEmpty if unused
+    uint64_t delta;  // target of the page's first byte minus its VA (mod 2^64)
   };
+
+  const Entry& EntryFor(uint64_t va) const { return entries_[(va >> 12) & (kEntries - 1)]; }
 
   static Translation FromEntry(const Entry& e, uint64_t va) {
     Translation t;
     t.valid = true;
-    t.address = e.base + (va & 0xfff);
-    t.flags = static_cast<uint32_t>(e.meta) & 7;
-    t.size = static_cast<PageSize>(e.meta >> 3);
+    t.address = va + e.delta;
+    t.flags = static_cast<uint32_t>(e.tag) & 7;
+    t.size = static_cast<PageSize>((e.tag >> 3) & 3);
+    return t;
+  }
+
+  // The miss returns its result in two registers and the Translation is built here: one
+  // returned from an out-of-line call goes through memory, and the byte-wise stores and wide
+  // reload of that copy stalled store forwarding on every miss (cold rows ran 1.3-1.6x slower
+  // than an inline miss).
+  Translation Miss(uint64_t va) {
+    const Filled f = Fill(va);
+    Translation t;
+    t.valid = f.meta != 0;
+    t.address = f.address;
+    t.flags = static_cast<uint32_t>(f.meta) & 7;
+    t.size = static_cast<PageSize>((f.meta >> 3) & 3);
     return t;
   }
 
@@ -96,20 +136,28 @@ class TranslationCache {
     uint64_t meta;
   };
   static constexpr uint64_t kMetaValid = uint64_t{1} << 5;
+  static constexpr uint64_t kMetaMask = 0x1f;
+
+  // Drops every entry if a removal set the flag since the last drop (acquire: later walks see
+  // the entries the removal wrote). A plain load first: no locked instruction when nothing
+  // changed (the common case).
+  bool Revalidate() {
+    if (stale_.load(std::memory_order_relaxed) != 0 &&
+        stale_.exchange(0, std::memory_order_acq_rel) != 0) {
+      for (Entry& each : entries_) each.tag = kEmpty;
+      return true;
+    }
+    return false;
+  }
 
   // The miss: walks the table and fills va's entry (faults are not cached). Out of line so that
   // the hit path stays a few instructions in the caller's loop.
   [[gnu::noinline]] Filled Fill(uint64_t va) {
-    const uint64_t vpn = va >> 12;
-    Entry& e = entries_[vpn & (kEntries - 1)];
-    // Cleared before the walk (acquire: the walk sees the entries the removal wrote); a removal
-    // during the walk sets the flag again and the next lookup drops what this one fills. A plain
-    // load first: a miss without a removal (the common case) pays no locked instruction.
-    if (stale_.load(std::memory_order_relaxed) != 0 &&
-        stale_.exchange(0, std::memory_order_acq_rel) != 0) {
-      for (Entry& each : entries_) each.vpn = kEmpty;
-    } else if (e.vpn == (vpn | kSparseTag)) {
-      return {0, e.meta | kMetaValid};  // a cached sparse page
+    Entry& e = entries_[(va >> 12) & (kEntries - 1)];
+    // The flag is cleared before the walk; a removal during the walk sets it again and the next
+    // checked lookup (or section) drops what this one fills.
+    if (!Revalidate() && (e.tag & kSparseTag) != 0 && ((va ^ e.tag) << 1 >> 13) == 0) {
+      return {0, (e.tag & kMetaMask) | kMetaValid};  // a cached sparse page
     }
     const uint64_t pte = table_->WalkToLeaf(va);
     // Faults are not cached: a fresh map into a hole does not set the flag (that would drop
@@ -120,9 +168,9 @@ class TranslationCache {
     const uint64_t address = (pte & internal::kAddrMask) + (va & internal::LeafOffsetMask(pte));
     const uint64_t meta = ((pte & internal::kFlagMask) >> 1) |
                           (((pte & internal::kSizeMask) >> internal::kSizeShift) << 3);
-    e.vpn = vpn | (sparse ? kSparseTag : 0);
-    e.base = address & ~uint64_t{0xfff};
-    e.meta = meta;
+    const uint64_t page = va & ~uint64_t{0xfff};
+    e.tag = page | meta | (sparse ? kSparseTag : 0);
+    e.delta = (address & ~uint64_t{0xfff}) - page;
     return {sparse ? 0 : address, meta | kMetaValid};
   }
 

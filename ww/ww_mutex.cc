@@ -128,11 +128,14 @@ absl::Status WwMutex::LockSlowInterruptible(WwAcquireContext* ctx, std::stop_tok
   return LockCommon(ctx, cancel, true);
 }
 
-bool WwMutex::TryTake() {
-  uint32_t s = state_.load(std::memory_order_relaxed);
+bool WwMutex::TryTake(WwAcquireContext* ctx, uintptr_t* seen) {
+  static_assert(alignof(WwAcquireContext) > kFlags, "a context's address leaves the flag bits free");
+  uintptr_t s = state_.load(std::memory_order_relaxed);
   while ((s & kLocked) == 0) {
-    if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_seq_cst,
-                                     std::memory_order_relaxed)) {
+    // A free mutex has no holder and no hand-over request: only kWaiters carries over.
+    if (state_.compare_exchange_weak(s, (s & kWaiters) | kLocked | reinterpret_cast<uintptr_t>(ctx),
+                                     std::memory_order_seq_cst, std::memory_order_relaxed)) {
+      *seen = s;
       return true;
     }
   }
@@ -141,9 +144,6 @@ bool WwMutex::TryTake() {
 
 void WwMutex::PublishOwner(WwAcquireContext* ctx) {
   owner_stamp_.store(ctx != nullptr ? ctx->stamp_ : 0, std::memory_order_relaxed);
-  // seq_cst, paired with AddWaiterLocked(): either this holder sees kWaiters in
-  // AfterFastAcquire(), or the new waiter sees this context.
-  owner_ctx_.store(ctx, std::memory_order_seq_cst);
 }
 
 void WwMutex::SetOwner(WwAcquireContext* ctx) {
@@ -159,9 +159,10 @@ void WwMutex::CountAcquire(WwAcquireContext* ctx) {
 }
 
 // ww_mutex_set_context_fastpath: a context that took the mutex without mu_ checks the waiters
-// queued meanwhile (if kWaiters is clear now, a waiter that queues later sees this context).
-void WwMutex::AfterFastAcquire(WwAcquireContext* ctx) {
-  if (ctx == nullptr || (state_.load(std::memory_order_seq_cst) & kWaiters) == 0) return;
+// that were queued when it took it (`seen`, the state its compare-exchange replaced). A waiter
+// that queues later reads this context from the state word its fetch_or returns.
+void WwMutex::AfterFastAcquire(WwAcquireContext* ctx, uintptr_t seen) {
+  if (ctx == nullptr || (seen & kWaiters) == 0) return;
   absl::MutexLock l(&mu_);
   if (head_ != nullptr) CheckWaitersLocked(ctx);
 }
@@ -182,7 +183,7 @@ bool WwMutex::MaySpin(const WwAcquireContext* ctx) const {
 
 // The kernel's optimistic spin, bounded by time rather than by the owner's running state (which
 // user space cannot see): a preempted holder costs the spinner kSpinBudget, then it sleeps.
-bool WwMutex::SpinThenTake(const WwAcquireContext* ctx) {
+bool WwMutex::SpinThenTake(WwAcquireContext* ctx, uintptr_t* seen) {
   bool expected = false;
   if (!spinner_.compare_exchange_strong(expected, true, std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
@@ -190,12 +191,12 @@ bool WwMutex::SpinThenTake(const WwAcquireContext* ctx) {
   }
   bool taken = false;
   udrm::SpinUntil(kSpinBudget, [&] {
-    const uint32_t s = state_.load(std::memory_order_relaxed);
+    const uintptr_t s = state_.load(std::memory_order_relaxed);
     if ((s & kWaiters) != 0) return true;  // someone queued: do not pass them
     if (ctx != nullptr && ctx->acquired() > 0 && ctx->wounded_.load(std::memory_order_relaxed)) {
       return true;  // Wound-Wait: back off instead of waiting
     }
-    taken = (s & kLocked) == 0 && TryTake();
+    taken = (s & kLocked) == 0 && TryTake(ctx, seen);
     return taken;
   });
   spinner_.store(false, std::memory_order_release);
@@ -206,17 +207,18 @@ absl::Status WwMutex::LockCommon(WwAcquireContext* ctx, const std::stop_token& c
                                  bool slow) {
   CheckCanLock(ctx, slow);
   if (ctx != nullptr) {
-    // Only this context's thread makes owner_ctx_ equal to ctx (or a hand-over to this thread
-    // while it waits here), so the lock-free read is exact.
-    if (owner_ctx_.load(std::memory_order_relaxed) == ctx) return AlreadyHeldError();
+    // Only this context's thread makes the holder ctx (or a hand-over to this thread while it
+    // waits here), so the lock-free read is exact.
+    if (OwnerOf(state_.load(std::memory_order_relaxed)) == ctx) return AlreadyHeldError();
     if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
   }
-  if (TryTake() || (MaySpin(ctx) && SpinThenTake(ctx))) {
+  uintptr_t seen = 0;
+  if (TryTake(ctx, &seen) || (MaySpin(ctx) && SpinThenTake(ctx, &seen))) {
     SetOwner(ctx);
-    AfterFastAcquire(ctx);
+    AfterFastAcquire(ctx, seen);
   } else {
     absl::MutexLock l(&mu_);
-    if (TryTake()) {
+    if (TryTake(ctx, &seen)) {
       SetOwner(ctx);
       if (ctx != nullptr && head_ != nullptr) CheckWaitersLocked(ctx);
     } else {
@@ -251,7 +253,8 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       if (w->ctx != nullptr) CountAcquire(w->ctx);
       break;
     }
-    if (head_ == w && TryTake()) {
+    uintptr_t seen;
+    if (head_ == w && TryTake(w->ctx, &seen)) {
       RemoveWaiterLocked(w);
       SetOwner(w->ctx);
       break;
@@ -260,6 +263,7 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
       st = absl::CancelledError("lock interrupted");
     } else if (w->ctx != nullptr) {
       st = CheckKillLocked(w);
+      if (st.ok() && w->ctx->backoff_before_sleep_) st = CheckSleepLocked(w);
     }
     if (!st.ok()) {
       if (head_ == w) state_.fetch_and(~kHandoff, std::memory_order_relaxed);
@@ -290,7 +294,7 @@ absl::Status WwMutex::WaitLocked(internal::Waiter* w, const std::stop_token& can
 
 // Sets kHandoff while the mutex is held; false if it is free (nothing to ask for).
 bool WwMutex::AskHandoffLocked() {
-  uint32_t s = state_.load(std::memory_order_relaxed);
+  uintptr_t s = state_.load(std::memory_order_relaxed);
   while ((s & kLocked) != 0) {
     if ((s & kHandoff) != 0 ||
         state_.compare_exchange_weak(s, s | kHandoff, std::memory_order_seq_cst,
@@ -335,7 +339,6 @@ absl::Status WwMutex::AddWaiterLocked(internal::Waiter* w) {
     tail_ = w;
   }
   ++waiters_;
-  // seq_cst, paired with PublishOwner(): see owner_ctx_.
   state_.fetch_or(kWaiters, std::memory_order_seq_cst);
   if (w->ctx != nullptr && !class_->is_wait_die()) WoundHolderLocked(w->ctx);
   return absl::OkStatus();
@@ -360,7 +363,7 @@ void WwMutex::RemoveWaiterLocked(internal::Waiter* w) {
 // __ww_mutex_wound: an older waiter holding locks wounds a younger holder and wakes it, so that
 // it backs off if it is (or next gets) blocked while holding locks.
 void WwMutex::WoundHolderLocked(WwAcquireContext* waiter_ctx) {
-  WwAcquireContext* holder = owner_ctx_.load(std::memory_order_seq_cst);
+  WwAcquireContext* holder = OwnerOf(state_.load(std::memory_order_seq_cst));
   if (holder == nullptr || holder == waiter_ctx || waiter_ctx->acquired() == 0) return;
   if (!WwAcquireContext::IsYounger(*holder, *waiter_ctx)) return;
   holder->wounded_.store(true, std::memory_order_relaxed);
@@ -374,11 +377,24 @@ absl::Status WwMutex::CheckKillLocked(internal::Waiter* w) {
   if (!class_->is_wait_die()) {
     return ctx->wounded_.load(std::memory_order_relaxed) ? Kill(ctx) : absl::OkStatus();
   }
-  WwAcquireContext* owner = owner_ctx_.load(std::memory_order_seq_cst);
+  WwAcquireContext* owner = OwnerOf(state_.load(std::memory_order_seq_cst));
   if (owner != nullptr && WwAcquireContext::IsYounger(*ctx, *owner)) return Kill(ctx);
   for (internal::Waiter* cur = w->prev; cur != nullptr; cur = cur->prev) {
     if (cur->ctx != nullptr) return Kill(ctx);  // an older context is queued ahead of us
   }
+  return absl::OkStatus();
+}
+
+// WwAcquireContext::SetBackoffBeforeSleep: a Wound-Wait context holding locks that would sleep
+// behind an older holder backs off instead (the holder it waits for may itself be asleep in such
+// a wait, and each of those sleepers keeps its locks from everyone younger: a convoy when threads
+// outnumber cores). Behind a younger holder (which it has wounded) it waits, so the oldest
+// transaction never backs off this way and still completes.
+absl::Status WwMutex::CheckSleepLocked(internal::Waiter* w) {
+  WwAcquireContext* ctx = w->ctx;
+  if (class_->is_wait_die() || ctx->acquired() == 0) return absl::OkStatus();
+  WwAcquireContext* owner = OwnerOf(state_.load(std::memory_order_seq_cst));
+  if (owner != nullptr && WwAcquireContext::IsYounger(*ctx, *owner)) return Kill(ctx);
   return absl::OkStatus();
 }
 
@@ -410,9 +426,10 @@ bool WwMutex::TryLock(WwAcquireContext* ctx) {
     CheckCanLock(ctx, false);
     if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
   }
-  if (!TryTake()) return false;
+  uintptr_t seen;
+  if (!TryTake(ctx, &seen)) return false;
   SetOwner(ctx);
-  AfterFastAcquire(ctx);
+  AfterFastAcquire(ctx, seen);
   return true;
 }
 
@@ -438,17 +455,16 @@ void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
 
 void WwMutex::Unlock() {
   UDRM_CHECK(IsLocked(), "WwMutex unlocked while not locked");
-  WwAcquireContext* ctx = owner_ctx_.load(std::memory_order_relaxed);
+  // The holder's own thread: its context in the state word is exact (set by it, or by a
+  // hand-over it waited for under mu_).
+  const uintptr_t s = state_.load(std::memory_order_relaxed);
+  WwAcquireContext* ctx = OwnerOf(s);
   if (ctx != nullptr) {  // the context's own thread: the only writer of its count
     ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
                          std::memory_order_relaxed);
   }
   owner_stamp_.store(0, std::memory_order_relaxed);
-  // Release, not seq_cst: the release below is a seq_cst read-modify-write of state_, which
-  // orders this store before it; a waiter that queues after it (its fetch_or reads our write or
-  // a later one) sees no owner.
-  owner_ctx_.store(nullptr, std::memory_order_release);
-  uint32_t expected = kLocked;
+  uintptr_t expected = kLocked | reinterpret_cast<uintptr_t>(ctx);
   if (state_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
                                      std::memory_order_relaxed)) {
     return;
@@ -462,18 +478,25 @@ void WwMutex::UnlockSlow() {
   internal::Waiter* first = head_;
   if (first != nullptr && (state_.load(std::memory_order_relaxed) & kHandoff) != 0) {
     RemoveWaiterLocked(first);
-    state_.fetch_and(~kHandoff, std::memory_order_relaxed);  // kLocked stays: no one can barge
+    // kLocked stays (no one can barge); the holder becomes the first waiter's context. Under
+    // mu_ only this thread changes the word while it is locked.
+    uintptr_t s = state_.load(std::memory_order_relaxed);
+    while (!state_.compare_exchange_weak(
+        s, (s & kWaiters) | kLocked | reinterpret_cast<uintptr_t>(first->ctx),
+        std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    }
     PublishOwner(first->ctx);
     first->granted = true;
     first->node->Wake();
     return;
   }
-  state_.fetch_and(~(kLocked | kHandoff), std::memory_order_seq_cst);
+  state_.fetch_and(kWaiters, std::memory_order_seq_cst);  // no holder, no hand-over
   if (first != nullptr) first->node->Wake();
 }
 
 bool WwMutex::IsHeldBy(const WwAcquireContext* ctx) const {
-  return IsLocked() && owner_ctx_.load(std::memory_order_relaxed) == ctx;
+  const uintptr_t s = state_.load(std::memory_order_relaxed);
+  return (s & kLocked) != 0 && OwnerOf(s) == ctx;
 }
 
 int WwMutex::WaiterCountForTesting() const {

@@ -135,6 +135,17 @@ class WwAcquireContext {
   WwAcquireContext& operator=(const WwAcquireContext&) = delete;
   ~WwAcquireContext();
 
+  // Beyond the kernel (Wound-Wait only; off by default): while this context holds locks, a lock
+  // that would sleep — after the bounded spin — behind a holder *older* than this context
+  // returns a back-off instead of waiting (Wait-Die's answer in the same place), so the caller
+  // releases its locks and waits for that mutex alone (LockSlow). The holder is checked when the
+  // waiter queues and each time it is woken, not continuously: a waiter asleep behind a younger
+  // holder that is replaced by an older one (e.g. a barger) keeps sleeping until woken (or
+  // wounded by the older one, as plain Wound-Wait). Behind a younger holder, or a holder without
+  // a context, it waits (and wounds) as usual, so the oldest transaction never backs off this
+  // way. Owner thread only; takes effect at the next lock.
+  void SetBackoffBeforeSleep(bool on) { backoff_before_sleep_ = on; }
+
   // ww_acquire_done: no further locks may be taken with this context (a contract check).
   void Done() { done_ = true; }
   // ww_acquire_fini: contract: no locks held, not finished before.
@@ -162,6 +173,7 @@ class WwAcquireContext {
   std::atomic<bool> wounded_{false};
   bool done_ = false;
   bool finished_ = false;
+  bool backoff_before_sleep_ = false;  // owner thread only
   // Debug: the mutex whose back-off is pending (the kernel's contending_lock). Owner thread only.
   const WwMutex* contending_lock_ = nullptr;
   // Slow-path injection state (the kernel's deadlock_inject_*). Owner thread only.
@@ -220,25 +232,33 @@ class WwMutex {
   }
 
  private:
-  // state_ bits. kWaiters and kHandoff change only under mu_; kHandoff is set only while kLocked.
-  static constexpr uint32_t kLocked = 1;    // held
-  static constexpr uint32_t kWaiters = 2;   // the queue is not empty: Unlock() takes mu_
-  static constexpr uint32_t kHandoff = 4;   // Unlock() passes the mutex to the first waiter
+  // state_: the holder's context (the kernel's ww->ctx; null: none or no context) in the bits
+  // above kFlags, and flag bits. kWaiters and kHandoff change only under mu_; kHandoff is set
+  // only while kLocked. The context is set by the same compare-exchange that takes the mutex
+  // (or by an Unlock() that hands it over) and cleared by the one that releases it.
+  static constexpr uintptr_t kLocked = 1;    // held
+  static constexpr uintptr_t kWaiters = 2;   // the queue is not empty: Unlock() takes mu_
+  static constexpr uintptr_t kHandoff = 4;   // Unlock() passes the mutex to the first waiter
+  static constexpr uintptr_t kFlags = 7;
+  static WwAcquireContext* OwnerOf(uintptr_t s) {
+    return reinterpret_cast<WwAcquireContext*>(s & ~kFlags);
+  }
 
   absl::Status LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel, bool slow)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Sets kLocked if clear (a barging acquire). Any thread; no lock needed.
-  bool TryTake();
+  // Sets kLocked and `ctx` as the holder if the mutex is free (a barging acquire); `*seen`: the
+  // state it replaced. Any thread; no lock needed.
+  bool TryTake(WwAcquireContext* ctx, uintptr_t* seen);
   // After this thread took the mutex: PublishOwner, then CountAcquire.
   void SetOwner(WwAcquireContext* ctx);
-  // owner_ctx_ and owner_stamp_ (by the taker, or by an Unlock() that hands over).
+  // owner_stamp_ (by the taker, or by an Unlock() that hands over).
   void PublishOwner(WwAcquireContext* ctx);
   // The context's own bookkeeping of an acquire (its thread only).
   static void CountAcquire(WwAcquireContext* ctx);
-  // An acquire made without mu_ checks the queue if there is one (set_context_fastpath).
-  void AfterFastAcquire(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+  // An acquire made without mu_ checks the queue if there was one (set_context_fastpath).
+  void AfterFastAcquire(WwAcquireContext* ctx, uintptr_t seen) ABSL_LOCKS_EXCLUDED(mu_);
   bool MaySpin(const WwAcquireContext* ctx) const;
-  bool SpinThenTake(const WwAcquireContext* ctx);
+  bool SpinThenTake(WwAcquireContext* ctx, uintptr_t* seen);
   void UnlockSlow() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status WaitLocked(internal::Waiter* w, const std::stop_token& cancel)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -246,6 +266,7 @@ class WwMutex {
   absl::Status AddWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveWaiterLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckKillLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckSleepLocked(internal::Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WoundHolderLocked(WwAcquireContext* waiter_ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckWaitersLocked(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Kill(WwAcquireContext* ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -253,12 +274,9 @@ class WwMutex {
   void CheckCanLock(const WwAcquireContext* ctx, bool slow) const;
 
   WwClass* const class_;
-  std::atomic<uint32_t> state_{0};
-  // The kernel's ww->ctx: written by the thread that takes the mutex (or by an Unlock() that
-  // hands it over), cleared by Unlock() before the release. Another thread may dereference it only
-  // under mu_ with kWaiters set: the holder's Unlock() then needs mu_ to finish, so the context
-  // is alive.
-  std::atomic<WwAcquireContext*> owner_ctx_{nullptr};
+  // Another thread may dereference the holder's context only under mu_ with kWaiters set: the
+  // holder's Unlock() then needs mu_ to finish, so the context is alive.
+  std::atomic<uintptr_t> state_{0};
   // The holder's stamp (0: none or no context), read lock-free by spinners as a hint only.
   std::atomic<uint64_t> owner_stamp_{0};
   std::atomic<bool> spinner_{false};  // one spinner at a time (the kernel's OSQ)

@@ -70,8 +70,9 @@ void Gpu::Worker(int index) {
       const uint64_t begin = group * kWorkgroupSize;
       std::optional<uint64_t> fault;
       {
-        vm::RcuReadSection section;  // one section per workgroup
-        GpuMemory mem(*tlb, *launch->vm);
+        // One read-side section per workgroup: the TLB is checked for removals once, here.
+        vm::TranslationCache::Section section(*tlb);
+        GpuMemory mem(section, *launch->vm);
         fault = RunWorkgroup(d, begin, std::min(d.count, begin + kWorkgroupSize), mem);
       }
       bool first = false;

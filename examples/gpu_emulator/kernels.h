@@ -51,11 +51,12 @@ uint64_t ChecksumTerm(float v, uint64_t i);
 uint64_t ReferenceChecksum(uint32_t seed_x, uint32_t seed_y, float a, uint64_t count);
 
 // What one GPU thread sees of memory: an access translated through the context's page table.
-// Contract: used inside an vm::RcuReadSection on a registered RCU reader thread, and a returned
-// pointer is used only inside that section (the page may be unmapped and its BO freed after it).
+// Contract: translates through a vm::TranslationCache::Section (one per workgroup, on a
+// registered RCU reader thread) that outlives it, and a returned pointer is used only inside that
+// section (the page may be unmapped and its BO freed after it).
 class GpuMemory {
  public:
-  GpuMemory(vm::TranslationCache& tlb, const vm::BindVm& vm) : tlb_(tlb), vm_(vm) {}
+  GpuMemory(vm::TranslationCache::Section& tlb, const vm::BindVm& vm) : tlb_(tlb), vm_(vm) {}
 
   // The host address of the naturally aligned access (at most 8 bytes) at `va`, or null on a
   // page fault.
@@ -67,7 +68,7 @@ class GpuMemory {
   }
 
  private:
-  vm::TranslationCache& tlb_;
+  vm::TranslationCache::Section& tlb_;
   const vm::BindVm& vm_;
 };
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -115,6 +116,56 @@ TEST_F(ResvTest, ReservationsEndAtUnlockAndAddPrunesSignalled) {
   EXPECT_EQ(resv_.reserved(), 0u);
 }
 
+// Rule (list reuse): the writer reuses a replaced list only when no reader holds it. A reader
+// iterating a snapshot while the same thread, as the writer, publishes twice keeps seeing its
+// snapshot unchanged (a reuse of the list it holds would clear it under it: ASan / wrong fences).
+TEST_F(ResvTest, ReaderSnapshotSurvivesWriterReuse) {
+  FenceRef f1 = tl_a_.NewFence(), f2 = tl_b_.NewFence();
+  Add(f1, U::kWrite);
+  Add(f2, U::kRead);
+  std::vector<FenceRef> seen;
+  FenceRef f3 = tl_c_.NewFence(), f4 = tl_d_.NewFence();
+  resv_.ForEachUnlocked(U::kBookkeep, [&](const FenceRef& f, U) {
+    if (seen.empty()) {
+      // The writer replaces the list this reader holds, then the one after it; signalling f1
+      // makes the next AddFence drop it from the new lists.
+      f1->Signal();
+      Add(f3, U::kWrite);
+      Add(f4, U::kWrite);
+    }
+    seen.push_back(f);
+  });
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], f1);
+  EXPECT_EQ(seen[1], f2);
+  std::vector<FenceRef> now;
+  for (const auto& e : resv_.GetFences(U::kBookkeep)) now.push_back(e.fence);
+  EXPECT_EQ(now, (std::vector<FenceRef>{f2, f3, f4}));
+  // The cycle still works after the reader let go of its list (freed by the reader, not reused).
+  FenceRef f5 = tl_a_.NewFence();
+  Add(f5, U::kWrite);
+  EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 4u);
+}
+
+// Bad input: a reservation past 2^30 entries is refused, and nothing changes.
+TEST_F(ResvTest, HugeReserveIsRefused) {
+  Add(tl_a_.NewFence(), U::kWrite);
+  EXPECT_EQ(resv_.Reserve(size_t{1} << 31).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(resv_.reserved(), 0u);
+  EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 1u);
+}
+
+// Rule: Replace and Copy on an empty Resv leave it empty; Copy of an empty source empties it.
+TEST_F(ResvTest, ReplaceAndCopyEmpty) {
+  resv_.Replace(tl_a_.context(), tl_a_.NewFence(), U::kWrite);
+  EXPECT_TRUE(resv_.GetFences(U::kBookkeep).empty());
+  Add(tl_b_.NewFence(), U::kWrite);
+  Resv empty;
+  resv_.Copy(empty);
+  EXPECT_TRUE(resv_.GetFences(U::kBookkeep).empty());
+  EXPECT_TRUE(resv_.TestSignaled(U::kBookkeep));
+}
+
 // Contract: adding without a reservation, or adding a container, crashes.
 TEST_F(ResvTest, DeathAddWithoutReservation) {
   EXPECT_DEATH(resv_.AddFence(tl_a_.NewFence(), U::kWrite), "without a reservation");
@@ -143,6 +194,26 @@ TEST_F(ResvTest, ReplaceAndCopy) {
   ASSERT_EQ(copied.size(), 1u);
   EXPECT_EQ(copied[0].fence, r);
   dst.Unlock();
+}
+
+// Rule: a reservation lasts until Unlock, also across a Copy that makes the list longer than it
+// was when Reserve ran (the spares were sized for the old list: AddFence overflowed them).
+TEST_F(ResvTest, ReservationSurvivesALongerCopy) {
+  ASSERT_TRUE(resv_.Reserve(2).ok());  // sized for an empty list
+  Resv src;
+  ASSERT_TRUE(src.Lock(nullptr).ok());
+  std::vector<FenceContext> timelines(8);
+  for (FenceContext& tl : timelines) {
+    ASSERT_TRUE(src.Reserve(1).ok());
+    src.AddFence(tl.NewFence(), U::kRead);
+  }
+  src.Unlock();
+  resv_.Copy(src);
+  FenceRef f = tl_a_.NewFence(), g = tl_b_.NewFence();
+  resv_.AddFence(f, U::kWrite);
+  resv_.AddFence(g, U::kWrite);
+  EXPECT_EQ(resv_.GetFences(U::kBookkeep).size(), 10u);
+  EXPECT_EQ(resv_.GetFences(U::kWrite).size(), 2u);
 }
 
 // Rule: TestSignaled / Wait / GetSingleton look at fences with usage <= U only.

@@ -164,6 +164,38 @@ TEST_F(BindTest, SameExternalBoTwiceInOneBind) {
   EXPECT_EQ(Converged(), "");
 }
 
+// The same with more external BOs than the prealloc step checks one by one (it then sorts the
+// list): 20 BOs in pairs sharing a resv, each mapped twice, on the queued path (an in-fence holds
+// the job), so the out-fence goes into every resv — once each.
+TEST_F(BindTest, ManyExternalBosTwiceInOneBind) {
+  std::vector<Ref<Bo>> bos;
+  std::vector<BindOp> ops;
+  for (int i = 0; i < 20; ++i) {
+    bos.push_back(i % 2 == 0 ? Bo::Create(8 * kPage)
+                             : Bo::CreateSharingResv(8 * kPage, *bos[i - 1]));
+  }
+  for (int i = 0; i < 40; ++i) {
+    ops.push_back(
+        BindOp::Map((256 + 8 * i) * kPage, 4 * kPage, bos[i % 20].get(), 4 * kPage * (i / 20)));
+  }
+  fence::FenceContext ctx;
+  fence::FenceRef gate = ctx.NewFence();
+  absl::StatusOr<fence::FenceRef> f = queue_->Submit(ops, {&gate, 1});
+  ASSERT_TRUE(f.ok()) << f.status();
+  for (const Ref<Bo>& bo : bos) {
+    int found = 0;
+    for (const auto& e : bo->resv().GetFences(fence::ResvUsage::kBookkeep)) {
+      if (e.fence == *f) ++found;
+    }
+    EXPECT_EQ(found, 1);
+  }
+  gate->Signal();
+  ASSERT_TRUE((*f)->Wait().ok());
+  EXPECT_EQ(CheckConverged(*vm_, 256 * kPage, 576 * kPage), "");
+  const BindOp unmap = BindOp::Unmap(256 * kPage, 320 * kPage);
+  ASSERT_TRUE(queue_->Bind({&unmap, 1}).ok());
+}
+
 // Unmapping 4 KiB from the middle of a 2 MiB page leaves the rest mapped, as smaller pages.
 TEST_F(BindTest, UnmapSplitsA2MiBPage) {
   Ref<Bo> big = Bo::Create(2 * k2M);

@@ -226,5 +226,162 @@ TEST_F(PageTableAllocTest, OpListBadOpChangesNothing) {
   EXPECT_EQ(pt_->stats().reserved_tables, 0);
 }
 
+// Reserves `ops` through one PageTable::ListBound, applies them in order (a shortfall crashes),
+// checks zero allocations and the same table as applying each op with its own reservation on
+// `twin`. Returns the pages reserved.
+int64_t ApplyListBound(PageTable& pt, PageTable& twin, const std::vector<Op>& ops, uint64_t lo,
+                       uint64_t hi) {
+  PageTable::ListBound bound(pt);
+  int64_t sum = 0;
+  for (const Op& op : ops) {
+    EXPECT_TRUE((op.map ? bound.AddMap(op.va, op.size, op.target, kRW, op.ps)
+                        : bound.AddUnmap(op.va, op.size))
+                    .ok());
+    absl::StatusOr<Prealloc> own = op.map ? pt.ReserveForMap(op.va, op.size, op.target, kRW, op.ps)
+                                          : pt.ReserveForUnmap(op.va, op.size);
+    sum += static_cast<int64_t>(own->size());
+    pt.Unreserve(*std::move(own));
+  }
+  EXPECT_LE(bound.pages(), sum);  // never more than the per-call reservations
+  Prealloc pre;
+  pt.Reserve(bound, pre);
+  EXPECT_EQ(static_cast<int64_t>(pre.size()), bound.pages());
+  Invalidation job;
+  {
+    CountAllocations c;
+    for (const Op& op : ops) {
+      job.Absorb(op.map ? pt.Map(op.va, op.size, op.target, kRW, op.ps, pre)
+                        : pt.Unmap(op.va, op.size, pre));
+    }
+    EXPECT_EQ(c.count(), 0);
+  }
+  pt.Unreserve(std::move(pre));
+  pt.Release(std::move(job));
+  Invalidation pending;
+  for (const Op& op : ops) {
+    EXPECT_TRUE((op.map ? MapDeferred(twin, op.va, op.size, op.target, kRW, op.ps, pending)
+                        : UnmapDeferred(twin, op.va, op.size, pending))
+                    .ok());
+  }
+  twin.Release(std::move(pending));
+  RcuReadSection s;
+  for (uint64_t va = lo; va < hi; va += 4 * KiB) {
+    const Translation a = pt.Translate(va), b = twin.Translate(va);
+    EXPECT_TRUE(a.valid == b.valid && a.address == b.address && a.size == b.size)
+        << std::hex << va;
+    if (!(a.valid == b.valid && a.address == b.address && a.size == b.size)) break;
+  }
+  return sum;
+}
+
+// The list-level bound in one reservation (PageTable::ListBound): the random lists above (the
+// sum of the calls' bounds), and lists of 4 KiB / 64 KiB maps in ascending address order (one
+// table per distinct position) over a table state of 2 MiB pages, 4 KiB pages and holes, so that
+// those maps split large pages, fill missing tables and overlap each other.
+TEST_F(PageTableAllocTest, ListBoundCoversTheList) {
+  std::mt19937_64 rng(23);
+  auto twin = *PageTable::Create(48);
+  const uint64_t lo = GiB - 8 * MiB, hi = GiB + 8 * MiB;
+  int64_t bound_pages = 0, sum_pages = 0;
+  for (int list = 0; list < 300; ++list) {
+    // The state, the same on both tables: every other list runs on empty tables (so it must
+    // create every table it touches: a bound one short crashes), the others after a few random
+    // maps and unmaps.
+    std::unique_ptr<PageTable> empty, empty_twin;
+    PageTable* pt = pt_.get();
+    PageTable* tw = twin.get();
+    if (list % 2 == 0) {
+      empty = *PageTable::Create(48);
+      empty_twin = *PageTable::Create(48);
+      pt = empty.get();
+      tw = empty_twin.get();
+    }
+    std::vector<Op> state;
+    for (int i = 0; i < 4 && list % 2 == 1; ++i) {
+      Op op = RandomOp(rng, {});
+      if (op.va < lo || op.va + op.size > hi) continue;
+      state.push_back(op);
+    }
+    ApplyListBound(*pt, *tw, state, lo, hi);
+    std::vector<Op> ops;
+    if (list % 3 == 0) {
+      const int n = 1 + rng() % 16;
+      for (int i = 0; i < n; ++i) ops.push_back(RandomOp(rng, ops));
+    } else {
+      uint64_t va = lo + 4 * KiB * (rng() % 1024);
+      const int n = 1 + rng() % 64;
+      for (int i = 0; i < n && va < hi - 2 * MiB; ++i) {
+        const PageSize ps = rng() % 4 == 0 ? PageSize::k64K : PageSize::k4K;
+        const uint64_t unit = PageBytes(ps);
+        const uint64_t at = (va + unit - 1) / unit * unit;
+        const uint64_t size = unit * (1 + rng() % 48);
+        ops.push_back(Op{true, at, size, 32 * GiB + (at & (GiB - 1)), ps});
+        // The next one starts at or after this one: overlapping it, adjoining it, or further.
+        va = at + (rng() % 3 == 0 ? size / 2 : size) + 4 * KiB * (rng() % 3 == 0 ? rng() % 600 : 0);
+      }
+    }
+    const int64_t sum = ApplyListBound(*pt, *tw, ops, lo, hi);
+    if (list % 3 != 0) {
+      PageTable::ListBound bound(*pt);
+      for (const Op& op : ops) {
+        ASSERT_TRUE(bound.AddMap(op.va, op.size, op.target, kRW, op.ps).ok());
+      }
+      bound_pages += bound.pages();
+      sum_pages += sum;
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_EQ(pt_->stats().reserved_tables, 0);
+  EXPECT_EQ(pt_->stats().retired_tables, 0);
+  std::printf("ascending leaf-map lists: %lld pages reserved by the list bound, %lld by the "
+              "per-call bounds\n",
+              static_cast<long long>(bound_pages), static_cast<long long>(sum_pages));
+  EXPECT_LT(bound_pages, sum_pages);
+}
+
+// The bound of vmbind_bench's batched job: 64 neighbouring 16 KiB maps in one 2 MiB region need
+// the 3 tables below the root, not 3 per map; out of order, or with an unmap, the sum.
+TEST_F(PageTableAllocTest, ListBoundOfNeighbouringMaps) {
+  PageTable::ListBound bound(*pt_);
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_TRUE(bound.AddMap(GiB + i * 16 * KiB, 16 * KiB, 0x1000000 + i * 16 * KiB, kRW,
+                             PageSize::k4K)
+                    .ok());
+  }
+  EXPECT_EQ(bound.pages(), 3);
+  PageTable::ListBound reversed(*pt_);
+  for (int i = 63; i >= 0; --i) {
+    ASSERT_TRUE(reversed.AddMap(GiB + i * 16 * KiB, 16 * KiB, 0, kRW | kPteSparse,
+                                PageSize::k4K)
+                    .ok());
+  }
+  EXPECT_EQ(reversed.pages(), 64 * 3);
+  ASSERT_TRUE(bound.AddUnmap(GiB, 16 * KiB).ok());
+  // The unmap: split chains at both ends and a log page.
+  EXPECT_EQ(bound.pages(), 64 * 3 + 2 * 3 + 1);
+}
+
+// A bad call returns InvalidArgument and leaves the bound as it was.
+TEST_F(PageTableAllocTest, ListBoundBadCallChangesNothing) {
+  PageTable::ListBound bound(*pt_);
+  ASSERT_TRUE(bound.AddMap(GiB, 16 * KiB, 0x10000, kRW, PageSize::k4K).ok());
+  const int64_t pages = bound.pages();
+  EXPECT_EQ(bound.AddMap(GiB + 4 * KiB, 2 * MiB, 0x400000, kRW, PageSize::k2M).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bound.AddMap(0, 16 * KiB, 0x10000, 1u << 7, PageSize::k4K).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bound.AddUnmap(GiB, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bound.pages(), pages);
+  // The rejected 2 MiB map did not end the leaf-maps-only case, the rejected low address did not
+  // end the ascending order: the next neighbour adds no table.
+  ASSERT_TRUE(bound.AddMap(GiB + 16 * KiB, 16 * KiB, 0x20000, kRW, PageSize::k4K).ok());
+  EXPECT_EQ(bound.pages(), pages);
+  Prealloc pre;
+  pt_->Reserve(bound, pre);
+  EXPECT_EQ(pt_->stats().reserved_tables, pages);
+  pt_->Unreserve(std::move(pre));
+  EXPECT_EQ(pt_->stats().reserved_tables, 0);
+}
+
 }  // namespace
 }  // namespace vm

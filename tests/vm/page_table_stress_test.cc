@@ -60,10 +60,14 @@ TEST(PageTableStress, ReadersWhileWriterMapsAndUnmaps) {
   // A fixed amount of work, not a time window: "at least 100 ops in 3 s" failed on a loaded
   // machine (43 ops). The writer goes on until the readers have translated enough too; a writer
   // that readers could block (or readers starved by it) hangs here, which the test's timeout
-  // reports.
+  // reports. It also goes on until the readers have seen a valid translation: ~1 run in 30-40
+  // on a loaded machine ended with none (valid == 0), the readers having done their 64 Ki
+  // translations on the nearly empty window before the writer's first maps and then not run
+  // again until it stopped.
   constexpr int64_t kOps = 400;
   int64_t ops = 0;
-  while (ops < kOps || translations.load(std::memory_order_relaxed) < 64 * 1024) {
+  while (ops < kOps || translations.load(std::memory_order_relaxed) < 64 * 1024 ||
+         valid.load(std::memory_order_relaxed) == 0) {
     const PageSize ps = std::array{PageSize::k4K, PageSize::k64K, PageSize::k2M}[rng() % 3];
     const uint64_t bytes = PageBytes(ps);
     const uint64_t n = 1 + rng() % 4;

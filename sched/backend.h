@@ -41,12 +41,11 @@ class Backend {
   virtual ~Backend() = default;
 
   // prepare_job: called for the head job of the entity the scheduler picked, once its credits are
-  // available and its dependencies have signalled (a dependency on a job of this scheduler that
-  // was already selected counts as scheduled: that job's RunJob, and its scheduled fence's
-  // signal, come before this job's RunJob, though they may come after this call — the scheduler
-  // selects up to 32 jobs per round and then runs them); returns one more fence to wait for, or null
-  // when there is none. Called again once per returned fence (after that fence signalled) until
-  // it returns null; then the job runs. No scheduler lock is held; must not kill the job's entity.
+  // available and its dependencies have signalled (for a pipelined dependency on a job of this
+  // scheduler: its scheduled fence — that job's RunJob has returned); returns one more fence to
+  // wait for, or null when there is none. Called again once per returned fence (after that fence
+  // signalled) until it returns null; then the job runs. No scheduler lock is held; must not kill
+  // the job's entity.
   virtual fence::FenceRef PrepareJob(Job& job) { return nullptr; }
 
   // run_job: start the job. Return its hardware fence (the job completes when it signals, with

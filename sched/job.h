@@ -136,6 +136,9 @@ class Job {
   uint8_t priority_ = static_cast<uint8_t>(Priority::kNormal);  // a Priority
   bool dont_pipeline_ = false;
   bool unschedulable_traced_ = false;
+  // Scheduler: selected behind a job of its own batch that it depends on; PrepareJob waits until
+  // the batch reaches it (Scheduler::PrepareDeferred).
+  bool prepare_deferred_ = false;
 };
 
 // An armed job that must be pushed: the type-level form of "after arm the job must be pushed".

@@ -94,7 +94,8 @@ class FinishedFence final : public fence::Fence {
     return (scheduler_and_flags_.load(std::memory_order_relaxed) & kDontPipelineBit) != 0;
   }
   // The job was selected by its scheduler (taken off its entity, to be handed to the backend in
-  // selection order) without an error (not a guilty entity's); set and read only by that
+  // selection order) without an error (not a guilty entity's) and has not been run yet: set at
+  // selection, cleared just before its scheduled fence signals; written and read only by that
   // scheduler's work item. Relaxed.
   bool selected() const {
     return (scheduler_and_flags_.load(std::memory_order_relaxed) & kSelectedBit) != 0;
@@ -109,7 +110,10 @@ class FinishedFence final : public fence::Fence {
       parent_ = parent;
       deadline = deadline_ns_;
     }
-    if (deadline != kNoDeadline) parent->SetDeadline(absl::FromUnixNanos(deadline));
+    if (deadline == kNoDeadline) return;
+    parent->SetDeadline(deadline == std::numeric_limits<int64_t>::min()
+                            ? absl::InfinitePast()
+                            : absl::FromUnixNanos(deadline));
   }
 
  protected:
@@ -132,8 +136,17 @@ class FinishedFence final : public fence::Fence {
   }
 
  private:
-  friend class Scheduler;  // MarkSelected
-  void MarkSelected() { scheduler_and_flags_.fetch_or(kSelectedBit, std::memory_order_relaxed); }
+  friend class Scheduler;  // MarkSelected, ClearSelected
+  // Only the scheduler's work item writes the word after construction: a load and a store.
+  void MarkSelected() {
+    scheduler_and_flags_.store(scheduler_and_flags_.load(std::memory_order_relaxed) | kSelectedBit,
+                               std::memory_order_relaxed);
+  }
+  void ClearSelected() {
+    scheduler_and_flags_.store(
+        scheduler_and_flags_.load(std::memory_order_relaxed) & ~kSelectedBit,
+        std::memory_order_relaxed);
+  }
 
   static constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
   static constexpr uintptr_t kDontPipelineBit = 1;  // DRM_SCHED_FENCE_DONT_PIPELINE

@@ -74,6 +74,10 @@ Scheduler::~Scheduler() {
         this));
   }
   internal::TdrTimer::Get().Clear(this);
+  // A batch held up by a deferred PrepareJob's fence: its jobs are cancelled below.
+  if (batch_wait_ != nullptr) (void)batch_wait_->RemoveCallback(&batch_wait_cb_);
+  batch_wait_ = nullptr;
+  batch_.clear();
   CancelAndFreeAll();
   // A callback that signalled the last fence may still be on its way out (JobDone).
   while (callbacks_running_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -174,15 +178,25 @@ void Scheduler::RunRounds() {
     if (auto* hook = internal::before_select_hook.load(std::memory_order_relaxed)) {
       hook(rq_->entities().size());
     }
-    // Each selection sees the credits charged by the ones before it (credit_count_), never a
-    // credit freed during the round (the jobs selected here run only after the round).
-    while (!stopping_ && batch.size() < kMaxBatch) {
-      Job* job = PopReadyJobLocked(credits_in_use);
-      if (job == nullptr) break;
-      batch.push_back(job);
+    // A batch held up by a fence that a job's deferred PrepareJob returned (PrepareDeferred)
+    // neither grows nor runs until that fence signals.
+    const bool blocked =
+        batch_wait_ != nullptr && !batch_wait_signaled_.load(std::memory_order_acquire);
+    const size_t carried = batch.size();  // left over by a Stop or a deferred PrepareJob
+    if (!blocked) {
+      batch_wait_ = nullptr;
+      // Each selection sees the credits charged by the ones before it (`charged`, and
+      // credit_count_ for a Start run by a callback on this thread), never a credit freed during
+      // the round (the jobs selected here run only after the round).
+      uint64_t charged = 0;
+      while (!stopping_ && !paused_ && batch.size() < kMaxBatch) {
+        Job* job = PopReadyJobLocked(credits_in_use, charged);
+        if (job == nullptr) break;
+        batch.push_back(job);
+      }
     }
     // Progress (a job goes to the backend or was freed) restarts the timer.
-    if (!finished.empty() || !batch.empty()) ArmTimerLocked();
+    if (!finished.empty() || batch.size() > carried) ArmTimerLocked();
     records.swap(trace_buf_);
     const int truncated = std::exchange(truncated_, 0);
     mu_.Unlock();
@@ -199,9 +213,8 @@ void Scheduler::RunRounds() {
       for (auto& j : killed) backend_->FreeJob(std::move(j));
       for (auto& j : finished) backend_->FreeJob(std::move(j));
     }
-    for (Job* job : batch) RunJob(job);
-    const bool progress = !finished.empty() || !killed.empty() || !batch.empty();
-    batch.clear();
+    const size_t ran = blocked ? 0 : RunBatch();
+    const bool progress = !finished.empty() || !killed.empty() || ran > 0;
     finished.clear();
     records.clear();
     mu_.Lock();
@@ -209,6 +222,57 @@ void Scheduler::RunRounds() {
   }
   in_work_ = false;
   mu_.Unlock();
+}
+
+// Runs the batch in selection order. Stops before a job when the scheduler is being stopped (a
+// Stop from a callback this loop ran, or one on another thread waiting for the round to end) or
+// when a job's deferred PrepareJob returned a fence that has not signalled: the jobs not run stay
+// in the batch (and on the pending list, where Stop and Start know them as not run) and run,
+// still in order, once the scheduler is started again or the fence signals.
+size_t Scheduler::RunBatch() {
+  size_t i = 0;
+  for (; i < batch_.size(); ++i) {
+    if (stop_requested_.load(std::memory_order_relaxed)) break;
+    Job* job = batch_[i];
+    if (job->prepare_deferred_ && !PrepareDeferred(*job)) break;
+    RunJob(job);
+  }
+  if (i == batch_.size()) {
+    batch_.clear();
+  } else {
+    batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  return i;
+}
+
+// PrepareJob for a job selected behind a job of its own batch that it depends on: called only
+// now, once every job selected before it has gone through RunJob (backend.h). A fence it returns
+// is waited for as in ResolveDependencies, but by the whole rest of the batch (batch_wait_).
+bool Scheduler::PrepareDeferred(Job& job) {
+  const uint64_t context = job.scheduled_->context();
+  for (;;) {
+    fence::FenceRef dep = backend_->PrepareJob(job);
+    if (dep == nullptr) {
+      job.prepare_deferred_ = false;
+      return true;
+    }
+    if (dep->context() == context || dep->context() == context + 1) continue;
+    if (const FinishedFence* f = FinishedFence::Cast(dep.get());
+        f != nullptr && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
+      dep = FinishedFence::ScheduledOf(dep);
+    }
+    if (dep->IsSignaled()) continue;
+    batch_wait_signaled_.store(false, std::memory_order_relaxed);
+    absl::Status st = dep->AddCallback(&batch_wait_cb_, [this](fence::Fence&) {
+      callbacks_running_.fetch_add(1, std::memory_order_relaxed);  // see ResolveDependencies
+      batch_wait_signaled_.store(true, std::memory_order_release);
+      WakeUp();
+      callbacks_running_.fetch_sub(1, std::memory_order_release);
+    });
+    if (fence::IsAlreadySignaled(st)) continue;
+    batch_wait_ = std::move(dep);
+    return false;
+  }
 }
 
 // Frees strictly in the order jobs went to the backend: only the head of the pending list.
@@ -227,7 +291,9 @@ void Scheduler::AccountLocked(Job& job) {
   absl::Time start = job.scheduled_->IsSignaledFlag() ? job.scheduled_->timestamp() : end;
   start = std::max(start, last_freed_end_);
   last_freed_end_ = end;
-  const absl::Duration d = std::max(end - start, absl::ZeroDuration());
+  // A job that completed at once (RunJob returned no hardware fence) has one timestamp for both
+  // fences: it is charged the minimum, so that its entity's virtual runtime still grows.
+  const absl::Duration d = std::max(end - start, kMinJobCharge);
   job.stats_->AddJobTime(d);
   avg_job_ = avg_job_ == absl::ZeroDuration() ? d : avg_job_ + (d - avg_job_) / 4;
 }
@@ -250,6 +316,7 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
       // The same entity: entity order already serialises them.
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     } else {
+      if (job.prepare_deferred_) return nullptr;  // in the batch, after its dependency's RunJob
       dep = backend_->PrepareJob(job);  // once per fence it returned, then a final null
       if (dep == nullptr) return nullptr;
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
@@ -259,12 +326,18 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
     // counts as scheduled: it reaches RunJob (and its scheduled fence signals) before any job
     // selected after it, this one included (drm_sched_entity_add_dependency_cb, without the
     // callback and the extra round when both are in one round). Only a job that was not given an
-    // error at selection (a guilty entity's) is marked selected (PopHeadLocked); an error that
-    // its hardware reports later races with this check in the kernel too.
+    // error at selection (a guilty entity's) is marked selected (PopHeadLocked), and the mark is
+    // cleared when it runs (RunJob): afterwards its scheduled fence and its error decide, so a
+    // job that failed or was resubmitted with an error is waited for until it finishes. The
+    // job's PrepareJob is then deferred until the batch reaches it (PrepareDeferred): the
+    // backend sees it only after the dependency's RunJob, as in the kernel.
     if (const FinishedFence* f = FinishedFence::Cast(dep.get());
         f != nullptr && dep != job.order_after_ && f->scheduler() == this &&
         !f->dont_pipeline()) {
-      if (f->selected()) continue;
+      if (f->selected()) {
+        job.prepare_deferred_ = true;
+        continue;
+      }
       if (f->error().ok()) dep = FinishedFence::ScheduledOf(dep);
     }
     if (dep->IsSignaled()) continue;
@@ -287,10 +360,12 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
 // order (no dependency callback pending), if its head job's credits are available; then its
 // dependencies and PrepareJob, with mu_ released (preparing_ keeps a kill of the entity out);
 // if it must wait for one, the next entity is tried. `credits_in_use`: credit_count_ as read
-// before the round's drain (RunRounds). Credits freed since then are left to the next round (the
-// contract in scheduler.h); credits charged since then (Start, from a callback run on this
-// thread while mu_ is released) still count: the check uses the larger of the two readings.
-Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
+// before the round's drain (RunRounds); `charged`: the credits this round's selections charged so
+// far. Credits freed since then are left to the next round (the contract in scheduler.h), even
+// when a completion during the round lowered credit_count_ below what the round charged; credits
+// charged since then by others (Start, from a callback run on this thread while mu_ is released)
+// still count: the check uses the larger of the two.
+Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged) {
   for (;;) {
     internal::RqEntry* best_entry = nullptr;
     for (internal::RqEntry* r : rq_->entities()) {
@@ -311,9 +386,9 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
       head.credits_ = options_.credit_limit;
       ++truncated_;
     }
-    const uint32_t in_use =
-        std::max(credits_in_use, credit_count_.load(std::memory_order_relaxed));
-    if (options_.credit_limit - in_use < head.credits_) {
+    const uint64_t in_use = std::max<uint64_t>(credits_in_use + charged,
+                                               credit_count_.load(std::memory_order_relaxed));
+    if (in_use > options_.credit_limit || options_.credit_limit - in_use < head.credits_) {
       if (!head.unschedulable_traced_) {
         head.unschedulable_traced_ = true;
         TraceLocked(TraceEvent::kUnschedulable, *head.finished_);
@@ -333,13 +408,17 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
       best->dep_pending_ = true;
       continue;
     }
-    return PopHeadLocked(best);
+    Job* job = PopHeadLocked(best);
+    charged += job->credits_;
+    return job;
   }
 }
 
 Job* Scheduler::PopHeadLocked(Entity* best) {
   Job& head = *best->queue_.front();
-  credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+  // Not while stopped (a Stop run by a callback while the head job's dependencies were
+  // resolved): Stop returned the credits of the selected jobs not run, and Start charges them.
+  if (!paused_) credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();
   best->queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -376,6 +455,8 @@ void Scheduler::RunJob(Job* job) {
     job->parent_ = *hw;
     static_cast<FinishedFence&>(*job->finished_).SetParent(*hw);
   }
+  // The selected mark only shortcuts dependants within this batch (ResolveDependencies).
+  static_cast<FinishedFence&>(*job->finished_).ClearSelected();
   // One clock read for both fences when the job completes at once (RunJob returned no hardware
   // fence, or an error): it did so by the time of this read.
   const absl::Time now = absl::Now();

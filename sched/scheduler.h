@@ -3,8 +3,10 @@
 // What it does: picks the first ready entity in its run queue's order (sched/policy.h; the
 // fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
 // fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
-// for only until that job is scheduled — or selected: a job already selected reaches RunJob
-// first — unless it carries an error or asks not to be pipelined; any other fence is waited for),
+// for only until that job is scheduled — or, within one round, selected: a job selected before
+// it in the same round reaches RunJob first, and this job's Backend::PrepareJob is then called
+// only once the round has run that job — unless it carries an error or asks not to be pipelined;
+// any other fence is waited for),
 // charges its credits — waiting for credits rather than skipping the chosen entity — and calls
 // Backend::RunJob, then signals the job's scheduled fence; when the
 // hardware fence signals, the finished fence signals with its error and the credits come back;
@@ -17,12 +19,17 @@
 // fence signals all compete for the credit it frees, by priority and policy, whichever thread
 // signals it. A job pushed later (or concurrently) may or may not be a candidate. A selection
 // only uses credits that were free when its round began; a credit freed during a round is used
-// by the next round, which the completion always triggers. A round makes up to 32 selections
-// (one after the other, each in policy order and charging its credits) under one hold of `mu_`
-// — released only while a chosen head job's dependencies are resolved — and then runs the
-// selected jobs in selection order (the kernel runs one per work-item pass; its contract does not
-// require it). GPU time of jobs that finish during a round is charged to their entities (the fair
-// policy's key) at the next round.
+// by the next round, which the completion always triggers: a round never selects more than the
+// credits free at its start minus what its own selections charged. A round makes up to 32
+// selections (one after the other, each in policy order and charging its credits) under one hold
+// of `mu_` — released only while a chosen head job's dependencies are resolved — and then runs
+// the selected jobs in selection order (the kernel runs one per work-item pass; its contract does
+// not require it). If a PrepareJob deferred to the run (above) returns a fence that has not
+// signalled, that job and the ones selected after it in its round wait for it, with their
+// credits charged. A Stop during a round takes effect before the round's next job (see Stop).
+// GPU time of jobs that finish during a round is charged to their entities (the fair policy's
+// key) at the next round; a job that completes at once (no hardware fence) is charged 1 µs
+// (kMinJobCharge), so that priorities still weigh the service of a synchronous backend.
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
@@ -132,19 +139,25 @@ class Scheduler {
   // already signalled are freed here (FreeJob on this thread, after a FreeJob in progress on
   // another thread returns) — except the job in TimedOutJob, which is freed when that returns.
   // Jobs still finishing keep signalling their finished fences while stopped. Not for teardown.
+  // A Stop during a round (e.g. from a callback of a job the round ran) takes effect before the
+  // round's next job: jobs the round selected but did not hand to the backend are treated like
+  // jobs still on their entities (the kernel's Stop parks the work item between jobs, so it
+  // never sees one) — their credits come back, their fences stay unsignalled, ResubmitJobs and
+  // ForEachPendingJob skip them, and after Start they run once, in selection order.
   void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
   // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
   // job whose hardware fence already signalled finishes with that fence's error, else `error`.
-  // Then resumes selection and the timer.
+  // A selected job not yet run (see Stop) is only re-charged: the work item runs it. Then
+  // resumes selection and the timer.
   void Start(absl::Status error) ABSL_LOCKS_EXCLUDED(mu_);
   bool IsStopped() const ABSL_LOCKS_EXCLUDED(mu_);
   // drm_sched_resubmit_jobs (deprecated upstream): calls RunJob again for every pending job, in
   // order, on this thread; the first job with karma > hang_limit marks its context guilty and
   // every pending job of that context gets CancelledError. Contract: stopped (crash otherwise).
   void ResubmitJobs() ABSL_LOCKS_EXCLUDED(mu_);
-  // drm_sched_for_each_pending_job: `fn` for each job on the hardware, oldest first, on this
-  // thread, no lock held. Contract: stopped.
+  // drm_sched_for_each_pending_job: `fn` for each job on the hardware (handed to the backend),
+  // oldest first, on this thread, no lock held. Contract: stopped.
   void ForEachPendingJob(const std::function<void(Job&)>& fn) ABSL_LOCKS_EXCLUDED(mu_);
 
   // drm_sched_increase_karma: unless `bad` is a kernel-priority job, raises its karma and marks
@@ -205,13 +218,21 @@ class Scheduler {
   void TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases mu_ while it resolves the chosen head job's dependencies (ResolveDependencies).
-  // `credits_in_use`: credit_count_ as read before the round drained the inbox.
-  Job* PopReadyJobLocked(uint32_t credits_in_use) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `credits_in_use`: credit_count_ as read before the round drained the inbox; `charged`: the
+  // credits the round's selections charged so far (updated).
+  Job* PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* PopHeadLocked(Entity* entity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   fence::FenceRef ResolveDependencies(Entity* entity, Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   // Installs the hardware-fence callback (RunJob and Start); `fallback` is the status used when
   // the hardware fence has already signalled without an error.
   void AttachHardwareFence(Job* job, const absl::Status& fallback);
+  // Runs batch_ in order until a Stop or a deferred PrepareJob's fence holds it up; removes the
+  // jobs it ran from batch_ and returns how many.
+  size_t RunBatch() ABSL_LOCKS_EXCLUDED(mu_);
+  // The PrepareJob calls of a job whose dependency was selected in its batch; false: it waits for
+  // batch_wait_ (the rest of the batch with it).
+  bool PrepareDeferred(Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
   // `now`: the signal time to record on `finished` (null: read the clock).
   void JobDone(Job* job, absl::Status status, const absl::Time* now = nullptr);
@@ -226,6 +247,9 @@ class Scheduler {
   void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<Job*> PendingSnapshot() ABSL_LOCKS_EXCLUDED(mu_);
+  // The job went through RunJob (its scheduled fence signalled); a pending job that did not was
+  // selected and is waiting in batch_ (see Stop).
+  static bool Ran(const Job& job);
   // Teardown: fail and free whatever is left (Fini).
   void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_, free_mu_);
 
@@ -280,8 +304,21 @@ class Scheduler {
   // RunRounds' batch of jobs to free; only the work item touches it (kept to reuse its memory).
   std::vector<std::unique_ptr<Job>> to_free_;
   // RunRounds' jobs selected in one round, run in order after it; only the work item touches it.
+  // Jobs left over by a Stop or a deferred PrepareJob stay in it (and at the tail of pending_),
+  // before the next round's selections.
   static constexpr size_t kMaxBatch = 32;
   std::vector<Job*> batch_;
+  // The fence a deferred PrepareJob returned, which the rest of batch_ waits for; its callback
+  // sets batch_wait_signaled_ and wakes the work item. Only the work item (and the destructor)
+  // touches batch_wait_ and batch_wait_cb_.
+  fence::FenceRef batch_wait_;
+  fence::FenceCallback batch_wait_cb_;
+  std::atomic<bool> batch_wait_signaled_{false};
+  // paused_, for RunBatch's check before each job without mu_ (relaxed: a Stop on another thread
+  // waits for the round to end anyway; one on this thread is seen at once).
+  std::atomic<bool> stop_requested_{false};
+  // Fair policy: what a job that completed at once (no hardware time) is charged.
+  static constexpr absl::Duration kMinJobCharge = absl::Microseconds(1);
   int truncated_ ABSL_GUARDED_BY(mu_) = 0;  // oversized jobs to warn about, outside mu_
 
   // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).

@@ -39,7 +39,8 @@ void Scheduler::HandleTimeout() {
   {
     absl::MutexLock l(&mu_);
     if (paused_ || absl::Now() < tdr_deadline_) return;  // progress re-armed it meanwhile
-    if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag()) {
+    if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag() ||
+        !Ran(*pending_.front())) {
       ArmTimerLocked();
       return;
     }
@@ -77,9 +78,11 @@ void Scheduler::HandleTimeout() {
 void Scheduler::Stop(Job* bad) {
   std::deque<std::unique_ptr<Job>> jobs;
   Job* in_handler;
+  bool was_paused;
   {
     absl::MutexLock l(&mu_);
-    paused_ = true;
+    was_paused = std::exchange(paused_, true);
+    stop_requested_.store(true, std::memory_order_relaxed);
     if (!OnExecutorThread()) {
       mu_.Await(absl::Condition(
           +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !s->in_work_; }, this));
@@ -97,6 +100,13 @@ void Scheduler::Stop(Job* bad) {
   std::unique_ptr<Job> guilty;
   for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {  // newest first, as the kernel
     std::unique_ptr<Job>& job = *it;
+    if (!Ran(*job)) {
+      // Selected, not handed to the backend (a Stop during a round): as if still on its entity.
+      // Its credits were charged at selection, or by the Start after an earlier Stop.
+      if (!was_paused) credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+      keep.push_front(std::move(job));
+      continue;
+    }
     const bool detached_before = job->parent_ == nullptr && !job->finished_->IsSignaledFlag();
     if (detached_before ||
         (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_))) {
@@ -133,6 +143,7 @@ void Scheduler::Start(absl::Status error) {
   const absl::Status fallback = error.ok() ? absl::CancelledError("ECANCELED") : error;
   for (Job* job : PendingSnapshot()) {
     credit_count_.fetch_add(job->credits_, std::memory_order_relaxed);
+    if (!Ran(*job)) continue;  // selected, not run: the work item runs it (see Stop)
     if (job->parent_ == nullptr) {
       JobDone(job, fallback);
     } else {
@@ -142,10 +153,13 @@ void Scheduler::Start(absl::Status error) {
   {
     absl::MutexLock l(&mu_);
     paused_ = false;
+    stop_requested_.store(false, std::memory_order_relaxed);
     ArmTimerLocked();
   }
   WakeUp();
 }
+
+bool Scheduler::Ran(const Job& job) { return job.scheduled_->IsSignaledFlag(); }
 
 bool Scheduler::IsStopped() const {
   absl::MutexLock l(&mu_);
@@ -164,6 +178,7 @@ void Scheduler::ResubmitJobs() {
   bool found_guilty = false;
   uint64_t guilty_context = 0;
   for (Job* job : PendingSnapshot()) {
+    if (!Ran(*job)) continue;  // not on the hardware (see Stop)
     if (!found_guilty && job->karma() > options_.hang_limit) {
       found_guilty = true;
       guilty_context = job->scheduled_->context();
@@ -179,7 +194,9 @@ void Scheduler::ResubmitJobs() {
 }
 
 void Scheduler::ForEachPendingJob(const std::function<void(Job&)>& fn) {
-  for (Job* job : PendingSnapshot()) fn(*job);
+  for (Job* job : PendingSnapshot()) {
+    if (Ran(*job)) fn(*job);
+  }
 }
 
 void Scheduler::IncreaseKarma(Job& bad) {
@@ -201,7 +218,7 @@ void Scheduler::CancelAndFreeAll() {
     pending.swap(pending_);
   }
   for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
-    if (!(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
+    if (Ran(**it) && !(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
   }
   // Killed jobs whose dependencies never signalled: fail them now rather than wait forever.
   std::vector<std::unique_ptr<Job>> killed;
@@ -221,6 +238,7 @@ void Scheduler::CancelAndFreeAll() {
   for (auto& job : pending) {
     // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
     // can never reach the freed job, and fail the job ourselves.
+    if (!Ran(*job)) job->scheduled_->Signal();  // selected, never run (see Stop)
     if (!job->finished_->IsSignaledFlag() &&
         (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
       JobDone(job.get(), absl::CancelledError("scheduler torn down"));

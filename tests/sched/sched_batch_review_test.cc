@@ -311,11 +311,12 @@ TEST(SchedBatchReview, DeferredPrepareJobFenceIsWaitedFor) {
     });
     s->Start(absl::OkStatus());
     ASSERT_TRUE(a.finished->Wait(kWait).ok());
-    // A second Stop/Start pair waits for the round to end: B is still waiting for the gate.
-    s->Stop(nullptr);
-    EXPECT_FALSE(b.scheduled->IsSignaledFlag());
-    EXPECT_EQ(b_prepares.load(), 1);
-    s->Start(absl::OkStatus());
+    const absl::Time deadline = absl::Now() + kWait;
+    while (b_prepares.load() == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    ASSERT_EQ(b_prepares.load(), 1);
+    absl::SleepFor(absl::Milliseconds(20));  // (only to give a wrong run a chance to show)
+    EXPECT_FALSE(b.scheduled->IsSignaledFlag()) << "B ran before its PrepareJob fence signalled";
+    EXPECT_FALSE(c.scheduled->IsSignaledFlag()) << "C ran before B, selected before it";
     gate->Signal();
     ASSERT_TRUE(b.finished->Wait(kWait).ok());
     ASSERT_TRUE(c.finished->Wait(kWait).ok());

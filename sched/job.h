@@ -135,10 +135,11 @@ class Job {
   State state_ = State::kNew;
   uint8_t priority_ = static_cast<uint8_t>(Priority::kNormal);  // a Priority
   bool dont_pipeline_ = false;
-  bool unschedulable_traced_ = false;
-  // Scheduler: selected behind a job of its own batch that it depends on; PrepareJob waits until
-  // the batch reaches it (Scheduler::PrepareDeferred).
-  bool prepare_deferred_ = false;
+  // The scheduler's work item's two flags, one byte (Job stays within 256 B): the unschedulable
+  // trace was recorded; selected behind a job of its own round that it depends on, so PrepareJob
+  // waits until the round's run reaches it (Scheduler::PrepareDeferred).
+  bool unschedulable_traced_ : 1 = false;
+  bool prepare_deferred_ : 1 = false;
 };
 
 // An armed job that must be pushed: the type-level form of "after arm the job must be pushed".

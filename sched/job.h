@@ -135,11 +135,12 @@ class Job {
   State state_ = State::kNew;
   uint8_t priority_ = static_cast<uint8_t>(Priority::kNormal);  // a Priority
   bool dont_pipeline_ = false;
-  // The scheduler's work item's two flags, one byte (Job stays within 256 B): the unschedulable
-  // trace was recorded; selected behind a job of its own round that it depends on, so PrepareJob
-  // waits until the round's run reaches it (Scheduler::PrepareDeferred).
+  // The scheduler's two flags, one byte (Job stays within 256 B): the unschedulable trace was
+  // recorded (the work item, before the job is selected); the job's credits are charged to
+  // credit_count_ (set at selection and by Start, cleared by the one that returns them: JobDone,
+  // Stop, or RunJob after a Stop inside it).
   bool unschedulable_traced_ : 1 = false;
-  bool prepare_deferred_ : 1 = false;
+  bool credits_held_ : 1 = false;
 };
 
 // An armed job that must be pushed: the type-level form of "after arm the job must be pushed".

@@ -74,10 +74,7 @@ Scheduler::~Scheduler() {
         this));
   }
   internal::TdrTimer::Get().Clear(this);
-  // A batch held up by a deferred PrepareJob's fence: its jobs are cancelled below.
-  if (batch_wait_ != nullptr) (void)batch_wait_->RemoveCallback(&batch_wait_cb_);
-  batch_wait_ = nullptr;
-  batch_.clear();
+  batch_.clear();  // jobs left over by a Stop: cancelled below
   CancelAndFreeAll();
   // A callback that signalled the last fence may still be on its way out (JobDone).
   while (callbacks_running_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -178,22 +175,15 @@ void Scheduler::RunRounds() {
     if (auto* hook = internal::before_select_hook.load(std::memory_order_relaxed)) {
       hook(rq_->entities().size());
     }
-    // A batch held up by a fence that a job's deferred PrepareJob returned (PrepareDeferred)
-    // neither grows nor runs until that fence signals.
-    const bool blocked =
-        batch_wait_ != nullptr && !batch_wait_signaled_.load(std::memory_order_acquire);
-    const size_t carried = batch.size();  // left over by a Stop or a deferred PrepareJob
-    if (!blocked) {
-      batch_wait_ = nullptr;
-      // Each selection sees the credits charged by the ones before it (`charged`, and
-      // credit_count_ for a Start run by a callback on this thread), never a credit freed during
-      // the round (the jobs selected here run only after the round).
-      uint64_t charged = 0;
-      while (!stopping_ && !paused_ && batch.size() < kMaxBatch) {
-        Job* job = PopReadyJobLocked(credits_in_use, charged);
-        if (job == nullptr) break;
-        batch.push_back(job);
-      }
+    const size_t carried = batch.size();  // left over by a Stop
+    // Each selection sees the credits charged by the ones before it (`charged`, and
+    // credit_count_ for a Start run by a callback on this thread), never a credit freed during
+    // the round (the jobs selected here run only after the round).
+    uint64_t charged = 0;
+    while (!stopping_ && !paused_ && batch.size() < kMaxBatch) {
+      Job* job = PopReadyJobLocked(credits_in_use, charged);
+      if (job == nullptr) break;
+      batch.push_back(job);
     }
     // Progress (a job goes to the backend or was freed) restarts the timer.
     if (!finished.empty() || batch.size() > carried) ArmTimerLocked();
@@ -213,7 +203,7 @@ void Scheduler::RunRounds() {
       for (auto& j : killed) backend_->FreeJob(std::move(j));
       for (auto& j : finished) backend_->FreeJob(std::move(j));
     }
-    const size_t ran = blocked ? 0 : RunBatch();
+    const size_t ran = RunBatch();
     const bool progress = !finished.empty() || !killed.empty() || ran > 0;
     finished.clear();
     records.clear();
@@ -225,16 +215,22 @@ void Scheduler::RunRounds() {
 }
 
 // Runs the batch in selection order. Stops before a job when the scheduler is being stopped (a
-// Stop from a callback this loop ran, or one on another thread waiting for the round to end) or
-// when a job's deferred PrepareJob returned a fence that has not signalled: the jobs not run stay
-// in the batch (and on the pending list, where Stop and Start know them as not run) and run,
-// still in order, once the scheduler is started again or the fence signals.
+// Stop from a callback this loop ran, or one on another thread waiting for the round to end): the
+// jobs not run stay in the batch (and on the pending list, where Stop and Start know them as not
+// run) and run, still in order, once the scheduler is started again.
 size_t Scheduler::RunBatch() {
   size_t i = 0;
   for (; i < batch_.size(); ++i) {
     if (stop_requested_.load(std::memory_order_relaxed)) break;
     Job* job = batch_[i];
-    if (job->prepare_deferred_ && !PrepareDeferred(*job)) break;
+    // A context found guilty since the job was selected (a recovery during the round): the job is
+    // cancelled as at selection (PopHeadLocked), and still goes to the backend.
+    auto& finished = static_cast<FinishedFence&>(*job->finished_);
+    if (finished.selected() && job->guilty_ != nullptr &&
+        job->guilty_->load(std::memory_order_acquire)) {
+      finished.ClearSelected();
+      finished.SetError(absl::CancelledError("entity is guilty (ECANCELED)"));
+    }
     RunJob(job);
   }
   if (i == batch_.size()) {
@@ -243,36 +239,6 @@ size_t Scheduler::RunBatch() {
     batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(i));
   }
   return i;
-}
-
-// PrepareJob for a job selected behind a job of its own batch that it depends on: called only
-// now, once every job selected before it has gone through RunJob (backend.h). A fence it returns
-// is waited for as in ResolveDependencies, but by the whole rest of the batch (batch_wait_).
-bool Scheduler::PrepareDeferred(Job& job) {
-  const uint64_t context = job.scheduled_->context();
-  for (;;) {
-    fence::FenceRef dep = backend_->PrepareJob(job);
-    if (dep == nullptr) {
-      job.prepare_deferred_ = false;
-      return true;
-    }
-    if (dep->context() == context || dep->context() == context + 1) continue;
-    if (const FinishedFence* f = FinishedFence::Cast(dep.get());
-        f != nullptr && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
-      dep = FinishedFence::ScheduledOf(dep);
-    }
-    if (dep->IsSignaled()) continue;
-    batch_wait_signaled_.store(false, std::memory_order_relaxed);
-    absl::Status st = dep->AddCallback(&batch_wait_cb_, [this](fence::Fence&) {
-      callbacks_running_.fetch_add(1, std::memory_order_relaxed);  // see ResolveDependencies
-      batch_wait_signaled_.store(true, std::memory_order_release);
-      WakeUp();
-      callbacks_running_.fetch_sub(1, std::memory_order_release);
-    });
-    if (fence::IsAlreadySignaled(st)) continue;
-    batch_wait_ = std::move(dep);
-    return false;
-  }
 }
 
 // Frees strictly in the order jobs went to the backend: only the head of the pending list.
@@ -301,10 +267,12 @@ void Scheduler::AccountLocked(Job& job) {
 // drm_sched_job_dependency + drm_sched_entity_add_dependency_cb, in a loop over the head job's
 // dependencies and then PrepareJob, without mu_: polling a fence (IsSignaled) or adding a
 // callback may signal it and run its user callbacks on this thread. Returns null when nothing is
-// left to wait for, or the fence the entity's callback now waits on.
-fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
+// left to wait for, or the fence the entity's callback now waits on; sets `behind_selected` (and
+// returns null) when a dependency is a job this work item selected and has not run yet.
+fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job, bool& behind_selected) {
   for (;;) {
     fence::FenceRef dep;
+    bool from_deps = false;
     if (job.next_dep_ == 0) {
       // The entity's cancelled previous job (sched/job.h): the same context, yet never queued,
       // so neither skipped nor pipelined.
@@ -313,10 +281,10 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
       dep = job.order_after_;
     } else if (job.next_dep_ - 1 < job.deps_.size()) {
       dep = job.deps_[job.next_dep_++ - 1];
+      from_deps = true;
       // The same entity: entity order already serialises them.
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     } else {
-      if (job.prepare_deferred_) return nullptr;  // in the batch, after its dependency's RunJob
       dep = backend_->PrepareJob(job);  // once per fence it returned, then a final null
       if (dep == nullptr) return nullptr;
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
@@ -325,18 +293,23 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
     // dependency failed or asked not to be pipelined. A job this work item has already selected
     // counts as scheduled: it reaches RunJob (and its scheduled fence signals) before any job
     // selected after it, this one included (drm_sched_entity_add_dependency_cb, without the
-    // callback and the extra round when both are in one round). Only a job that was not given an
-    // error at selection (a guilty entity's) is marked selected (PopHeadLocked), and the mark is
-    // cleared when it runs (RunJob): afterwards its scheduled fence and its error decide, so a
-    // job that failed or was resubmitted with an error is waited for until it finishes. The
-    // job's PrepareJob is then deferred until the batch reaches it (PrepareDeferred): the
-    // backend sees it only after the dependency's RunJob, as in the kernel.
+    // callback). A job this work item has selected and not yet run (FinishedFence::selected)
+    // will be scheduled before any job selected after it: a dependency in deps_ on it ends the
+    // round's selection here, the job staying its entity's head (and the dependency to be
+    // checked again), and the next round, after the dependency's RunJob, finds it scheduled —
+    // no callback, and PrepareJob still comes after the dependency's RunJob (backend.h). A
+    // fence PrepareJob returned cannot be asked for again: it is waited for (its scheduled
+    // fence) like any other. Only a job that was not given an error at selection (a guilty
+    // entity's) is marked selected (PopHeadLocked), and the mark is cleared when it runs
+    // (RunJob): afterwards its scheduled fence and its error decide, so a job that failed or was
+    // resubmitted with an error is waited for until it finishes.
     if (const FinishedFence* f = FinishedFence::Cast(dep.get());
         f != nullptr && dep != job.order_after_ && f->scheduler() == this &&
         !f->dont_pipeline()) {
-      if (f->selected()) {
-        job.prepare_deferred_ = true;
-        continue;
+      if (f->selected() && from_deps) {
+        --job.next_dep_;
+        behind_selected = true;
+        return nullptr;
       }
       if (f->error().ok()) dep = FinishedFence::ScheduledOf(dep);
     }
@@ -399,9 +372,11 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged) {
     // and the credit check stay valid while mu_ is released.
     preparing_ = best;
     mu_.Unlock();
-    fence::FenceRef wait = ResolveDependencies(best, head);
+    bool behind_selected = false;
+    fence::FenceRef wait = ResolveDependencies(best, head, behind_selected);
     mu_.Lock();
     preparing_ = nullptr;
+    if (behind_selected) return nullptr;  // the next round selects it (ResolveDependencies)
     if (wait != nullptr) {
       TraceLocked(TraceEvent::kAddDependency, *head.finished_, wait.get());
       best->dep_fence_ = std::move(wait);
@@ -416,9 +391,10 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged) {
 
 Job* Scheduler::PopHeadLocked(Entity* best) {
   Job& head = *best->queue_.front();
-  // Not while stopped (a Stop run by a callback while the head job's dependencies were
-  // resolved): Stop returned the credits of the selected jobs not run, and Start charges them.
-  if (!paused_) credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+  // Even while stopped (a Stop while the head job's dependencies were resolved): the job's own
+  // flag says whether its credits are held (Stop returns them, Start charges them again).
+  credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+  head.credits_held_ = true;
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();
   best->queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -450,6 +426,7 @@ void Scheduler::AttachHardwareFence(Job* job, const absl::Status& fallback) {
 
 void Scheduler::RunJob(Job* job) {
   Trace(TraceEvent::kRun, *job->finished_);
+  running_.store(job, std::memory_order_relaxed);  // for a Stop on this thread (see Stop)
   absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
   if (hw.ok() && *hw != nullptr) {  // the parent is set before `scheduled` signals
     job->parent_ = *hw;
@@ -461,6 +438,17 @@ void Scheduler::RunJob(Job* job) {
   // fence, or an error): it did so by the time of this read.
   const absl::Time now = absl::Now();
   job->scheduled_->SignalWithTimestamp(now);
+  // A Stop on this thread since RunJob began (inside the backend's RunJob or a callback of
+  // `scheduled`) kept the job on the pending list untouched: with a hardware fence, the job is
+  // left detached as Stop leaves the others — its credits returned here, its parent_ kept for
+  // Start to attach; a job that completed at once completes (Start skips it).
+  const bool detached = std::exchange(stopped_in_run_, false) && hw.ok() && *hw != nullptr;
+  if (detached && job->credits_held_) {
+    job->credits_held_ = false;
+    credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+  }
+  running_.store(nullptr, std::memory_order_release);  // a Start on another thread waits for it
+  if (detached) return;
   if (!hw.ok()) return JobDone(job, hw.status(), &now);
   if (*hw == nullptr) return JobDone(job, absl::OkStatus(), &now);
   AttachHardwareFence(job, absl::OkStatus());
@@ -474,7 +462,11 @@ void Scheduler::JobDone(Job* job, absl::Status status, const absl::Time* now) {
   callbacks_running_.fetch_add(1, std::memory_order_relaxed);
   const fence::FenceRef finished = job->finished_;
   Trace(TraceEvent::kDone, *finished);
-  credit_count_.fetch_sub(job->credits_, std::memory_order_release);
+  // Held unless the job was never charged (teardown of a job a Stop left detached).
+  if (job->credits_held_) {
+    job->credits_held_ = false;
+    credit_count_.fetch_sub(job->credits_, std::memory_order_release);
+  }
   jobs_score_.fetch_sub(1, std::memory_order_relaxed);
   if (!status.ok()) finished->SetError(std::move(status));
   finished->SignalWithTimestamp(now != nullptr ? *now : absl::Now());

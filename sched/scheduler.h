@@ -3,10 +3,12 @@
 // What it does: picks the first ready entity in its run queue's order (sched/policy.h; the
 // fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
 // fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
-// for only until that job is scheduled — or, within one round, selected: a job selected before
-// it in the same round reaches RunJob first, and this job's Backend::PrepareJob is then called
-// only once the round has run that job — unless it carries an error or asks not to be pipelined;
-// any other fence is waited for),
+// for only until that job is scheduled, unless it carries an error or asks not to be pipelined —
+// a dependency (Job::AddDependency) on a job this scheduler selected and has not yet run ends the
+// round's selection at that job, which stays its entity's head, and the next round, after that
+// dependency's RunJob, selects it with no callback; Backend::PrepareJob is called at selection
+// and a fence it returns is waited for by that job's entity only, as any dependency; any other
+// fence is waited for),
 // charges its credits — waiting for credits rather than skipping the chosen entity — and calls
 // Backend::RunJob, then signals the job's scheduled fence; when the
 // hardware fence signals, the finished fence signals with its error and the credits come back;
@@ -24,9 +26,11 @@
 // selections (one after the other, each in policy order and charging its credits) under one hold
 // of `mu_` — released only while a chosen head job's dependencies are resolved — and then runs
 // the selected jobs in selection order (the kernel runs one per work-item pass; its contract does
-// not require it). If a PrepareJob deferred to the run (above) returns a fence that has not
-// signalled, that job and the ones selected after it in its round wait for it, with their
-// credits charged. A Stop during a round takes effect before the round's next job (see Stop).
+// not require it). A Stop during a round takes effect before the round's next job (see Stop).
+// A job whose context (the entity's guilty flag) is found guilty after its selection but before
+// its RunJob — a recovery during the round — gets CancelledError then and still goes to the
+// backend, as one guilty at selection; no job depending on it was selected before its RunJob
+// (above), so dependants on this scheduler see the error and wait for its finished fence.
 // GPU time of jobs that finish during a round is charged to their entities (the fair policy's
 // key) at the next round; a job that completes at once (no hardware fence) is charged 1 µs
 // (kMinJobCharge), so that priorities still weigh the service of a synchronous backend.
@@ -143,13 +147,19 @@ class Scheduler {
   // round's next job: jobs the round selected but did not hand to the backend are treated like
   // jobs still on their entities (the kernel's Stop parks the work item between jobs, so it
   // never sees one) — their credits come back, their fences stay unsignalled, ResubmitJobs and
-  // ForEachPendingJob skip them, and after Start they run once, in selection order.
+  // ForEachPendingJob skip them, and after Start they run once, in selection order. A Stop on the
+  // executor thread while RunJob(J) is under way (inside the backend's RunJob, or a callback of
+  // J's scheduled fence) leaves J to that RunJob: with a hardware fence J ends up detached like
+  // the others (its credits returned, not attached until Start); a J that completed at once
+  // completes (a later Start leaves it alone).
   void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
   // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
   // job whose hardware fence already signalled finishes with that fence's error, else `error`.
   // A selected job not yet run (see Stop) is only re-charged: the work item runs it. Then
-  // resumes selection and the timer.
+  // resumes selection and the timer. Each job's credits are charged once, whatever the number
+  // of Stop/Start pairs. On the executor thread inside the RunJob(J) a Stop interrupted, J goes
+  // on as if not stopped; on another thread, Start first waits for that RunJob to settle J.
   void Start(absl::Status error) ABSL_LOCKS_EXCLUDED(mu_);
   bool IsStopped() const ABSL_LOCKS_EXCLUDED(mu_);
   // drm_sched_resubmit_jobs (deprecated upstream): calls RunJob again for every pending job, in
@@ -223,16 +233,13 @@ class Scheduler {
   Job* PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* PopHeadLocked(Entity* entity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  fence::FenceRef ResolveDependencies(Entity* entity, Job& job) ABSL_LOCKS_EXCLUDED(mu_);
+  fence::FenceRef ResolveDependencies(Entity* entity, Job& job, bool& behind_selected)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Installs the hardware-fence callback (RunJob and Start); `fallback` is the status used when
   // the hardware fence has already signalled without an error.
   void AttachHardwareFence(Job* job, const absl::Status& fallback);
-  // Runs batch_ in order until a Stop or a deferred PrepareJob's fence holds it up; removes the
-  // jobs it ran from batch_ and returns how many.
+  // Runs batch_ in order until a Stop; removes the jobs it ran from batch_ and returns how many.
   size_t RunBatch() ABSL_LOCKS_EXCLUDED(mu_);
-  // The PrepareJob calls of a job whose dependency was selected in its batch; false: it waits for
-  // batch_wait_ (the rest of the batch with it).
-  bool PrepareDeferred(Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
   // `now`: the signal time to record on `finished` (null: read the clock).
   void JobDone(Job* job, absl::Status status, const absl::Time* now = nullptr);
@@ -250,6 +257,8 @@ class Scheduler {
   // The job went through RunJob (its scheduled fence signalled); a pending job that did not was
   // selected and is waiting in batch_ (see Stop).
   static bool Ran(const Job& job);
+  // Stop: returns the job's credits if it holds them (Job::credits_held_).
+  void ReturnCredits(Job& job);
   // Teardown: fail and free whatever is left (Fini).
   void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_, free_mu_);
 
@@ -304,16 +313,17 @@ class Scheduler {
   // RunRounds' batch of jobs to free; only the work item touches it (kept to reuse its memory).
   std::vector<std::unique_ptr<Job>> to_free_;
   // RunRounds' jobs selected in one round, run in order after it; only the work item touches it.
-  // Jobs left over by a Stop or a deferred PrepareJob stay in it (and at the tail of pending_),
-  // before the next round's selections.
+  // Jobs left over by a Stop stay in it (and at the tail of pending_), before the next round's
+  // selections.
   static constexpr size_t kMaxBatch = 32;
   std::vector<Job*> batch_;
-  // The fence a deferred PrepareJob returned, which the rest of batch_ waits for; its callback
-  // sets batch_wait_signaled_ and wakes the work item. Only the work item (and the destructor)
-  // touches batch_wait_ and batch_wait_cb_.
-  fence::FenceRef batch_wait_;
-  fence::FenceCallback batch_wait_cb_;
-  std::atomic<bool> batch_wait_signaled_{false};
+  // The job in RunJob (from before the backend's RunJob until its fate after a Stop is settled),
+  // else null. Written by the work item; a Stop on its thread reads it; a Start on another
+  // thread waits for null (acquire).
+  std::atomic<Job*> running_{nullptr};
+  // A Stop on the executor thread kept running_ (not yet run, not yet attached) for RunJob to
+  // settle; a Start on that thread clears it. Only the executor thread touches it.
+  bool stopped_in_run_ = false;
   // paused_, for RunBatch's check before each job without mu_ (relaxed: a Stop on another thread
   // waits for the round to end anyway; one on this thread is seen at once).
   std::atomic<bool> stop_requested_{false};

@@ -1,4 +1,5 @@
 // Scheduler: timeouts (TDR), stop/start recovery, karma, and teardown.
+#include <thread>
 #include <utility>
 
 #include "base/check.h"
@@ -78,12 +79,17 @@ void Scheduler::HandleTimeout() {
 void Scheduler::Stop(Job* bad) {
   std::deque<std::unique_ptr<Job>> jobs;
   Job* in_handler;
-  bool was_paused;
+  // The job whose RunJob this Stop interrupts (on the executor thread: from the backend's RunJob
+  // or a callback of the job's scheduled fence); a Stop on another thread waits for the round,
+  // so it never sees one.
+  Job* running = nullptr;
   {
     absl::MutexLock l(&mu_);
-    was_paused = std::exchange(paused_, true);
+    paused_ = true;
     stop_requested_.store(true, std::memory_order_relaxed);
-    if (!OnExecutorThread()) {
+    if (OnExecutorThread()) {
+      running = running_.load(std::memory_order_relaxed);
+    } else {
       mu_.Await(absl::Condition(
           +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !s->in_work_; }, this));
     }
@@ -100,17 +106,23 @@ void Scheduler::Stop(Job* bad) {
   std::unique_ptr<Job> guilty;
   for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {  // newest first, as the kernel
     std::unique_ptr<Job>& job = *it;
+    if (job.get() == running) {
+      // In RunJob on this thread: left to RunJob, which detaches it after this Stop (credits
+      // returned, hardware fence kept for Start) or completes it if it completed at once.
+      stopped_in_run_ = true;
+      keep.push_front(std::move(job));
+      continue;
+    }
     if (!Ran(*job)) {
       // Selected, not handed to the backend (a Stop during a round): as if still on its entity.
-      // Its credits were charged at selection, or by the Start after an earlier Stop.
-      if (!was_paused) credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+      ReturnCredits(*job);
       keep.push_front(std::move(job));
       continue;
     }
     const bool detached_before = job->parent_ == nullptr && !job->finished_->IsSignaledFlag();
     if (detached_before ||
         (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_))) {
-      if (!detached_before) credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+      ReturnCredits(*job);  // none held if an earlier Stop detached it
       job->parent_ = nullptr;
       keep.push_front(std::move(job));
     } else if (job.get() == in_handler) {
@@ -139,10 +151,31 @@ void Scheduler::Stop(Job* bad) {
   for (auto& job : done) backend_->FreeJob(std::move(job));
 }
 
+void Scheduler::ReturnCredits(Job& job) {
+  if (!job.credits_held_) return;
+  job.credits_held_ = false;
+  credit_count_.fetch_sub(job.credits_, std::memory_order_relaxed);
+}
+
 void Scheduler::Start(absl::Status error) {
   const absl::Status fallback = error.ok() ? absl::CancelledError("ECANCELED") : error;
+  Job* running = nullptr;
+  if (OnExecutorThread()) {
+    // A Start after a Stop inside the same RunJob: that job goes on as if not stopped.
+    running = running_.load(std::memory_order_relaxed);
+    stopped_in_run_ = false;
+  } else {
+    // A Stop on the executor thread inside a RunJob: that RunJob settles its job first.
+    while (running_.load(std::memory_order_acquire) != nullptr) std::this_thread::yield();
+  }
   for (Job* job : PendingSnapshot()) {
-    credit_count_.fetch_add(job->credits_, std::memory_order_relaxed);
+    if (job == running) continue;
+    // Completed at once by the RunJob a Stop interrupted (see Stop): nothing to re-attach.
+    if (job->finished_->IsSignaledFlag()) continue;
+    if (!job->credits_held_) {
+      job->credits_held_ = true;
+      credit_count_.fetch_add(job->credits_, std::memory_order_relaxed);
+    }
     if (!Ran(*job)) continue;  // selected, not run: the work item runs it (see Stop)
     if (job->parent_ == nullptr) {
       JobDone(job, fallback);
@@ -178,7 +211,8 @@ void Scheduler::ResubmitJobs() {
   bool found_guilty = false;
   uint64_t guilty_context = 0;
   for (Job* job : PendingSnapshot()) {
-    if (!Ran(*job)) continue;  // not on the hardware (see Stop)
+    // Not on the hardware (see Stop), or completed by the RunJob a Stop interrupted.
+    if (!Ran(*job) || job->finished_->IsSignaledFlag()) continue;
     if (!found_guilty && job->karma() > options_.hang_limit) {
       found_guilty = true;
       guilty_context = job->scheduled_->context();

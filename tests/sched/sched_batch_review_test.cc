@@ -22,12 +22,14 @@
 #include "sched/job.h"
 #include "sched/sched_fence.h"
 #include "sched/scheduler.h"
+#include "tests/sched/hook_backend.h"
 #include "tests/sched/mock_backend.h"
 #include "tests/sched/sched_test_util.h"
 
 namespace sched {
 namespace {
 
+using testing::HookBackend;
 using testing::kWait;
 using testing::MockBackend;
 using testing::Opts;
@@ -131,58 +133,6 @@ TEST(SchedBatchReview, StopAndStartFromACallbackMidBatch) {
   }
   s.reset();
 }
-
-// A MockBackend whose PrepareJob runs a test hook (once per job) and records the order of
-// PrepareJob and RunJob calls.
-class HookBackend : public MockBackend {
- public:
-  fence::FenceRef PrepareJob(Job& job) override {
-    std::function<fence::FenceRef(Job&)> hook;
-    {
-      absl::MutexLock l(&mu_);
-      events_.push_back({'P', job.finished().get()});
-      hook = prepare;
-    }
-    return hook ? hook(job) : nullptr;
-  }
-  absl::StatusOr<fence::FenceRef> RunJob(Job& job) override {
-    {
-      absl::MutexLock l(&mu_);
-      events_.push_back({'R', job.finished().get()});
-    }
-    return MockBackend::RunJob(job);
-  }
-  // "P:i" / "R:i", i the index of the job's finished fence in `jobs`, else '?'.
-  std::string Events(const std::vector<fence::FenceRef>& jobs) {
-    absl::MutexLock l(&mu_);
-    std::string out;
-    for (const auto& [kind, f] : events_) {
-      char id = '?';
-      for (size_t i = 0; i < jobs.size(); ++i) {
-        if (jobs[i].get() == f) id = static_cast<char>('0' + i);
-      }
-      out += std::string(1, kind) + id + " ";
-    }
-    return out;
-  }
-  std::vector<const fence::Fence*> RunOrder() {
-    absl::MutexLock l(&mu_);
-    std::vector<const fence::Fence*> out;
-    for (const auto& [kind, f] : events_) {
-      if (kind == 'R') out.push_back(f);
-    }
-    return out;
-  }
-  void SetPrepare(std::function<fence::FenceRef(Job&)> p) {
-    absl::MutexLock l(&mu_);
-    prepare = std::move(p);
-  }
-
- private:
-  absl::Mutex mu_;
-  std::function<fence::FenceRef(Job&)> prepare ABSL_GUARDED_BY(mu_);
-  std::vector<std::pair<char, const fence::Fence*>> events_ ABSL_GUARDED_BY(mu_);
-};
 
 // Finding 4: limit 3, X (1 credit) on the hardware; one round selects L1, then M1 — whose
 // PrepareJob pushes a high-priority H1 and completes X — then would select L2 with X's freed

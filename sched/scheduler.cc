@@ -221,7 +221,8 @@ void Scheduler::RunRounds() {
 size_t Scheduler::RunBatch() {
   size_t i = 0;
   for (; i < batch_.size(); ++i) {
-    if (stop_requested_.load(std::memory_order_relaxed)) break;
+    // Acquire: pairs with Start's release (its credits_held_ writes before JobDone's reads).
+    if (stop_requested_.load(std::memory_order_acquire)) break;
     Job* job = batch_[i];
     // A context found guilty since the job was selected (a recovery during the round): the job is
     // cancelled as at selection (PopHeadLocked), and still goes to the backend.
@@ -438,17 +439,26 @@ void Scheduler::RunJob(Job* job) {
   // fence, or an error): it did so by the time of this read.
   const absl::Time now = absl::Now();
   job->scheduled_->SignalWithTimestamp(now);
+  // running_ is cleared before anything can signal `finished`: a Stop from a callback of it is
+  // not one inside this RunJob.
+  running_.store(nullptr, std::memory_order_relaxed);
   // A Stop on this thread since RunJob began (inside the backend's RunJob or a callback of
-  // `scheduled`) kept the job on the pending list untouched: with a hardware fence, the job is
-  // left detached as Stop leaves the others — its credits returned here, its parent_ kept for
-  // Start to attach; a job that completed at once completes (Start skips it).
-  const bool detached = std::exchange(stopped_in_run_, false) && hw.ok() && *hw != nullptr;
-  if (detached && job->credits_held_) {
-    job->credits_held_ = false;
-    credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+  // `scheduled`) kept the job on the pending list for this RunJob to settle (see Stop). The job
+  // was handed to the hardware, so it ends as Stop leaves the others: with a hardware fence it is
+  // detached — the fence reference dropped, no callback attached, its credits returned — for
+  // ResubmitJobs to run again or Start to fail (drm_sched_stop); a job that completed at once
+  // completes. Then it is settled: PendingSnapshot on another thread waits for that (acquire).
+  if (stopped_in_run_.load(std::memory_order_relaxed)) {
+    if (hw.ok() && *hw != nullptr) {
+      ReturnCredits(*job);
+      // Kept if a ResubmitJobs from a callback of `scheduled` already gave it a new one.
+      if (job->parent_ == *hw) job->parent_ = nullptr;
+    } else {
+      JobDone(job, hw.ok() ? absl::OkStatus() : hw.status(), &now);
+    }
+    stopped_in_run_.store(false, std::memory_order_release);
+    return;
   }
-  running_.store(nullptr, std::memory_order_release);  // a Start on another thread waits for it
-  if (detached) return;
   if (!hw.ok()) return JobDone(job, hw.status(), &now);
   if (*hw == nullptr) return JobDone(job, absl::OkStatus(), &now);
   AttachHardwareFence(job, absl::OkStatus());

@@ -317,13 +317,14 @@ class Scheduler {
   // selections.
   static constexpr size_t kMaxBatch = 32;
   std::vector<Job*> batch_;
-  // The job in RunJob (from before the backend's RunJob until its fate after a Stop is settled),
-  // else null. Written by the work item; a Stop on its thread reads it; a Start on another
-  // thread waits for null (acquire).
+  // The job in RunJob (from before the backend's RunJob until `scheduled` signalled and its
+  // callbacks returned), else null. Only the executor thread touches it (a Stop or Start there).
   std::atomic<Job*> running_{nullptr};
-  // A Stop on the executor thread kept running_ (not yet run, not yet attached) for RunJob to
-  // settle; a Start on that thread clears it. Only the executor thread touches it.
-  bool stopped_in_run_ = false;
+  // A Stop on the executor thread kept running_ (its RunJob under way) for RunJob to settle; a
+  // Start on that thread inside the same RunJob clears it. Written only by the executor thread;
+  // RunJob clears it (release) once the job is detached or completed, and PendingSnapshot on
+  // another thread waits for false (acquire).
+  std::atomic<bool> stopped_in_run_{false};
   // paused_, for RunBatch's check before each job without mu_ (relaxed: a Stop on another thread
   // waits for the round to end anyway; one on this thread is seen at once).
   std::atomic<bool> stop_requested_{false};

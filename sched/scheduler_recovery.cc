@@ -107,9 +107,10 @@ void Scheduler::Stop(Job* bad) {
   for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {  // newest first, as the kernel
     std::unique_ptr<Job>& job = *it;
     if (job.get() == running) {
-      // In RunJob on this thread: left to RunJob, which detaches it after this Stop (credits
-      // returned, hardware fence kept for Start) or completes it if it completed at once.
-      stopped_in_run_ = true;
+      // In RunJob on this thread: left to RunJob, which detaches it once the backend's RunJob
+      // returned (credits returned, hardware fence dropped) or completes it if it completed at
+      // once; PendingSnapshot on other threads waits for that.
+      stopped_in_run_.store(true, std::memory_order_relaxed);
       keep.push_front(std::move(job));
       continue;
     }
@@ -163,10 +164,7 @@ void Scheduler::Start(absl::Status error) {
   if (OnExecutorThread()) {
     // A Start after a Stop inside the same RunJob: that job goes on as if not stopped.
     running = running_.load(std::memory_order_relaxed);
-    stopped_in_run_ = false;
-  } else {
-    // A Stop on the executor thread inside a RunJob: that RunJob settles its job first.
-    while (running_.load(std::memory_order_acquire) != nullptr) std::this_thread::yield();
+    if (running != nullptr) stopped_in_run_.store(false, std::memory_order_relaxed);
   }
   for (Job* job : PendingSnapshot()) {
     if (job == running) continue;
@@ -186,7 +184,8 @@ void Scheduler::Start(absl::Status error) {
   {
     absl::MutexLock l(&mu_);
     paused_ = false;
-    stop_requested_.store(false, std::memory_order_relaxed);
+    // Release: RunBatch reads it without mu_ and then runs jobs whose credits_held_ this wrote.
+    stop_requested_.store(false, std::memory_order_release);
     ArmTimerLocked();
   }
   WakeUp();
@@ -200,6 +199,11 @@ bool Scheduler::IsStopped() const {
 }
 
 std::vector<Job*> Scheduler::PendingSnapshot() {
+  // A Stop on the executor thread inside RunJob(J): on another thread, wait until that RunJob
+  // settled J (detached or completed), so J is not run, attached or finished twice.
+  if (!OnExecutorThread()) {
+    while (stopped_in_run_.load(std::memory_order_acquire)) std::this_thread::yield();
+  }
   absl::MutexLock l(&mu_);
   UDRM_CHECK(paused_, "Scheduler: pending jobs walked while not stopped");
   std::vector<Job*> out;

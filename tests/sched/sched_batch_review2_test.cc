@@ -67,8 +67,9 @@ TEST(SchedBatchReview2, StopFromAnotherThreadDuringSelectionBalancesCredits) {
 }
 
 // R3 (a): Stop on the executor thread inside the backend's RunJob(J), J with a hardware fence.
-// Stop leaves J to its RunJob, which neither attaches it nor keeps its credits; Start charges it
-// and attaches it once; it finishes once, with the hardware fence.
+// Stop leaves J to its RunJob, which detaches it like Stop the others (hardware fence dropped,
+// credits returned); ResubmitJobs runs it again, Start charges it and attaches the new hardware
+// fence once; it finishes once, with that fence.
 TEST(SchedBatchReview2, StopInsideRunJobThenStart) {
   HookBackend backend;
   auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
@@ -83,13 +84,14 @@ TEST(SchedBatchReview2, StopInsideRunJobThenStart) {
     ASSERT_TRUE(stopped.WaitForNotificationWithTimeout(kWait));
     ASSERT_TRUE(j.scheduled->Wait(kWait).ok());
     backend.SetAfterRun(nullptr);
-    s->Start(absl::OkStatus());  // waits for J's RunJob to return (scheduler.h)
+    s->ResubmitJobs();  // waits for J's RunJob to settle J (scheduler.h)
+    s->Start(absl::OkStatus());
     EXPECT_EQ(s->credit_count(), 1u);
     EXPECT_FALSE(j.finished->IsSignaledFlag());
-    EXPECT_EQ(backend.Advance(1), 1);
+    EXPECT_EQ(backend.Advance(2), 2);  // the first hardware fence has no callback any more
     ASSERT_TRUE(j.finished->Wait(kWait).ok());
     EXPECT_TRUE(j.finished->error().ok()) << j.finished->error();
-    EXPECT_EQ(backend.runs(), 1);
+    EXPECT_EQ(backend.runs(), 2);
     EXPECT_EQ(s->credit_count(), 0u);
   }
   s.reset();
@@ -118,7 +120,8 @@ TEST(SchedBatchReview2, StopAndStartInsideRunJob) {
 }
 
 // R3 (b): Stop from a callback on J's scheduled fence (the executor thread, in RunJob(J)), J
-// with a hardware fence not yet attached: no self-deadlock; Start attaches it once.
+// with a hardware fence not yet attached: no self-deadlock; J is detached (its hardware fence
+// dropped), so a Start without ResubmitJobs fails it with ECANCELED, once (drm_sched_start).
 TEST(SchedBatchReview2, StopFromScheduledCallbackWithHardwareFence) {
   HookBackend backend;
   auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
@@ -138,9 +141,9 @@ TEST(SchedBatchReview2, StopFromScheduledCallbackWithHardwareFence) {
     s->Start(absl::OkStatus());
     ASSERT_TRUE(stopped.WaitForNotificationWithTimeout(kWait)) << "Stop deadlocked";
     s->Start(absl::OkStatus());
-    EXPECT_EQ(backend.Advance(1), 1);
     ASSERT_TRUE(j.finished->Wait(kWait).ok());
-    EXPECT_TRUE(j.finished->error().ok()) << j.finished->error();
+    EXPECT_TRUE(absl::IsCancelled(j.finished->error())) << j.finished->error();
+    EXPECT_EQ(backend.Advance(1), 1);  // its hardware fence reaches nothing
     EXPECT_EQ(backend.runs(), 1);
     EXPECT_EQ(s->credit_count(), 0u);
   }

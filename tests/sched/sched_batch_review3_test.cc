@@ -77,7 +77,10 @@ TEST(SchedBatchReview3, StopInsideRunJobThenTeardownWithoutStart) {
     ASSERT_TRUE(stopped.WaitForNotificationWithTimeout(kWait));
     ASSERT_TRUE(j.scheduled->Wait(kWait).ok());
     backend.SetAfterRun(nullptr);
-    EXPECT_EQ(s->credit_count(), 0u);
+    int pending = 0;
+    s->ForEachPendingJob([&](Job&) { ++pending; });  // waits until RunJob(J) settled J
+    EXPECT_EQ(pending, 1);
+    EXPECT_EQ(s->credit_count(), 0u);  // detached: credits returned
   }
   std::thread teardown([&] { s.reset(); });
   if (!fin->Wait(absl::Seconds(5)).ok()) {

@@ -14,6 +14,13 @@
 //     (the scheduler holds one mutex of its own around every FreeJob call). FreeJob may call
 //     into the scheduler (push jobs, Fault, ...) but must not call Stop or destroy the
 //     scheduler: both free jobs themselves and would wait for the FreeJob that called them.
+//   - PrepareJob and RunJob (and callbacks of the job's scheduled fence, which RunJob signals)
+//     may call Scheduler::Stop and Start on the executor thread. Such a Stop frees the jobs whose
+//     hardware fence already signalled there, so FreeJob then runs nested inside that PrepareJob
+//     or RunJob (other jobs: the job being run stays pending; the one exception to the next
+//     point); and the job being run is detached once RunJob returned (see Scheduler::Stop): a
+//     RunJob that called Stop must not then wait for a ResubmitJobs or Start on another thread,
+//     which wait for that.
 //   - RunJob and FreeJob of one scheduler never overlap each other (the work item is never
 //     running twice; Stop from another thread waits until it is between jobs, ResubmitJobs
 //     requires a stopped scheduler, the destructor runs after the work item stopped) — provided

@@ -30,7 +30,9 @@
 // A job whose context (the entity's guilty flag) is found guilty after its selection but before
 // its RunJob — a recovery during the round — gets CancelledError then and still goes to the
 // backend, as one guilty at selection; no job depending on it was selected before its RunJob
-// (above), so dependants on this scheduler see the error and wait for its finished fence.
+// (above), so a dependant on this scheduler that resolves it after that sees the error and waits
+// for its finished fence (one waiting on its scheduled fence, e.g. a fence PrepareJob returned
+// before the context turned guilty, does not).
 // GPU time of jobs that finish during a round is charged to their entities (the fair policy's
 // key) at the next round; a job that completes at once (no hardware fence) is charged 1 µs
 // (kMinJobCharge), so that priorities still weigh the service of a synchronous backend.
@@ -149,9 +151,12 @@ class Scheduler {
   // never sees one) — their credits come back, their fences stay unsignalled, ResubmitJobs and
   // ForEachPendingJob skip them, and after Start they run once, in selection order. A Stop on the
   // executor thread while RunJob(J) is under way (inside the backend's RunJob, or a callback of
-  // J's scheduled fence) leaves J to that RunJob: with a hardware fence J ends up detached like
-  // the others (its credits returned, not attached until Start); a J that completed at once
-  // completes (a later Start leaves it alone).
+  // J's scheduled fence) leaves J to that RunJob; once the backend's RunJob returned and J's
+  // scheduled fence signalled, a J with a hardware fence is detached like the others (the fence
+  // dropped, no callback attached, its credits returned; pending, for ResubmitJobs to run again
+  // or Start to fail), and a J that completed at once (or with an error) completes. Start,
+  // ResubmitJobs and ForEachPendingJob on another thread wait until that RunJob has settled J,
+  // so the RunJob (or callback) that called Stop must not then wait for such a call.
   void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
   // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
@@ -159,7 +164,8 @@ class Scheduler {
   // A selected job not yet run (see Stop) is only re-charged: the work item runs it. Then
   // resumes selection and the timer. Each job's credits are charged once, whatever the number
   // of Stop/Start pairs. On the executor thread inside the RunJob(J) a Stop interrupted, J goes
-  // on as if not stopped; on another thread, Start first waits for that RunJob to settle J.
+  // on as if not stopped; on another thread, Start first waits for that RunJob to settle J
+  // (see Stop).
   void Start(absl::Status error) ABSL_LOCKS_EXCLUDED(mu_);
   bool IsStopped() const ABSL_LOCKS_EXCLUDED(mu_);
   // drm_sched_resubmit_jobs (deprecated upstream): calls RunJob again for every pending job, in
@@ -167,7 +173,8 @@ class Scheduler {
   // every pending job of that context gets CancelledError. Contract: stopped (crash otherwise).
   void ResubmitJobs() ABSL_LOCKS_EXCLUDED(mu_);
   // drm_sched_for_each_pending_job: `fn` for each job on the hardware (handed to the backend),
-  // oldest first, on this thread, no lock held. Contract: stopped.
+  // oldest first, on this thread, no lock held; includes a job whose finished fence already
+  // signalled and is not yet freed (ResubmitJobs skips those). Contract: stopped.
   void ForEachPendingJob(const std::function<void(Job&)>& fn) ABSL_LOCKS_EXCLUDED(mu_);
 
   // drm_sched_increase_karma: unless `bad` is a kernel-priority job, raises its karma and marks

@@ -2,7 +2,12 @@
 //
 // BM_GpuvmRequest/n: a random request (range 1..32 units, random BO of 8, one in four an unmap)
 // over a VM whose [0, 16n) is tiled at the start by n VAs of 16 units: SmMap / SmUnmap with
-// callbacks applying each step at once (the msm path), VAs recycled through a free list.
+// callbacks applying each step at once (the msm path), VAs from a vm::GpuvaCache (the driver's
+// slab, huge-page chunks as the kernel's kmalloc gets from the direct map), recycled last freed
+// first. The tree's nodes of a big VM come from huge-page chunks too (vm/gpuvm_node_pool.h);
+// the peers use the standard allocator (glibc's malloc), which main() puts on transparent huge
+// pages as well (it re-executes the bench with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 unless the
+// variable already sets hugetlb), so no side has pages the other lacks.
 // Steady state: the requests split the tiles until the VM holds about 1.37n VAs (the "vas"
 // counter), which takes about 2n requests; every side is warmed up with kWarmRequestsPerVa * n
 // requests of its stream before it is timed, and keeps its state (VM or map, stream) across
@@ -28,13 +33,18 @@
 // the full run, but a working set that fits in the caches. Full minus hot is what cache and TLB
 // misses cost.
 // VALUE gpuva_bytes: memory per VA with the index (sizeof(Gpuva) + the btree's heap bytes per
-// entry, measured with mallinfo2 around the inserts of 10^6 VAs).
+// entry, measured with mallinfo2 — in-use and mmapped bytes — around the inserts of 10^6 VAs).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
 #include <boost/icl/interval_map.hpp>
 #include <boost/icl/split_interval_map.hpp>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -52,11 +62,12 @@ namespace {
 
 constexpr uint64_t kTile = 16;
 
+// The driver's side: its BOs, and its Gpuvas from a vm::GpuvaCache (the driver's slab; the
+// kernel's drivers kmalloc theirs), recycled last-freed-first.
 struct Fixture {
   vm::Ref<vm::Gpuvm> vm;
   std::vector<vm::Ref<vm::Bo>> bos;
-  std::vector<std::unique_ptr<vm::Gpuva>> storage;
-  std::vector<vm::Gpuva*> free_list;
+  vm::GpuvaCache vas;
 
   explicit Fixture(uint64_t n) {
     vm = *vm::Gpuvm::Create("bench", 0, n * kTile, 0, 0);
@@ -75,16 +86,8 @@ struct Fixture {
     for (vm::Gpuva* va : vm->All()) all.push_back(va);
     for (vm::Gpuva* va : all) vm->Remove(va);
   }
-  vm::Gpuva* New() {
-    if (!free_list.empty()) {
-      vm::Gpuva* va = free_list.back();
-      free_list.pop_back();
-      *va = vm::Gpuva();
-      return va;
-    }
-    storage.push_back(std::make_unique<vm::Gpuva>());
-    return storage.back().get();
-  }
+  vm::Gpuva* New() { return vas.Alloc(); }
+  void Free(vm::Gpuva* va) { vas.Free(va); }
 };
 
 class ApplyNow final : public vm::SmSteps {
@@ -97,12 +100,12 @@ class ApplyNow final : public vm::SmSteps {
   absl::Status StepRemap(const vm::OpRemap& op) override {
     vm::Gpuva* old = op.unmap.va;
     vm::ApplyRemap(*f_.vm, op.prev ? f_.New() : nullptr, op.next ? f_.New() : nullptr, op);
-    f_.free_list.push_back(old);
+    f_.Free(old);
     return absl::OkStatus();
   }
   absl::Status StepUnmap(const vm::OpUnmap& op) override {
     vm::ApplyUnmap(*f_.vm, op);
-    f_.free_list.push_back(op.va);
+    f_.Free(op.va);
     return absl::OkStatus();
   }
 
@@ -325,13 +328,19 @@ void PrintGpuvaBytes() {
   constexpr uint64_t n = 1000000;
   auto vm = *vm::Gpuvm::Create("bytes", 0, n * kTile, 0, 0);
   std::vector<vm::Gpuva> vas(n);
-  const size_t before = mallinfo2().uordblks;
+  // Heap bytes in use (malloc's, its mmapped blocks included) plus the huge-page chunks the
+  // tree's node pool maps itself (vm::internal::HugeChunkBytes: not in malloc's statistics).
+  auto heap = [] {
+    const struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd + vm::internal::HugeChunkBytes();
+  };
+  const size_t before = heap();
   for (uint64_t i = 0; i < n; ++i) {
     vas[i].addr = i * kTile;
     vas[i].range = kTile;
     (void)vm->Insert(&vas[i]);
   }
-  const size_t tree = mallinfo2().uordblks - before;
+  const size_t tree = heap() - before;
   std::printf("VALUE gpuva_bytes %.1f B\n",
               static_cast<double>(sizeof(vm::Gpuva)) + static_cast<double>(tree) / n);
   for (auto& va : vas) vm->Remove(&va);
@@ -352,6 +361,18 @@ void PrintTreeWork(const std::string& metric, const std::string& bench) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The same pages for every side: udrm's pool maps huge-page chunks (vm/gpuvm_node_pool.h), so
+  // the bench re-executes itself with glibc's malloc on transparent huge pages too
+  // (glibc.malloc.hugetlb=1, glibc >= 2.35), which is what the icl peers allocate from. Set
+  // GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to run the peers on 4 KiB pages instead.
+  if (const char* t = std::getenv("GLIBC_TUNABLES");
+      t == nullptr || std::strstr(t, "glibc.malloc.hugetlb") == nullptr) {
+    const std::string v = (t == nullptr ? std::string() : std::string(t) + ":") +
+                          "glibc.malloc.hugetlb=1";
+    setenv("GLIBC_TUNABLES", v.c_str(), 1);
+    execv("/proc/self/exe", argv);  // on failure: go on with the default pages
+    std::fprintf(stderr, "gpuvm_bench: could not re-execute with %s\n", v.c_str());
+  }
   std::vector<udrm::bench::Comparison> cmp;
   std::vector<udrm::bench::Value> val;
   std::vector<std::pair<std::string, std::string>> work;

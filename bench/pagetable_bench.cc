@@ -11,11 +11,13 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -50,6 +52,14 @@ class UdrmTable {
     vm::Invalidation inv = pt_->Unmap(va, size, pre);
     pt_->Unreserve(std::move(pre));
     pt_->Release(std::move(inv));
+  }
+  // An unmap whose old backing memory is not needed back at once (the concurrent writer's):
+  // its grace period is batched with others' (PageTable::ReleaseDeferred).
+  void UnmapDeferred(uint64_t va, uint64_t size) {
+    auto pre = *pt_->ReserveForUnmap(va, size);
+    vm::Invalidation inv = pt_->Unmap(va, size, pre);
+    pt_->Unreserve(std::move(pre));
+    pt_->ReleaseDeferred(std::move(inv));
   }
   uint64_t Translate(uint64_t va) { return pt_->Translate(va).address; }
   const vm::PageTable* table() const { return pt_.get(); }
@@ -159,7 +169,11 @@ void EnsureRcuReader() {
   if (!vm::RcuReaderThread::IsRegistered()) new vm::RcuReaderThread();
 }
 
-// A writer mapping and unmapping 64 KiB..2 MiB in its own region until told to stop.
+// A writer mapping and unmapping 2 MiB of 4 KiB pages in its own region until told to stop. The
+// udrm table's writer does not wait for its unmaps' grace periods one by one: it defers them
+// (PageTable::ReleaseDeferred: one grace period per 64 unmaps or per millisecond), as a bind
+// queue batches its jobs' releases. BM_TranslateControl's control:1 row keeps the writer that
+// waits for one grace period per unmap (PageTable::Release).
 template <typename T>
 class Writer {
  public:
@@ -169,7 +183,11 @@ class Writer {
       while (!stop_.load(std::memory_order_relaxed)) {
         const uint64_t va = kWriterBase + (rng() % 256) * (2 << 20);
         t->Map(va, 2 << 20, kTarget, vm::PageSize::k4K);
-        t->Unmap(va, 2 << 20);
+        if constexpr (std::is_same_v<T, UdrmTable>) {
+          t->UnmapDeferred(va, 2 << 20);
+        } else {
+          t->Unmap(va, 2 << 20);
+        }
       }
     }) {}
   ~Writer() {
@@ -241,6 +259,116 @@ void BM_TranslateSection(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 
+// Diagnosis controls for the writer rows (issue 13): BM_Translate<UdrmTable>'s reader, against
+// "writers" that share less and less with it, all in the same process:
+//  - kind 0: none (the writer:0 row);
+//  - kind 1: a writer that maps and unmaps 2 MiB in kWriterBase, and waits for a grace period
+//            after each unmap (PageTable::Release);
+//  - kind 2: a thread that spins writing its own private 64 KiB (no table, no RCU, no allocator):
+//            what a busy second CPU costs the reader on this machine (SMT, host scheduling);
+//  - kind 3: a thread that allocates, touches and frees 4 KiB..2 MiB (allocator traffic only);
+//  - kind 4: a thread that only waits for RCU grace periods (vm::RcuSynchronize in a loop);
+//  - kind 5: kind 1's map/unmap loop in a region under another root entry (no table line
+//            shared with the reader, even the upper levels');
+//  - kind 6: kind 1's loop with the unmaps' grace periods deferred (PageTable::ReleaseDeferred):
+//            the Writer above, that the writer:1 rows use.
+// Counters: the control thread's loops per second, and the grace periods per second it waited
+// for.
+enum WriterKind { kNoWriter = 0, kTableWriter, kSpinWriter, kMallocWriter, kGraceWriter,
+                  kFarTableWriter, kDeferredTableWriter };
+constexpr uint64_t kFarWriterBase = 128 * 512 * kGiB;  // root entry 128 of a 48-bit table
+
+class ControlWriter {
+ public:
+  ControlWriter(UdrmTable* t, int kind) : thread_([this, t, kind] { Run(t, kind); }) {}
+  ~ControlWriter() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint64_t loops() const { return loops_.load(std::memory_order_relaxed); }
+  uint64_t grace_periods() const { return grace_periods_.load(std::memory_order_relaxed); }
+
+ private:
+  void Run(UdrmTable* t, int kind) {
+    vm::RcuReaderThread reg;
+    std::mt19937_64 rng(3);
+    std::vector<uint64_t> own(8192);
+    uint64_t n = 0, gps = 0;
+    while (!stop_.load(std::memory_order_relaxed)) {
+      switch (kind) {
+        case kTableWriter:
+        case kFarTableWriter: {
+          const uint64_t base = kind == kTableWriter ? kWriterBase : kFarWriterBase;
+          const uint64_t va = base + (rng() % 256) * (2 << 20);
+          t->Map(va, 2 << 20, kTarget, vm::PageSize::k4K);  // no removal: no grace period
+          t->Unmap(va, 2 << 20);
+          ++gps;
+          break;
+        }
+        case kDeferredTableWriter: {
+          const uint64_t va = kWriterBase + (rng() % 256) * (2 << 20);
+          t->Map(va, 2 << 20, kTarget, vm::PageSize::k4K);
+          t->UnmapDeferred(va, 2 << 20);
+          break;
+        }
+        case kSpinWriter:
+          for (uint64_t& x : own) x += n;
+          break;
+        case kMallocWriter: {
+          const size_t bytes = size_t{4096} << (rng() % 10);
+          char* p = static_cast<char*>(std::malloc(bytes));
+          for (size_t off = 0; off < bytes; off += 4096) p[off] = static_cast<char>(n);
+          benchmark::DoNotOptimize(p);
+          std::free(p);
+          break;
+        }
+        case kGraceWriter:
+          vm::RcuSynchronize();
+          ++gps;
+          break;
+      }
+      ++n;
+      loops_.store(n, std::memory_order_relaxed);
+      grace_periods_.store(gps, std::memory_order_relaxed);
+    }
+    benchmark::DoNotOptimize(own.data());
+  }
+
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> loops_{0};
+  std::atomic<uint64_t> grace_periods_{0};
+  std::thread thread_;
+};
+
+void BM_TranslateControl(benchmark::State& state) {
+  EnsureRcuReader();
+  const auto ps = static_cast<vm::PageSize>(state.range(0));
+  const bool hot = state.range(1) == 1;
+  const int kind = static_cast<int>(state.range(2));
+  UdrmTable& table = Shared<UdrmTable>(ps);
+  const std::vector<uint64_t> vas = Addresses(hot);
+  std::unique_ptr<ControlWriter> w;
+  if (kind != kNoWriter) w = std::make_unique<ControlWriter>(&table, kind);
+  size_t i = 0;
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    vm::RcuReadSection section;
+    for (int k = 0; k < kBatch; ++k) {
+      const uint64_t va = vas[i];
+      i = i + 1 == vas.size() ? 0 : i + 1;
+      sum += table.Translate(va);
+    }
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations() * kBatch);
+  if (w) {
+    state.counters["writer_loops/s"] =
+        benchmark::Counter(static_cast<double>(w->loops()), benchmark::Counter::kIsRate);
+    state.counters["grace_periods/s"] =
+        benchmark::Counter(static_cast<double>(w->grace_periods()), benchmark::Counter::kIsRate);
+  }
+}
+
 template <typename T>
 void BM_MapUnmap(benchmark::State& state) {
   EnsureRcuReader();
@@ -270,6 +398,12 @@ BENCHMARK_TEMPLATE(BM_TranslateSection, UdrmTable)->Apply(TranslateArgs);
 BENCHMARK_TEMPLATE(BM_Translate, StdMapTable)->Apply(TranslateArgs);
 BENCHMARK_TEMPLATE(BM_Translate, HashTable)->Apply(TranslateArgs);
 BENCHMARK_TEMPLATE(BM_Translate, FlatTable)->Apply(TranslateArgs);
+BENCHMARK(BM_TranslateControl)->Apply([](benchmark::internal::Benchmark* b) {
+  for (int ps : {0, 2}) {
+    for (int kind = kNoWriter; kind <= kDeferredTableWriter; ++kind) b->Args({ps, 1, kind});
+  }
+  b->ArgNames({"ps", "hot", "control"});
+});
 BENCHMARK_TEMPLATE(BM_MapUnmap, UdrmTable)->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_MapUnmap, StdMapTable)->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_MapUnmap, HashTable)->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond);

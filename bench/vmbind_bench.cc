@@ -250,9 +250,9 @@ struct SharedFixture {
 template <typename Side>
 void BM_SharedBos(benchmark::State& state) {
   static SharedFixture<Side>* fixture = nullptr;
-  // No RCU registration here: binders do not read, and a registration leaked on a thread that
-  // exits (thread 1 is a new thread every run) leaves liburcu's registry pointing at dead TLS —
-  // grace periods then never end (seen: both cleanup workers stuck in synchronize_rcu).
+  // No RCU registration here: binders do not read. (Under liburcu a registration leaked on a
+  // thread that exits — thread 1 is a new thread every run — left its registry pointing at dead
+  // TLS and grace periods never ended; vm/rcu's own slots only stay claimed, never reused.)
   if (state.thread_index() == 0) fixture = new SharedFixture<Side>();
   // The loop's start barrier publishes `fixture`; every iteration waits for its own binds, and
   // the end barrier comes after both threads' last waits, so thread 0 may then delete it.

@@ -4,6 +4,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "absl/time/clock.h"
 #include "base/check.h"
 
@@ -100,8 +101,21 @@ absl::Status Exec::LockContended() {
   return absl::OkStatus();
 }
 
-absl::Status Exec::LockObj(Object* obj) {
+absl::Status Exec::LockObj(Object* obj) { return LockObjIn(obj, obj->resv()); }
+
+// `resv` is obj->resv() (asked once: a virtual call).
+absl::Status Exec::LockObjIn(Object* obj, fence::Resv& resv) {
   UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
+  // The common case: no back-off pending and the object free and uncontended — one CAS, exactly
+  // what the full path below would do for it (ww::WwMutex::LockFast).
+  if (contended_ == nullptr && obj != prelocked_ && resv.lock().LockFast(&*ticket_)) {
+    objects_.push_back(obj);
+    return absl::OkStatus();
+  }
+  return LockObjSlow(obj, resv);
+}
+
+ABSL_ATTRIBUTE_NOINLINE absl::Status Exec::LockObjSlow(Object* obj, fence::Resv& resv) {
   if (contended_ != nullptr) {  // only after a back-off
     absl::Status st = LockContended();
     if (!st.ok()) return st;
@@ -110,7 +124,7 @@ absl::Status Exec::LockObj(Object* obj) {
     prelocked_ = nullptr;
     return absl::OkStatus();
   }
-  absl::Status st = LockResv(obj->resv());
+  absl::Status st = LockResv(resv);
   if (st.ok()) {
     objects_.push_back(obj);
     return st;
@@ -137,9 +151,10 @@ void Exec::UnlockObj(Object* obj) {
 }
 
 absl::Status Exec::PrepareObj(Object* obj, size_t num_fences) {
-  absl::Status st = LockObj(obj);
+  fence::Resv& resv = obj->resv();
+  absl::Status st = LockObjIn(obj, resv);
   if (!st.ok()) return st;
-  st = obj->resv().Reserve(num_fences);
+  st = resv.Reserve(num_fences);
   if (!st.ok()) UnlockObj(obj);
   return st;
 }

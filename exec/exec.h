@@ -130,6 +130,8 @@ class Exec {
   absl::Duration total_backoff() const { return total_backoff_; }
 
  private:
+  absl::Status LockObjIn(Object* obj, fence::Resv& resv);
+  absl::Status LockObjSlow(Object* obj, fence::Resv& resv);
   absl::Status LockContended();
   absl::Status LockResv(fence::Resv& resv);
   void UnlockAll();

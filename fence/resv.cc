@@ -98,21 +98,27 @@ void Resv::Recycle(List* old) {
   }
   ClearList(old);
   old->refs.store(1, std::memory_order_relaxed);
-  recycled_ = old;
+  SetRecycled(old);
 }
 
-void Resv::Unlock() {
+void Resv::SetRecycled(List* l) {
+  recycled_ = l;
+  recycled_capacity_ = l != nullptr ? l->capacity : 0;
+}
+
+void Resv::UnlockSlow() {
   CheckLocked();
   if (recycled_ == nullptr && spares_ != nullptr) {
-    recycled_ = std::exchange(spares_, spares_->next_spare);
+    SetRecycled(std::exchange(spares_, spares_->next_spare));
     recycled_->next_spare = nullptr;
   }
   while (spares_ != nullptr) DestroyList(std::exchange(spares_, spares_->next_spare));
   spare_count_ = 0;
+  spare_lists_ = 0;
   lock_.Unlock();
 }
 
-absl::Status Resv::Reserve(size_t n) {
+absl::Status Resv::ReserveSlow(size_t n) {
   CheckLocked();
   if (n == 0) return absl::InvalidArgumentError("Resv::Reserve of 0 fences");
   const size_t target = std::max<size_t>(spare_count_, n);
@@ -121,22 +127,16 @@ absl::Status Resv::Reserve(size_t n) {
   if (needed >= (size_t{1} << 30)) {
     return absl::ResourceExhaustedError("Resv::Reserve: more than 2^30 fences");
   }
-  GrowSpares(needed);
-  while (spare_count_ < target) {
-    List* spare = std::exchange(recycled_, nullptr);
-    if (spare == nullptr || spare->capacity < needed) {
-      if (spare != nullptr) DestroyList(spare);
-      spare = NewList(ListCapacity(needed));
-    }
-    spare->next_spare = spares_;
-    spares_ = spare;
-    ++spare_count_;
-  }
+  spare_count_ = static_cast<uint32_t>(target);
+  EnsureSpares(needed);
   return absl::OkStatus();
 }
 
-// Spares too small for `needed` entries are replaced (they hold no entries).
-void Resv::GrowSpares(size_t needed) {
+// Every list that backs a reservation holds `needed` entries, and there is one per reservation
+// left: spares_, plus recycled_ where it is (a copy takes spares_ first, so recycled_ is taken
+// only when it is the last backing list, and Recycle() refills only an empty recycled_). Lists
+// too small are replaced (they hold no entries).
+void Resv::EnsureSpares(size_t needed) {
   List** link = &spares_;
   while (*link != nullptr) {
     List* spare = *link;
@@ -148,13 +148,29 @@ void Resv::GrowSpares(size_t needed) {
     }
     link = &(*link)->next_spare;
   }
+  if (recycled_ != nullptr && recycled_capacity_ < needed) {
+    DestroyList(recycled_);
+    SetRecycled(nullptr);
+  }
+  while (spare_lists_ + (recycled_ != nullptr ? 1u : 0u) < spare_count_) {
+    List* spare = NewList(ListCapacity(needed));
+    spare->next_spare = spares_;
+    spares_ = spare;
+    ++spare_lists_;
+  }
 }
 
-Resv::List* Resv::TakeSpare() {
-  UDRM_CHECK(spares_ != nullptr, "Resv::AddFence without a reservation (call Reserve first)");
+// A reservation's list for a copy (see EnsureSpares).
+Resv::List* Resv::TakeSpareList() {
+  if (spares_ == nullptr) {
+    UDRM_CHECK(recycled_ != nullptr, "Resv::AddFence: no spare list (internal error)");
+    List* l = recycled_;
+    SetRecycled(nullptr);
+    return l;
+  }
   List* next = std::exchange(spares_, spares_->next_spare);
   next->next_spare = nullptr;
-  --spare_count_;
+  --spare_lists_;
   return next;
 }
 
@@ -162,7 +178,10 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   CheckLocked();
   UDRM_CHECK(fence != nullptr, "Resv::AddFence of a null fence");
   UDRM_CHECK(!fence->IsContainer(), "Resv::AddFence of a container fence (chain or array)");
-  List* next = TakeSpare();
+  UDRM_CHECK(spare_count_ > 0, "Resv::AddFence without a reservation (call Reserve first)");
+  --spare_count_;
+  if (list_ != nullptr && list_->size <= kInPlaceMaxEntries && AddInPlace(fence, usage)) return;
+  List* next = TakeSpareList();
   UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
              "Resv::AddFence: the reservation is smaller than the list (internal error)");
   // Copy within the reserved capacity (no allocation). Signalled entries are dropped on the way:
@@ -174,8 +193,7 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   if (list_ != nullptr) {
     for (const Entry& e : *list_) {
       if (e.fence->IsSignaled()) continue;
-      if (!replaced && e.fence->context() == fence->context() && e.usage >= usage &&
-          Fence::IsLaterOrSame(*fence, *e.fence)) {
+      if (!replaced && Replaces(*fence, usage, e)) {
         new (&out[n++]) Entry{fence, usage};
         replaced = true;
         continue;
@@ -186,6 +204,60 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   if (!replaced) new (&out[n++]) Entry{std::move(fence), usage};
   next->size = n;
   Publish(next);
+}
+
+bool Resv::Replaces(const Fence& fence, ResvUsage usage, const Entry& e) {
+  return e.fence->context() == fence.context() && e.usage >= usage &&
+         Fence::IsLaterOrSame(fence, *e.fence);
+}
+
+// The published list changed where it is, when no reader holds it: the same result as the copy
+// (signalled entries dropped, the first replaceable entry replaced, else an append), with no
+// fence reference counted up or down for the entries that stay. The plan is made outside the
+// latch (only this writer changes the list); the latch is held for the check that no reader
+// holds a reference (readers count theirs under it) and for moving pointers, so a reader that
+// takes the list afterwards sees the result whole, and one that holds it makes us copy.
+bool Resv::AddInPlace(FenceRef& fence, ResvUsage usage) {
+  List* cur = list_;
+  const uint32_t size = cur->size;
+  Entry* e = cur->entries();
+  uint64_t keep = 0;
+  uint32_t kept = 0;
+  int replace = -1;  // index in the compacted list
+  for (uint32_t i = 0; i < size; ++i) {
+    if (e[i].fence->IsSignaled()) continue;
+    if (replace < 0 && Replaces(*fence, usage, e[i])) replace = static_cast<int>(kept);
+    keep |= uint64_t{1} << i;
+    ++kept;
+  }
+  const uint32_t n = kept + (replace < 0 ? 1 : 0);
+  if (n > cur->capacity) return false;
+  LatchLock();
+  // Acquire: a reader's release of its reference (acq_rel) ordered its reads before our writes.
+  if (cur->refs.load(std::memory_order_acquire) != 1) {
+    LatchUnlock();
+    return false;
+  }
+  // Kept entries to the front, in order; dropped ones behind them, released after the latch.
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < size; ++i) {
+    if ((keep >> i) & 1) {
+      if (i != k) std::swap(e[k], e[i]);
+      ++k;
+    }
+  }
+  // `fence` takes whatever the slot held (the replaced fence, a dropped one, or nothing).
+  const uint32_t slot = replace >= 0 ? static_cast<uint32_t>(replace) : k;
+  if (slot < size) {
+    std::swap(e[slot].fence, fence);
+    e[slot].usage = usage;
+  } else {
+    new (&e[slot]) Entry{std::move(fence), usage};
+  }
+  cur->size = n;
+  LatchUnlock();
+  for (uint32_t i = n; i < size; ++i) e[i].~Entry();
+  return true;
 }
 
 void Resv::Replace(uint64_t context, const FenceRef& replacement, ResvUsage usage) {
@@ -210,7 +282,7 @@ void Resv::Copy(const Resv& src) {
   Publish(next);
   // The reservations made before stay valid (until Unlock): each spare must hold the copied
   // list plus one entry per reserved AddFence.
-  if (next != nullptr) GrowSpares(next->size + spare_count_);
+  if (next != nullptr) EnsureSpares(next->size + spare_count_);
 }
 
 std::vector<Resv::Entry> Resv::GetFences(ResvUsage usage) const {

@@ -9,24 +9,26 @@
 // Locking: writers (Reserve, AddFence, Replace, Copy, ForEachLocked) hold the Resv's WwMutex (lock
 // it directly, through an exec::Exec, or with the forwarding Lock*() methods) and crash if it is
 // not locked. Readers need no lock: GetFences/ForEachUnlocked/TestSignaled/Wait/GetSingleton work
-// on a consistent snapshot, read-copy-update style. The fence list is immutable once published;
-// every change publishes a new list by swapping one pointer under a latch that readers hold only
-// to read that pointer and count their reference; the old list is reclaimed by its last reader
+// on a consistent snapshot, read-copy-update style. A list a reader holds is never changed: a
+// change publishes a new list by swapping one pointer under a latch that readers hold only to
+// read that pointer and count their reference; the old list is reclaimed by its last reader
 // (reference counting that ThreadSanitizer sees, unlike liburcu), or reused by the writer when no
-// reader holds it.
+// reader holds it. An AddFence() that finds no reader holding the published list (and room in
+// it) changes that list where it is, under the same latch, which no reader can tell apart from
+// a new list: a snapshot taken before sees the old entries, one taken after the new ones.
 //
 // Reservations: Reserve(n) pre-allocates for the next n AddFence() calls (reusing a list kept
 // from the last cycle when it can, see Memory), so that AddFence —
 // called after a job is armed, i.e. in the fence-signalling critical section — never allocates.
 // Reservations last until Unlock(). Unlike the kernel, where replacing a same-context fence needs
-// no slot, every AddFence() here uses one reservation: each publishes a new list, so readers never
-// see a slot half updated (fence and usage change together).
+// no slot, every AddFence() here uses one reservation: it may have to publish a new list, so
+// readers never see a slot half updated (fence and usage change together).
 //
 // Lifetime: the Resv must be unlocked when destroyed (WwMutex contract). Snapshots returned to
 // readers hold their own references and outlive changes to the Resv.
 //
 // Memory (bench/fence_bench VALUE resv_bytes, counted from the allocator as usable bytes of
-// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 104 B — the object's block (96 B;
+// the blocks, libstdc++/glibc, x86-64): an empty Resv holds 104 B — the object's block (104 B;
 // here allocated with new); it publishes no list until a fence is added. A list is one block: a
 // 24-byte header and 24 bytes per entry, room for at least 4 (120 B). A Resv that has been
 // reserved keeps one more list after Unlock() (at most 64 entries): the list its last AddFence()
@@ -86,13 +88,29 @@ class Resv {
   }
   bool TryLock(ww::WwAcquireContext* ctx = nullptr) { return lock_.TryLock(ctx); }
   // dma_resv_unlock: drops unused reservations, then unlocks.
-  void Unlock();
+  void Unlock() {
+    if (spares_ == nullptr) {  // no list to keep or drop (the common case): inline
+      spare_count_ = 0;
+      lock_.Unlock();
+      return;
+    }
+    UnlockSlow();
+  }
 
   // --- Writers: the lock must be held (contract). ---
 
   // dma_resv_reserve_fences: room for the next `n` AddFence() calls. InvalidArgument for n == 0,
   // ResourceExhausted if the list would pass 2^30 entries (nothing changes either way).
-  absl::Status Reserve(size_t n);
+  absl::Status Reserve(size_t n) {
+    // The common case, inline: one fence, backed by the list kept from the last cycle, which is
+    // not even touched (see EnsureSpares).
+    if (n == 1 && spare_count_ == 0 && spares_ == nullptr && lock_.IsLocked() &&
+        recycled_capacity_ > (list_ != nullptr ? list_->size : 0)) {
+      spare_count_ = 1;
+      return absl::OkStatus();
+    }
+    return ReserveSlow(n);
+  }
   // Reservations left before Unlock().
   size_t reserved() const { return spare_count_; }
   // dma_resv_add_fence: takes a reference. Replaces the first entry that is of the same context
@@ -139,7 +157,7 @@ class Resv {
   void SetDeadline(ResvUsage usage, absl::Time deadline) const;
 
  private:
-  // A published fence list: immutable once published, reference-counted, its entries inline
+  // A published fence list: unchanged while a reader holds it, reference-counted, its entries inline
   // after the header (one allocation). Readers hold a reference; the published slot holds one.
   // While unpublished (a reservation, or the recycled list) it belongs to the writer alone.
   struct List {
@@ -179,14 +197,24 @@ class Resv {
   void Publish(List* next);
   // A list just unpublished: kept for the next reservation if no reader holds it.
   void Recycle(List* old);
-  void GrowSpares(size_t needed);
-  List* TakeSpare();
+  absl::Status ReserveSlow(size_t n);
+  void UnlockSlow();
+  void EnsureSpares(size_t needed);
+  void SetRecycled(List* l);
+  List* TakeSpareList();
+  // AddFence when no reader holds the published list and it has room: changed where it is.
+  // False (nothing changed) otherwise.
+  bool AddInPlace(FenceRef& fence, ResvUsage usage);
+  // Whether `fence` with `usage` takes the place of `e` (same context, no stronger, not earlier).
+  static bool Replaces(const Fence& fence, ResvUsage usage, const Entry& e);
   void LatchLock() const;
   void LatchUnlock() const { latch_.store(false, std::memory_order_release); }
   const List* current() const { return list_; }
 
   // A replaced list with room for more entries than this is freed rather than kept.
   static constexpr uint32_t kRecycleMaxEntries = 64;
+  // AddInPlace plans with a 64-bit mask of the entries kept.
+  static constexpr uint32_t kInPlaceMaxEntries = 64;
 
   ww::WwMutex lock_;
   // Guards the publication of list_ against a reader between reading list_ and counting its
@@ -197,8 +225,15 @@ class Resv {
   // The published list (null: no fences). Written under lock_ and latch_; read by readers under
   // latch_ and by the writer (under lock_) freely.
   List* list_ = nullptr;
-  // Reservations: one unpublished list per reserved AddFence(), chained through next_spare.
+  // Reservations are backed by unpublished lists, one per reservation left (spare_count_), each
+  // with room for the list plus one entry per reservation: those chained here through
+  // next_spare, and recycled_ where it lies (counted when the chain is one short; see
+  // EnsureSpares). An AddFence() that copies uses one (the chain first); one that changes the
+  // list in place uses none, and the chain's lists wait for the next Reserve() (or recycled_ at
+  // Unlock()).
   List* spares_ = nullptr;
+  uint32_t spare_lists_ = 0;        // lists in spares_
+  uint32_t recycled_capacity_ = 0;  // recycled_'s, so that Reserve() need not touch it
   // One empty list for the next reservation: the list an AddFence() replaced, once no reader
   // holds it, or a reservation left unused at Unlock(). With it, a lock / Reserve(1) / AddFence /
   // Unlock cycle allocates nothing.

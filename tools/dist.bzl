@@ -30,11 +30,6 @@ _SYSTEM_DEPS = {
     "spdlog": _dep("spdlog", "find_dependency(spdlog)", "spdlog::spdlog"),
     "tbb": _dep("tbb", "find_dependency(TBB)", "TBB::tbb"),
     "tbbmalloc": _dep("tbb", "find_dependency(TBB)", "TBB::tbbmalloc"),
-    "urcu": _dep(
-        "liburcu-mb",
-        "_udrm_pkg_config_dependency(udrm_liburcu_mb liburcu-mb)",
-        "PkgConfig::udrm_liburcu_mb",
-    ),
 }
 
 # Link flags udrm's and Abseil's own targets may carry (Threads::Threads / -pthread covers them).

@@ -8,7 +8,8 @@
 // same entries, in the same order, that ApplyBind will produce — and so the exact number of
 // Gpuva nodes (each map one, each remap one per surviving piece) and of removed VAs. A list in
 // address order whose ops are disjoint and share no VA of the tree needs no replay: its entries
-// follow from the tree directly.
+// follow from the tree directly (one walk per run of ops that touch each other), and its unmap
+// entries name their VAs (PlannedEntry::node).
 //
 // The prealloc step reserves page tables for the planned page-table calls at once (one
 // PageTable::ListBound, one Prealloc): the page table guarantees that the bound covers that
@@ -35,6 +36,10 @@ struct PlannedEntry {
   uint64_t va = 0;
   uint64_t range = 0;
   size_t op = 0;  // index of the BindOp that produces it
+  // An unmap entry of a plan that needed no replay (the common list, see bind_plan.cc): the
+  // tree's VA it removes or remaps, which ApplyBind hands to its step without a walk (the tree
+  // is unchanged until the op comes: no earlier op of such a list touches it). Else null.
+  Gpuva* node = nullptr;
   friend bool operator==(const PlannedEntry&, const PlannedEntry&) = default;
 };
 

@@ -140,7 +140,7 @@ class BindApplier final : public SmSteps {
   void Append(BindEntry e) {
     UDRM_CHECK(job_.entries_.size() < job_.plan_.size(), "bind: op-list pre-allocation exhausted");
     const PlannedEntry& want = job_.plan_[job_.entries_.size()];
-    UDRM_CHECK(want == (PlannedEntry{e.kind, e.va, e.range, e.op}),
+    UDRM_CHECK(want.kind == e.kind && want.va == e.va && want.range == e.range && want.op == e.op,
                "bind: an entry differs from the plan");
     job_.entries_.push_back(std::move(e));
   }
@@ -175,19 +175,64 @@ absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
   return absl::OkStatus();
 }
 
+namespace {
+
+// The exec's ticket holds `obj` (locked in this pass: a back-off unlocks everything, and the first
+// lock of a pass takes the contended object). With kIgnoreDuplicates LockObj would return OK too,
+// after building an AlreadyExists status (an allocation): the bind's BOs repeat across its ops.
+bool HeldByExec(exec::Exec& exec, exec::Object* obj) {
+  return obj->resv().lock().IsHeldBy(&exec.ticket());
+}
+
+// Locks the BO of every VA overlapping [lo, hi) (sparse VAs and the kernel node have none).
+absl::Status LockOverlapping(Gpuvm& g, exec::Exec& exec, uint64_t lo, uint64_t hi) {
+  for (Gpuva* va : g.Range(lo, hi)) {
+    if (va->bo == nullptr || HeldByExec(exec, va->bo)) continue;
+    if (absl::Status s = exec.LockObj(va->bo); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops) {
-  Gpuvm& g = vm.gpuvm();
   return exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
-    if (absl::Status s = PrepareVm(g, e, 1); !s.ok()) return s;
+    if (absl::Status s = PrepareVm(vm.gpuvm(), e, 1); !s.ok()) return s;
+    return LockBindBos(vm, e, ops);
+  });
+}
+
+absl::Status LockBindBos(BindVm& vm, exec::Exec& e, std::span<const BindOp> ops) {
+  Gpuvm& g = vm.gpuvm();
+  {
+    // Each mapped BO once, with one fence slot (Reserve keeps at least n: a BO that is held
+    // already and has its slot needs nothing more; one held without a slot was the contended
+    // object, which the pass's first lock took without reserving).
     for (const BindOp& op : ops) {
-      absl::Status s =
-          IsMap(op)
-              ? SmMapExecLock(g, e, 1, MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}})
-              : SmUnmapExecLock(g, e, op.va, op.range);
+      if (op.bo == nullptr) continue;
+      absl::Status s = !HeldByExec(e, op.bo)           ? e.PrepareObj(op.bo, 1)
+                       : op.bo->resv().reserved() != 0 ? absl::OkStatus()
+                                                       : op.bo->resv().Reserve(1);
       if (!s.ok()) return s;
     }
-    return absl::OkStatus();
-  });
+    // The BOs of the VAs the ops remap or unmap: every VA overlapping an op's range on the
+    // unmodified tree (what SmMapExecLock / SmUnmapExecLock lock per op; vm/gpuvm_exec.h says
+    // why the unmodified tree suffices), one walk per run of ops whose ranges join into one
+    // interval (a list in address order of neighbouring ops is one walk).
+    if (ops.empty()) return absl::OkStatus();
+    uint64_t lo = ops.front().va;
+    uint64_t hi = lo + ops.front().range;
+    for (const BindOp& op : ops.subspan(1)) {
+      if (op.va >= lo && op.va <= hi) {
+        hi = std::max(hi, op.va + op.range);
+        continue;
+      }
+      if (absl::Status s = LockOverlapping(g, e, lo, hi); !s.ok()) return s;
+      lo = op.va;
+      hi = op.va + op.range;
+    }
+    return LockOverlapping(g, e, lo, hi);
+  }
 }
 
 absl::Status ReservePageTables(PageTable& pt, std::span<const BindOp> ops,
@@ -229,8 +274,10 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
   for (const BindOp& op : ops) job.ranges_.push_back({op.va, op.range});
   // Merged: the same VA space in fewer ranges (a list of neighbouring ops is one range), so
   // fewer tracker lookups and nodes.
-  std::sort(job.ranges_.begin(), job.ranges_.end(),
-            [](const AddrRange& a, const AddrRange& b) { return a.addr < b.addr; });
+  auto by_addr = [](const AddrRange& a, const AddrRange& b) { return a.addr < b.addr; };
+  if (!std::is_sorted(job.ranges_.begin(), job.ranges_.end(), by_addr)) {
+    std::sort(job.ranges_.begin(), job.ranges_.end(), by_addr);
+  }
   size_t n = 0;
   for (const AddrRange& r : job.ranges_) {
     if (n > 0 && r.addr <= job.ranges_[n - 1].addr + job.ranges_[n - 1].range) {
@@ -253,7 +300,7 @@ absl::Status AddDependencies(BindVm& vm, BindJob& job, std::span<const BindOp> o
     if (internal::ShouldFailAlloc("job dependency")) return Exhausted("a job dependency");
     if (absl::Status s = job.AddDependency(std::move(f)); !s.ok()) return s;
   }
-  return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
+  return absl::OkStatus();
 }
 
 // Gpuva nodes (the VM's cached ones first), op-list capacity, per-op arrays. The removed-VA
@@ -274,11 +321,8 @@ absl::Status AllocateLists(BindVm& vm, BindJob& job, const BindPlan& plan, size_
 
 constexpr size_t kExtobjScanMax = 16;
 
-// Device addresses and VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
-absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
-  if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
-  job.extobj_resvs_.reserve(ops.size());
-  // A device address per mapped op, assigned under one lock per 64 mapped ops.
+// Device addresses of the mapped ops, assigned under one lock per 64 mapped ops.
+absl::Status AllocateTargets(BindVm& vm, BindJob& job, std::span<const BindOp> ops) {
   std::byte* hosts[64];
   size_t at[64];  // the ops of hosts[]
   size_t n = 0;
@@ -296,6 +340,15 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
       n = 0;
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// VmBos of the mapped BOs, and the mapped external BOs' resvs (each once).
+absl::Status PreallocBindBos(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
+  if (internal::ShouldFailAlloc("extobj resvs")) return Exhausted("the external BO resv list");
+  job.extobj_resvs_.reserve(ops.size());
   // One VmBo per mapped BO, shared by the ops that map it: the existing one (Find: the BO is
   // locked, so it stays in the BO's list until the exec unlocks), else one from Create. Each
   // distinct external BO's resv is listed once (two BOs may share a resv).
@@ -331,11 +384,9 @@ absl::Status AllocateMappings(BindVm& vm, BindJob& job, std::span<const BindOp> 
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
-                                                      std::span<const BindOp> ops,
-                                                      std::span<const fence::FenceRef> in_fences) {
+absl::StatusOr<std::unique_ptr<BindJob>> PreallocBindTree(
+    BindVm& vm, sched::Entity& entity, std::span<const BindOp> ops,
+    std::span<const fence::FenceRef> in_fences) {
   if (internal::ShouldFailAlloc("bind job")) return Exhausted("the bind job");
   auto job = std::make_unique<BindJob>(&vm);
   vm.TakeBuffers(*job);  // the lists' capacity of an earlier job, if any
@@ -350,7 +401,7 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   absl::StatusOr<Gpuvm::InsertReservation> inserts = vm.gpuvm().ReserveInserts(plan->vas);
   if (!inserts.ok()) return inserts.status();
   job->inserts_.emplace(*std::move(inserts));
-  if (absl::Status s = AllocateMappings(vm, *job, ops); !s.ok()) return s;
+  if (absl::Status s = AllocateTargets(vm, *job, ops); !s.ok()) return s;
   if (absl::Status s =
           ReservePageTables(vm.page_table(), ops, plan->entries, job->targets_, job->tables_);
       !s.ok()) {
@@ -361,17 +412,72 @@ absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity&
   return job;
 }
 
+absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
+                                                      std::span<const BindOp> ops,
+                                                      std::span<const fence::FenceRef> in_fences) {
+  absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBindTree(vm, entity, ops, in_fences);
+  if (!job.ok()) return job;
+  if (absl::Status s = PreallocBindBos(vm, ops, **job); !s.ok()) return s;
+  if (absl::Status s = PreallocPush(vm, **job); !s.ok()) return s;
+  return job;
+}
+
+absl::Status PreallocPush(BindVm& vm, BindJob& job) {
+  return vm.ranges().Reserve(job.ranges_.size(), job.range_nodes_);
+}
+
+namespace {
+
+// The steps SmMap / SmUnmap would hand over for `op`, from its planned entries when each names
+// its VA (a plan without replay): the same steps, in the same order, with the same pieces
+// (gpuvm_sm.cc's table: a VA sticking out of the op on either side is a remap whose pieces keep
+// the old BO at the matching offsets; `keep` as the kernel computes it for a map), without the
+// walk's search.
+absl::Status StepPlanned(BindApplier& steps, const BindOp& op, std::span<const PlannedEntry> plan) {
+  const uint64_t lo = op.va;
+  const uint64_t hi = op.va + op.range;
+  for (const PlannedEntry& e : plan) {
+    if (e.kind != BindEntry::Kind::kUnmap) break;  // the op's MAP comes last
+    Gpuva* va = e.node;
+    std::optional<OpMap> prev, next;
+    if (va->addr < lo) prev = OpMap{va->addr, lo - va->addr, va->bo, va->offset};
+    if (va->end() > hi) next = OpMap{hi, va->end() - hi, va->bo, va->offset + (hi - va->addr)};
+    const bool keep = op.kind != BindOpKind::kUnmap && va->bo != nullptr && va->bo == op.bo &&
+                      (va->addr < lo ? va->offset + (lo - va->addr) == op.bo_offset
+                                     : va->offset == op.bo_offset + (va->addr - lo));
+    absl::Status s =
+        prev || next ? steps.StepRemap({prev, next, {va, keep}}) : steps.StepUnmap({va, keep});
+    if (!s.ok()) return s;
+  }
+  if (op.kind == BindOpKind::kUnmap) return absl::OkStatus();
+  return steps.StepMap(OpMap{op.va, op.range, op.bo, op.bo_offset});
+}
+
+}  // namespace
+
 void ApplyBind(BindVm& vm, std::span<const BindOp> ops, BindJob& job) {
+  const std::span<const PlannedEntry> plan = job.plan_;
+  size_t k = 0;  // the plan's first entry of op i
   for (size_t i = 0; i < ops.size(); ++i) {
     const BindOp& op = ops[i];
+    size_t end = k;
+    bool named = true;  // every unmap entry of the op names its VA
+    for (; end < plan.size() && plan[end].op == i; ++end) {
+      named &= plan[end].kind != BindEntry::Kind::kUnmap || plan[end].node != nullptr;
+    }
     BindApplier steps(vm, op, i, job);
+    // A plan without replay names the VAs: the steps follow from it (an op meeting no VA is
+    // just its MAP, or nothing). A replayed plan: the split/merge walk.
     absl::Status s =
-        IsMap(op)
+        named ? StepPlanned(steps, op, plan.subspan(k, end - k))
+        : IsMap(op)
             ? SmMap(vm.gpuvm(), MapRequest{OpMap{op.va, op.range, op.bo, op.bo_offset}}, steps)
             : SmUnmap(vm.gpuvm(), op.va, op.range, steps);
     UDRM_CHECK(s.ok(), "bind: a validated op failed to apply");
+    k = end;
   }
   job.inserts_.reset();  // every planned insert is done; unused tree nodes go back
+  vm.NoteTreeChange();
 }
 
 }  // namespace vm

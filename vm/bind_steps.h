@@ -5,22 +5,28 @@
 //  1. ValidateBind: everything checkable without locks. InvalidArgument, or FailedPrecondition
 //     for an unusable/closed VM. Changes nothing.
 //  2. LockBind: in one exec::Exec (kIgnoreDuplicates | kInterruptibleWait, one until-all-locked
-//     loop): the VM resv with one fence slot, then per op SmMapExecLock (the mapped BO with one
-//     fence slot) or SmUnmapExecLock — every lock before any change (see vm/gpuvm_exec.h for why
-//     locking several ops on the unmodified tree suffices). CancelledError when cancelled.
-//     The resv fence slots are reserved here (the exec prepares them).
+//     loop): the VM resv with one fence slot, then each mapped BO once with one fence slot, then
+//     the BO of every VA overlapping an op's range on the unmodified tree — what SmMapExecLock /
+//     SmUnmapExecLock would lock op by op, found in one walk per run of ops whose ranges join
+//     (see vm/gpuvm_exec.h for why locking several ops on the unmodified tree suffices); an
+//     object the exec already holds is skipped without a call. Every lock before any change.
+//     CancelledError when cancelled. The resv fence slots are reserved here.
 //  3. PreallocBind: exactly what the list needs, into the job, from the plan (vm/bind_plan.h:
 //     the entries ApplyBind will append, computed on a copy of the touched ranges): Gpuva nodes
 //     (each map one, each remap one per surviving piece), op-list capacity, the removed-VA list,
 //     one VmBo per mapped BO, ONE page-table reservation for the whole list
 //     (ReservePageTables), the tree nodes of its inserts (Gpuvm::ReserveInserts), device
 //     addresses, the dependencies (in-fences, and the pending
-//     page-table work of other binds on overlapping ranges: vm/bind_ranges.h). Every allocation
-//     site asks the failslab hook first (vm/internal/failslab.h). ResourceExhausted (or
-//     InvalidArgument from the page table) with nothing changed.
-//  4. ApplyBind: each op through SmMap/SmUnmap with callbacks that change the tree at once and
-//     append to the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the
-//     hole only (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. Uses
+//     page-table work of other binds on overlapping ranges: vm/bind_ranges.h), the range-tracker
+//     nodes of the push step (BindVm::Submit reserves them only for a bind it pushes: the CPU
+//     fast path records nothing). Every allocation site asks the failslab hook first
+//     (vm/internal/failslab.h). ResourceExhausted (or InvalidArgument from the page table) with
+//     nothing changed. BindVm::Submit runs it in parts around the BO locks (see below).
+//  4. ApplyBind: each op through split/merge steps that change the tree at once and append to
+//     the job's ONE op list, as msm: a map appends MAP; a remap appends UNMAP of the hole only
+//     (the surviving pieces keep their PTEs); an unmap appends UNMAP of the VA. The steps are
+//     SmMap/SmUnmap's; when the plan names the VAs each op meets (a plan without replay,
+//     vm/bind_plan.h) they are handed over from the plan without the walk. Uses
 //     only the pre-allocated nodes, list capacity, VmBos and tree nodes (Gpuvm::ReserveInserts
 //     for the planned Gpuvas; the VmBo lists are intrusive): allocates nothing
 //     (tests/vm/bind_alloc_test.cc). Cannot fail (crashes on a broken contract, e.g. an entry
@@ -49,8 +55,11 @@ namespace vm {
 absl::Status ValidateBind(const BindVm& vm, std::span<const BindOp> ops,
                           std::span<const fence::FenceRef> in_fences);
 
-// Runs exec.UntilAllLocked; returns its status.
+// Runs exec.UntilAllLocked (PrepareVm, then LockBindBos); returns its status.
 absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops);
+// The BO part of LockBind, for a body of the caller's until-all-locked loop that has locked the
+// VM resv: returns the exec's statuses unchanged (a back-off makes the loop run the body again).
+absl::Status LockBindBos(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops);
 
 // Creates the job (Init on `entity`, dependencies: in-fences and the unfinished bind jobs on
 // overlapping ranges) with every pre-allocation. On error nothing is left behind — except that a
@@ -58,6 +67,22 @@ absl::Status LockBind(BindVm& vm, exec::Exec& exec, std::span<const BindOp> ops)
 absl::StatusOr<std::unique_ptr<BindJob>> PreallocBind(BindVm& vm, sched::Entity& entity,
                                                       std::span<const BindOp> ops,
                                                       std::span<const fence::FenceRef> in_fences);
+// PreallocBind in parts (it is PreallocBindTree, then PreallocBindBos and PreallocPush on its
+// job), for a
+// caller that locks the BOs only after the first: PreallocBindTree needs the VM resv (the tree,
+// the range tracker) and nothing else; PreallocBindBos (each mapped BO's VmBo, the external BOs'
+// resv list) needs the BOs locked too. A job from PreallocBindTree stays valid while the tree
+// and the range tracker are unchanged (BindVm::tree_changes() the same), even across a back-off
+// that unlocked the VM resv. Errors as PreallocBind; on error the job is the caller's to drop.
+absl::StatusOr<std::unique_ptr<BindJob>> PreallocBindTree(
+    BindVm& vm, sched::Entity& entity, std::span<const BindOp> ops,
+    std::span<const fence::FenceRef> in_fences);
+absl::Status PreallocBindBos(BindVm& vm, std::span<const BindOp> ops, BindJob& job);
+// The part of PreallocBind that only the push step uses: the range-tracker nodes of
+// BindRanges::Record. A bind on the CPU fast path records nothing and skips it (BindVm::Submit
+// calls it once it knows the bind is pushed, still before ApplyBind). ResourceExhausted from the
+// failslab hook; nothing to undo on error.
+absl::Status PreallocPush(BindVm& vm, BindJob& job);
 
 // The page-table calls of an op list (planned or built): one Map per map entry, one Unmap per run
 // of unmap entries that follow each other in the list and in the VA space (each starting where

@@ -105,12 +105,29 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
     }
   } retire{this, nullptr};
   exec::Exec exec(exec::Exec::kIgnoreDuplicates | exec::Exec::kInterruptibleWait, cancel);
-  if (absl::Status s = LockBind(*this, exec, ops); !s.ok()) return s;
-  // Under the VM resv from here: unusable/closed cannot change our decision half-way.
-  if (closed()) return absl::FailedPreconditionError("VM closed");
-  if (unusable()) return absl::FailedPreconditionError("VM unusable");
-  absl::StatusOr<std::unique_ptr<BindJob>> job = PreallocBind(*this, entity, ops, in_fences);
-  if (!job.ok()) return job.status();
+  // The VM resv first; under it the tree-side pre-allocation (the plan, the page tables, the
+  // nodes: most of the work), and only then the BOs — their resvs, which binds of other VMs
+  // sharing the BOs need too, are held for the VmBo lookups and ApplyBind, not for the
+  // pre-allocation. A back-off unlocks everything: the job is kept if the tree and the range
+  // tracker did not change meanwhile (another bind of this VM), else made again.
+  std::unique_ptr<BindJob> job;
+  uint64_t job_changes = 0;
+  absl::Status locked_status = exec.UntilAllLocked([&](exec::Exec& e) -> absl::Status {
+    if (absl::Status s = PrepareVm(*gpuvm_, e, 1); !s.ok()) return s;
+    // Under the VM resv from here: unusable/closed cannot change our decision half-way.
+    if (closed()) return absl::FailedPreconditionError("VM closed");
+    if (unusable()) return absl::FailedPreconditionError("VM unusable");
+    if (job == nullptr || job_changes != tree_changes()) {
+      job.reset();
+      absl::StatusOr<std::unique_ptr<BindJob>> j = PreallocBindTree(*this, entity, ops, in_fences);
+      if (!j.ok()) return j.status();
+      job = *std::move(j);
+      job_changes = tree_changes();
+    }
+    return LockBindBos(*this, e, ops);
+  });
+  if (!locked_status.ok()) return locked_status;
+  if (absl::Status s = PreallocBindBos(*this, ops, *job); !s.ok()) return s;
   if (internal::ShouldFailAlloc("locked BO list")) {
     return absl::ResourceExhaustedError("bind: allocating the locked-BO list failed");
   }
@@ -119,15 +136,24 @@ absl::StatusOr<fence::FenceRef> BindVm::Submit(sched::Entity& entity, std::span<
   // The CPU fast path (xe_migrate_update_pgtables' CPU update): decided, and its out-fence
   // allocated, before the tree changes, so nothing can fail after ApplyBind on either path.
   fence::FenceRef inline_out;
-  if (CanRunInlineLocked(**job)) {
+  if (CanRunInlineLocked(*job)) {
     if (internal::ShouldFailAlloc("inline out-fence")) {
       return absl::ResourceExhaustedError("bind: allocating the out-fence failed");
     }
     inline_out = fence::Fence::Create(inline_fences_.context(), inline_fences_.NextSeqno());
+  } else if (absl::Status s = PreallocPush(*this, *job); !s.ok()) {
+    return s;
   }
-  ApplyBind(*this, ops, **job);
-  if (inline_out == nullptr) return PushLocked(entity, *std::move(job), ops);
-  retire.job = RunInlineLocked(*std::move(job), inline_out);
+  ApplyBind(*this, ops, *job);
+  if (inline_out == nullptr) return PushLocked(entity, std::move(job), ops);
+  // The BOs' resvs guarded the VmBo links ApplyBind changed; the fast path adds no fence to
+  // them, and its page-table work needs only the VM resv (as RunJob needs none): another VM's
+  // bind on the same BOs need not wait for it.
+  for (size_t i = exec.objects().size(); i-- > 0;) {
+    exec::Object* o = exec.objects()[i];
+    if (&o->resv() != &gpuvm_->resv()) exec.UnlockObj(o);
+  }
+  retire.job = RunInlineLocked(std::move(job), inline_out);
   return inline_out;
 }
 
@@ -172,6 +198,7 @@ fence::FenceRef BindVm::PushLocked(sched::Entity& entity, std::unique_ptr<BindJo
   }
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   unfinished_.fetch_add(1, std::memory_order_acq_rel);
+  NoteTreeChange();  // the range tracker
   gpuvm_->resv().AddFence(out, fence::ResvUsage::kBookkeep);
   for (fence::Resv* resv : bind->extobj_resvs_) resv->AddFence(out, fence::ResvUsage::kKernel);
   ranges_.Record(bind->ranges_, out, bind->range_nodes_);
@@ -512,6 +539,7 @@ void BindVm::Close() {
     });
     UDRM_CHECK(st.ok(), "BindVm::Close: locking failed");
     ranges_.Clear();
+    NoteTreeChange();
     absl::StatusOr<Prealloc> pre = pt_->ReserveForUnmap(0, pt_->va_limit());
     UDRM_CHECK(pre.ok(), "BindVm::Close: reservation failed");
     {

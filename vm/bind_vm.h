@@ -5,8 +5,12 @@
 //
 // The path of a bind (BindQueue::Submit → BindVm::Submit; every step is a function in
 // vm/bind_steps.h):
-//   Validate → Lock (one exec::Exec; the VM resv is the lock of the VA tree) → Prealloc (the
-//   exact needs of the whole list) → Apply (the tree changes; one op list) → Push (the job, with
+//   Validate → Lock and Prealloc, in one exec::Exec: the VM resv (the lock of the VA tree), the
+//   tree-side pre-allocation under it (PreallocBindTree: the exact needs of the whole list), then
+//   the BOs (LockBindBos) and their VmBos (PreallocBindBos) — so the BOs' resvs, which binds of
+//   other VMs sharing the BOs need too, are not held during the pre-allocation; after a back-off
+//   the job is kept unless the tree or the range tracker changed meanwhile (tree_changes()) →
+//   Apply (the tree changes; one op list) → Push (the job, with
 //   the in-fences and the pending bind jobs on overlapping ranges as dependencies) → RunJob (the
 //   page table, in order; a run of adjacent unmap entries is one Unmap call) → FreeJob (unused
 //   page-table reservations back) → cleanup worker (one grace period per batch of jobs, then BO
@@ -18,7 +22,9 @@
 // caught up), and its ops cover at most kInlineMaxBytes of VA (a bigger bind, such as a 1 GiB
 // sparse range, stays on the queued path so that Submit does not do its page-table work on the
 // caller's thread), Submit executes the op list itself, on the caller's thread, under the VM resv
-// and pt_mu_ exactly as RunJob would (same ExecuteLocked: injected faults, unusable-skips-maps),
+// and pt_mu_ exactly as RunJob would (same ExecuteLocked: injected faults, unusable-skips-maps;
+// the BOs' resvs, which guarded the tree's VmBo links, are unlocked first: the page-table work
+// needs none of them, and another VM's bind on the same BOs need not wait for it),
 // and returns an out-fence of the VM's own context that has already signalled (with
 // InternalError on an injected fault). No job is pushed: the scheduler never sees the bind, and
 // the out-fence is not added to any resv or to the range tracker (a signalled fence is nothing to
@@ -195,6 +201,11 @@ class BindVm {
   void DrainCaches() ABSL_LOCKS_EXCLUDED(buffers_mu_, va_cache_mu_);
   // The range tracker. Contract: the caller holds the VM resv, which is its lock.
   BindRanges& ranges() { return ranges_; }
+  // Counts the changes of the VA tree and the range tracker (ApplyBind, PushLocked, Close), so
+  // that a bind whose tree-side pre-allocation was made before a back-off can tell whether it
+  // still holds (vm/bind_steps.h: PreallocBindTree). Contract: the caller holds the VM resv.
+  uint64_t tree_changes() const { return tree_changes_; }
+  void NoteTreeChange() { ++tree_changes_; }
   // Push step: arms and pushes `job` on `entity` (its dependencies are already added), adds its
   // finished fence to the resvs (see vm/bind_steps.h) and records it in the range tracker as the
   // last job of its ops' ranges. Caller holds the VM resv. Allocation-free.
@@ -274,6 +285,7 @@ class BindVm {
 
   // Guarded by the VM resv (gpuvm_->resv()), which no annotation can name: see ranges().
   BindRanges ranges_;
+  uint64_t tree_changes_ = 0;
 
   // The page-table writer lock: RunJob, catch-up and Close. Never held while waiting for
   // anything else.

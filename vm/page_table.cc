@@ -1,6 +1,7 @@
 #include "vm/page_table.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "base/check.h"
 #include "base/sanitizers.h"
@@ -153,6 +154,7 @@ int64_t LogPages(int64_t roots) {
 }  // namespace
 
 PageTable::~PageTable() {
+  FlushDeferred();
   {
     absl::MutexLock l(&caches_mu_);
     UDRM_CHECK(caches_.empty(), "PageTable destroyed before its TranslationCaches");
@@ -531,12 +533,32 @@ void PageTable::BeginWrite() {
               "two PageTable writers at once");
 }
 
-void PageTable::EndWrite(Invalidation& inv) {
+namespace {
+// The RegionBits of every 1 GiB region that [va, va + size) touches (all bits past 64 regions).
+uint64_t RangeRegionBits(uint64_t va, uint64_t size) {
+  const uint64_t first = va >> 30, last = (va + size - 1) >> 30;
+  if (last - first >= 64) return ~uint64_t{0};
+  uint64_t bits = 0;
+  for (uint64_t r = first; r <= last; ++r) bits |= internal::RegionBit(r << 30);
+  return bits;
+}
+}  // namespace
+
+void PageTable::EndWrite(Invalidation& inv, uint64_t va, uint64_t size) {
   if (inv.removed_mappings_) {
     inv.generation_ = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
-    // After the entries changed (release): a cache that sees its flag set also sees them.
+    const uint64_t regions = RangeRegionBits(va, size);
     absl::MutexLock l(&caches_mu_);
-    for (std::atomic<uint64_t>* stale : caches_) stale->store(1, std::memory_order_release);
+    // The entries' stores before the footprints' loads (internal::CacheFlags): a cache whose
+    // footprint misses the range filled nothing in it before this point, and its later walks
+    // see the change.
+    internal::FullBarrier();
+    for (internal::CacheFlags* c : caches_) {
+      // After the entries changed (release): a cache that sees its flag set also sees them.
+      if (c->footprint.load(std::memory_order_relaxed) & regions) {
+        c->stale.store(1, std::memory_order_release);
+      }
+    }
   } else {
     inv.generation_ = generation_.load(std::memory_order_relaxed);
   }
@@ -550,7 +572,7 @@ Invalidation PageTable::Map(uint64_t va, uint64_t size, uint64_t target, uint32_
   Invalidation inv;
   const Leaf leaf{va, target, FlagsToPte(flags), page_size, LeafLevel(page_size)};
   MapLevel(root_, 0, va, va + size, leaf, pre, inv);
-  EndWrite(inv);
+  EndWrite(inv, va, size);
   return inv;
 }
 
@@ -559,7 +581,7 @@ Invalidation PageTable::Unmap(uint64_t va, uint64_t size, Prealloc& pre) {
   BeginWrite();
   Invalidation inv;
   UnmapLevel(root_, 0, va, va + size, pre, inv);
-  EndWrite(inv);
+  EndWrite(inv, va, size);
   return inv;
 }
 
@@ -591,14 +613,71 @@ void PageTable::Release(Invalidation inv) {
   inv.retired_count_ = 0;
 }
 
-void PageTable::RegisterCache(std::atomic<uint64_t>* stale) const {
-  absl::MutexLock l(&caches_mu_);
-  caches_.push_back(stale);
+namespace {
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void PageTable::ReleaseDeferred(Invalidation inv) {
+  if (!inv.removed_mappings_ && inv.log_head_ == nullptr) return;  // nothing to wait for
+  Invalidation batch;
+  {
+    absl::MutexLock l(&defer_mu_);
+    const int64_t now = NowMicros();
+    if (deferred_changes_ == 0) deferred_since_us_ = now;
+    deferred_.Absorb(std::move(inv));
+    ++deferred_changes_;
+    if (static_cast<int64_t>(deferred_.retired_count_) < kMaxDeferredTables &&
+        deferred_changes_ < kMaxDeferredChanges && now - deferred_since_us_ < kMaxDeferralMicros) {
+      return;
+    }
+    batch = TakeDeferred();
+  }
+  ReleaseBatch(std::move(batch));
 }
 
-void PageTable::UnregisterCache(std::atomic<uint64_t>* stale) const {
+void PageTable::FlushDeferred() {
+  Invalidation batch;
+  {
+    absl::MutexLock l(&defer_mu_);
+    if (deferred_changes_ == 0 && deferred_in_flight_ == 0) return;
+    batch = TakeDeferred();
+  }
+  if (batch.removed_mappings_ || batch.log_head_ != nullptr) ReleaseBatch(std::move(batch));
+  // A batch another thread took out is released (grace period and freeing) by that thread:
+  // wait until it has, so that no unhooked table is still unfreed when this returns (and the
+  // destructor never frees the pool under another thread's Release).
+  absl::MutexLock l(&defer_mu_);
+  defer_mu_.Await(absl::Condition(
+      +[](int64_t* in_flight) { return *in_flight == 0; }, &deferred_in_flight_));
+}
+
+Invalidation PageTable::TakeDeferred() {
+  Invalidation batch = std::move(deferred_);
+  deferred_ = Invalidation();
+  if (deferred_changes_ != 0) ++deferred_in_flight_;
+  deferred_changes_ = 0;
+  return batch;
+}
+
+// Outside defer_mu_: other writers may defer meanwhile.
+void PageTable::ReleaseBatch(Invalidation batch) {
+  Release(std::move(batch));
+  absl::MutexLock l(&defer_mu_);
+  --deferred_in_flight_;
+}
+
+void PageTable::RegisterCache(internal::CacheFlags* flags) const {
   absl::MutexLock l(&caches_mu_);
-  auto it = std::find(caches_.begin(), caches_.end(), stale);
+  caches_.push_back(flags);
+}
+
+void PageTable::UnregisterCache(internal::CacheFlags* flags) const {
+  absl::MutexLock l(&caches_mu_);
+  auto it = std::find(caches_.begin(), caches_.end(), flags);
   UDRM_CHECK(it != caches_.end(), "TranslationCache not registered");
   *it = caches_.back();
   caches_.pop_back();

@@ -23,10 +23,18 @@
 //    cleared or replaced at once; the returned Invalidation carries the new translation
 //    generation, which software TLBs compare against, and the unhooked table pages. A change
 //    that removed mappings also sets the stale flag of every vm::TranslationCache built on the
-//    table (after the entries changed), under a registry mutex that only caches' construction
-//    and destruction also take: Map/Unmap still never allocate and never wait for readers. Release() waits for an RCU grace period — after which no reader can still hold a
+//    table whose footprint (hashed 1 GiB regions it holds entries in) meets the change's range
+//    (after the entries changed), under a registry mutex that only caches' construction
+//    and destruction also take: Map/Unmap still never allocate and never wait for readers.
+//    Release() waits for an RCU grace period — after which no reader can still hold a
 //    translation or a table pointer from before — and only then frees those pages. Backing memory
 //    that the old mappings pointed to may be reused only after Release() returns.
+//    ReleaseDeferred() instead batches the grace period with other changes' (one grace period
+//    when the batch holds kMaxDeferredChanges changes or kMaxDeferredTables tables, or is a
+//    millisecond old; bounded memory): the backing memory may then be reused only after a later
+//    FlushDeferred() returns. Each grace period costs every reader
+//    that is inside a section about two cache misses (vm/rcu.h), so a writer that changes the
+//    table hundreds of thousands of times a second should defer.
 //  - Partial unmap (or partial re-map) of a large page splits it: the rest stays mapped, as
 //    smaller pages, with the same target and flags. Empty table pages are unhooked and freed (via
 //    Release), so memory stays bounded under map/unmap storms.
@@ -136,6 +144,23 @@ inline uint64_t LeafOffsetMask(uint64_t pte) {
   return kLeafOffsetMask[(pte & kSizeMask) >> kSizeShift];
 }
 
+// A TranslationCache's words that the table's writer reads and writes (registered with the
+// table). `stale`: set by a removal that may touch what the cache holds. `footprint`: one bit per
+// hashed 1 GiB region (RegionBit) that the cache has filled an entry in since its last drop; a
+// removal sets `stale` only if its range's regions meet the footprint, so a writer of a disjoint
+// region leaves the cache's lines alone. Protocol (a Dekker pair, each side a full barrier
+// between its store and its load): the cache sets a region's bit, then FullBarrier(), then
+// walks; the writer changes the entries, then FullBarrier(), then reads the footprint. Either the
+// writer sees the bit (and sets `stale`), or the cache's walk sees the change. (FullBarrier:
+// vm/rcu.h.)
+struct CacheFlags {
+  std::atomic<uint64_t> stale{0};
+  std::atomic<uint64_t> footprint{0};
+};
+inline uint64_t RegionBit(uint64_t va) {
+  const uint64_t r = va >> 30;
+  return uint64_t{1} << ((r ^ (r >> 6) ^ (r >> 12) ^ (r >> 18)) & 63);
+}
 // The translation of `va` by the valid leaf entry `pte` (any page size).
 inline Translation LeafTranslation(uint64_t pte, uint64_t va) {
   Translation out;
@@ -157,6 +182,9 @@ class PageTable {
 
   // va_bits: 39, 48 or 57. InvalidArgument otherwise.
   static absl::StatusOr<std::unique_ptr<PageTable>> Create(int va_bits = 48);
+  // Releases the deferred batch (FlushDeferred: a grace period if anything was deferred).
+  // Contract: not inside an RcuReadSection (the grace period would wait for the caller), and no
+  // other thread uses the table any more (no Release/ReleaseDeferred running).
   ~PageTable();
   PageTable(const PageTable&) = delete;
   PageTable& operator=(const PageTable&) = delete;
@@ -233,6 +261,34 @@ class PageTable {
   // Waits for a grace period, then frees the unhooked tables. After it returns, no reader holds
   // a translation from before the change. Contract: not inside an RcuReadSection.
   void Release(Invalidation inv);
+  // Writer, step 3, deferred form: for a writer that does not need the old backing memory back
+  // at once (a map/unmap storm). The change is already visible to readers as with Release (the
+  // entries changed in Map/Unmap, the generation was bumped and the caches' stale flags set);
+  // what is deferred is the grace period and the freeing of the unhooked tables. `inv` joins a
+  // batch (Absorb: no allocation) that one grace period releases, in this call when the batch
+  // holds kMaxDeferredTables unhooked tables or kMaxDeferredChanges invalidations or its first
+  // one was deferred kMaxDeferral ago or more (and then this call waits, as Release does), else
+  // in a later call, FlushDeferred() or the destructor. So a writer that defers every change
+  // makes readers live through one grace period per kMaxDeferredChanges changes (sooner when the
+  // batch holds kMaxDeferredTables tables or is a millisecond old: at least one of those per
+  // grace period), where one Release per change is one grace period each — what
+  // pagetable_bench's concurrent writer costs the readers (issue 13).
+  // Memory bound: between calls at most kMaxDeferredTables - 1 unhooked tables and
+  // kMaxDeferredChanges - 1 retire-log pages wait (under 1.3 MiB). The old backing memory of a
+  // deferred change may be reused only after a FlushDeferred() that began after the call
+  // returned. Any thread (the batch has its own lock, never taken by readers). Contract: not
+  // inside an RcuReadSection.
+  static constexpr int64_t kMaxDeferredTables = 256;
+  static constexpr int64_t kMaxDeferredChanges = 64;
+  static constexpr int64_t kMaxDeferralMicros = 1000;
+  void ReleaseDeferred(Invalidation inv) ABSL_LOCKS_EXCLUDED(defer_mu_);
+  // Releases the deferred batch: waits for a grace period (if anything was deferred) and frees
+  // its tables; then waits until batches other threads' ReleaseDeferred took out earlier are
+  // freed as well (it waits until no batch is in flight, so it may also wait for one taken
+  // while it waits). After it returns, no reader holds a translation from before any change
+  // deferred before the call began, and no table unhooked by such a change is left unfreed.
+  // Contract: not inside an RcuReadSection.
+  void FlushDeferred() ABSL_LOCKS_EXCLUDED(defer_mu_);
 
   Stats stats() const;
 
@@ -240,10 +296,11 @@ class PageTable {
   friend class TranslationCache;  // registers its stale flag (below); walks with WalkToLeaf
   explicit PageTable(int va_bits);
 
-  // Software TLBs (vm::TranslationCache) register a flag that every Map/Unmap that removed
-  // mappings sets, so that their hit path reads their own line instead of the generation.
-  void RegisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
-  void UnregisterCache(std::atomic<uint64_t>* stale) const ABSL_LOCKS_EXCLUDED(caches_mu_);
+  // Software TLBs (vm::TranslationCache) register their flags (internal::CacheFlags): a
+  // Map/Unmap that removed mappings sets the stale flag of every cache whose footprint meets
+  // the change's range, so that their hit path reads their own line instead of the generation.
+  void RegisterCache(internal::CacheFlags* flags) const ABSL_LOCKS_EXCLUDED(caches_mu_);
+  void UnregisterCache(internal::CacheFlags* flags) const ABSL_LOCKS_EXCLUDED(caches_mu_);
 
   // Reader (as Translate): the valid leaf entry that maps `va`, or 0 (a fault).
   uint64_t WalkToLeaf(uint64_t va) const {
@@ -287,7 +344,9 @@ class PageTable {
                   Invalidation& inv);
   void FixPartialBlocks(internal::Table* t, uint64_t va, uint64_t end, uint64_t table_base);
   void BeginWrite();
-  void EndWrite(Invalidation& inv);
+  // `va`, `size`: the request's range (a removal sets the stale flags of the caches whose
+  // footprint meets it).
+  void EndWrite(Invalidation& inv, uint64_t va, uint64_t size);
 
   // Cache-line layout (issue 13: with one writer, readers ran 1.45x slower because the fields
   // every Translate reads shared a line with the counters every Map/Unmap writes):
@@ -312,7 +371,17 @@ class PageTable {
   // only RegisterCache grows the vector) and by caches when they are built or destroyed.
   // Mutable: readers' caches register through a const PageTable*.
   mutable absl::Mutex caches_mu_;
-  mutable std::vector<std::atomic<uint64_t>*> caches_ ABSL_GUARDED_BY(caches_mu_);
+  mutable std::vector<internal::CacheFlags*> caches_ ABSL_GUARDED_BY(caches_mu_);
+  // ReleaseDeferred's batch: the deferred invalidations absorbed into one, how many, and when
+  // the first one came (steady clock, microseconds). Writers only.
+  absl::Mutex defer_mu_;
+  Invalidation deferred_ ABSL_GUARDED_BY(defer_mu_);
+  int64_t deferred_changes_ ABSL_GUARDED_BY(defer_mu_) = 0;
+  int64_t deferred_since_us_ ABSL_GUARDED_BY(defer_mu_) = 0;
+  int64_t deferred_in_flight_ ABSL_GUARDED_BY(defer_mu_) = 0;  // batches taken, not yet released
+  // The batch, emptied (counted as in flight if it held anything), for ReleaseBatch.
+  Invalidation TakeDeferred() ABSL_EXCLUSIVE_LOCKS_REQUIRED(defer_mu_);
+  void ReleaseBatch(Invalidation batch) ABSL_LOCKS_EXCLUDED(defer_mu_);
 };
 
 }  // namespace vm

@@ -2,29 +2,36 @@
 //
 // What it is: a small direct-mapped cache of 4 KiB-page translations owned by one reader thread
 // (a page of any size is cached per 4 KiB page that was looked up). The cache registers a flag
-// with its PageTable; a Map/Unmap that removed mappings (the same changes that bump the
-// generation) sets every registered cache's flag after it changed the entries, and the next
-// lookup of each cache then misses, drops every entry and walks the table. So a hit reads only
-// the cache's own lines (its entry and its flag: no shared line, which a writer would dirty on
-// every change), and all caches are invalidated at once without the writer touching entries.
+// with its PageTable, and a footprint: the hashed 1 GiB regions (64 bits) it has filled entries
+// in since it last dropped them. A Map/Unmap that removed mappings (the same changes that bump
+// the generation) sets, after it changed the entries, the flag of every registered cache whose
+// footprint meets the change's range, and the next lookup of each such cache then misses, drops
+// every entry and walks the table. So a hit reads only the cache's own lines (its entry and its
+// flag: no shared line, which a writer would dirty on every change), all caches that may hold a
+// changed translation are invalidated at once without the writer touching entries, and a writer
+// that maps and unmaps in other regions (issue 13) does not make this cache drop its entries
+// (unless the regions' hashes collide: then it drops them, which is always safe).
 // Only valid translations are cached (a fault always walks the table), because a map into a
 // hole does not set the flag: after a fault, a map of the address and a retry see the new
-// mapping. The RCU grace period in PageTable::Release() then guarantees that no thread still
-// uses a translation from before the change.
+// mapping. The RCU grace period in PageTable::Release() (or, for a change released with
+// ReleaseDeferred, the FlushDeferred() after it) then guarantees that no thread still uses a
+// translation from before the change.
 //
 // What a caller observes: Translate(va) returns what PageTable::Translate(va) returned at some
 // instant since the last removal the cache saw, and once the flag store of a removal is visible
-// to the thread (at the latest in a read-side section that starts after the removal's Release()
-// returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
+// to the thread (at the latest in a read-side section that starts after the removal's Release(),
+// or the FlushDeferred() after its ReleaseDeferred(), returned), nothing from before it. A hit costs one compare of the entry's tag and the flag and
 // no table walk; a miss walks the table (out of line). A reader that translates in batches opens
 // a Section per batch instead: the flag is then checked once, when the section starts, and a
 // hit is one tag compare and one add (what it may observe is stated at Section).
 //
 // Memory: 16-byte entries (the tag carries the page's flags and size in its low bits, the
-// second word the target minus the VA), 256 of them: 4 KiB per cache.
+// second word the target minus the VA), 256 of them: 4 KiB per cache, plus 32 bytes.
 //
-// Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex and
-// stores one flag per registered cache (no allocation). Constructing or destroying a cache takes
+// Cost to writers: a Map/Unmap that removed mappings takes the table's cache-registry mutex, a
+// full barrier, reads one footprint per registered cache and stores the flag of those it meets
+// (no allocation). Cost to the cache: a miss in a region not yet in the footprint adds the
+// region and a full barrier before its walk. Constructing or destroying a cache takes
 // the same mutex (construction may allocate).
 //
 // Thread-safety: one thread only (no sharing). Contract as for Translate(): used inside an
@@ -47,16 +54,19 @@ class TranslationCache {
   // Registers with `table` (which must outlive the cache); unregisters on destruction.
   explicit TranslationCache(const PageTable* table) : table_(table) {
     for (Entry& e : entries_) e.tag = kEmpty;
-    table_->RegisterCache(&stale_);
+    table_->RegisterCache(&flags_);
   }
-  ~TranslationCache() { table_->UnregisterCache(&stale_); }
+  ~TranslationCache() { table_->UnregisterCache(&flags_); }
   TranslationCache(const TranslationCache&) = delete;
   TranslationCache& operator=(const TranslationCache&) = delete;
+
+  // Table walks this cache has made (misses that walked), for tests and statistics.
+  uint64_t misses() const { return misses_; }
 
   Translation Translate(uint64_t va) {
     const Entry& e = EntryFor(va);
     // One branch for both checks: the tag, and no removal since the entries were filled.
-    if (__builtin_expect((((va ^ e.tag) >> 12) | stale_.load(std::memory_order_relaxed)) != 0,
+    if (__builtin_expect((((va ^ e.tag) >> 12) | flags_.stale.load(std::memory_order_relaxed)) != 0,
                          0)) {
       return Miss(va);
     }
@@ -142,9 +152,11 @@ class TranslationCache {
   // the entries the removal wrote). A plain load first: no locked instruction when nothing
   // changed (the common case).
   bool Revalidate() {
-    if (stale_.load(std::memory_order_relaxed) != 0 &&
-        stale_.exchange(0, std::memory_order_acq_rel) != 0) {
+    if (flags_.stale.load(std::memory_order_relaxed) != 0 &&
+        flags_.stale.exchange(0, std::memory_order_acq_rel) != 0) {
       for (Entry& each : entries_) each.tag = kEmpty;
+      // Nothing cached any more: no region to be told about (internal::CacheFlags).
+      flags_.footprint.store(0, std::memory_order_relaxed);
       return true;
     }
     return false;
@@ -159,6 +171,15 @@ class TranslationCache {
     if (!Revalidate() && (e.tag & kSparseTag) != 0 && ((va ^ e.tag) << 1 >> 13) == 0) {
       return {0, (e.tag & kMetaMask) | kMetaValid};  // a cached sparse page
     }
+    // The region's bit before the walk (internal::CacheFlags): a removal in it that this walk
+    // does not see sets the stale flag.
+    const uint64_t region = internal::RegionBit(va);
+    const uint64_t footprint = flags_.footprint.load(std::memory_order_relaxed);
+    if ((footprint & region) == 0) {
+      flags_.footprint.store(footprint | region, std::memory_order_relaxed);
+      internal::FullBarrier();
+    }
+    ++misses_;
     const uint64_t pte = table_->WalkToLeaf(va);
     // Faults are not cached: a fresh map into a hole does not set the flag (that would drop
     // every thread's cache on every bind), so a cached fault would outlive the map that fixes
@@ -175,9 +196,12 @@ class TranslationCache {
   }
 
   const PageTable* const table_;
-  // Set by the table's writer when a Map/Unmap removed mappings (with the generation bump);
-  // cleared by this thread's next miss, which drops every entry. Nonzero: all entries stale.
-  std::atomic<uint64_t> stale_{0};
+  // stale: set by the table's writer when a Map/Unmap removed mappings in a region of the
+  // footprint (with the generation bump); cleared by this thread's next miss, which drops every
+  // entry and the footprint. Nonzero: all entries stale. footprint: the hashed 1 GiB regions
+  // filled since the last drop (internal::CacheFlags).
+  internal::CacheFlags flags_;
+  uint64_t misses_ = 0;
   std::array<Entry, kEntries> entries_;
 };
 

@@ -113,8 +113,6 @@ void WwMutex::CheckCanLock(const WwAcquireContext* ctx, bool slow) const {
   }
 }
 
-absl::Status WwMutex::Lock(WwAcquireContext* ctx) { return LockCommon(ctx, {}, false); }
-
 absl::Status WwMutex::LockInterruptible(WwAcquireContext* ctx, std::stop_token cancel) {
   return LockCommon(ctx, cancel, false);
 }
@@ -174,11 +172,20 @@ bool WwMutex::MaySpin(const WwAcquireContext* ctx) const {
   if (spinner_.load(std::memory_order_relaxed)) return false;
   if (ctx == nullptr || ctx->acquired() == 0) return true;
   if (ctx->wounded_.load(std::memory_order_relaxed)) return false;
-  // Wound-Wait: waiting is always allowed to an unwounded context; the wound a younger holder
-  // would get is only delayed by the bounded spin.
-  if (!class_->is_wait_die()) return true;
+  if (!class_->is_wait_die()) return !BehindYoungerHolder(ctx);
   const uint64_t owner = owner_stamp_.load(std::memory_order_relaxed);
   return owner == 0 || static_cast<int64_t>(owner - ctx->stamp_) > 0;
+}
+
+// Wound-Wait, a context holding locks: the holder (by its stamp, a hint) is a younger context.
+// Such a waiter does not spin (a subset of the kernel's ww_mutex_spin_on_owner rule, which also
+// stops behind older holders; here those are still spun on, a hint only): it queues at
+// once and wounds the holder. Spinning would only delay the wound, and when the holder is itself
+// waiting for a lock this context holds — a cycle, common when few objects are shared — nothing
+// moves until the spin budget runs out.
+bool WwMutex::BehindYoungerHolder(const WwAcquireContext* ctx) const {
+  const uint64_t owner = owner_stamp_.load(std::memory_order_relaxed);
+  return owner != 0 && static_cast<int64_t>(owner - ctx->stamp_) > 0;
 }
 
 // The kernel's optimistic spin, bounded by time rather than by the owner's running state (which
@@ -193,8 +200,10 @@ bool WwMutex::SpinThenTake(WwAcquireContext* ctx, uintptr_t* seen) {
   udrm::SpinUntil(kSpinBudget, [&] {
     const uintptr_t s = state_.load(std::memory_order_relaxed);
     if ((s & kWaiters) != 0) return true;  // someone queued: do not pass them
-    if (ctx != nullptr && ctx->acquired() > 0 && ctx->wounded_.load(std::memory_order_relaxed)) {
-      return true;  // Wound-Wait: back off instead of waiting
+    if (ctx != nullptr && ctx->acquired() > 0) {
+      if (ctx->wounded_.load(std::memory_order_relaxed)) return true;  // back off instead
+      // Wound-Wait: the mutex passed to a younger context meanwhile: queue and wound it.
+      if (!class_->is_wait_die() && BehindYoungerHolder(ctx)) return true;
     }
     taken = (s & kLocked) == 0 && TryTake(ctx, seen);
     return taken;
@@ -453,23 +462,8 @@ void WwMutex::CheckWaitersLocked(WwAcquireContext* ctx) {
   }
 }
 
-void WwMutex::Unlock() {
-  UDRM_CHECK(IsLocked(), "WwMutex unlocked while not locked");
-  // The holder's own thread: its context in the state word is exact (set by it, or by a
-  // hand-over it waited for under mu_).
-  const uintptr_t s = state_.load(std::memory_order_relaxed);
-  WwAcquireContext* ctx = OwnerOf(s);
-  if (ctx != nullptr) {  // the context's own thread: the only writer of its count
-    ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
-                         std::memory_order_relaxed);
-  }
-  owner_stamp_.store(0, std::memory_order_relaxed);
-  uintptr_t expected = kLocked | reinterpret_cast<uintptr_t>(ctx);
-  if (state_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
-                                     std::memory_order_relaxed)) {
-    return;
-  }
-  UnlockSlow();
+void WwMutex::UnlockNotLocked() {
+  udrm::internal::CheckFailed(__FILE__, __LINE__, "IsLocked()", "WwMutex unlocked while not locked");
 }
 
 // Waiters are queued (kWaiters): wake the first, or hand the mutex to it if it asked.

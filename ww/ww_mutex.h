@@ -32,9 +32,13 @@
 // Spinning (the kernel's optimistic spin): before queueing, a locker may spin for about a
 // microsecond while the mutex is held, if no waiter is queued, no other thread is spinning on it,
 // and waiting is what the ww rules allow it (no context, a context holding no locks, Wait-Die
-// behind a younger holder by the holder's stamp, or an unwounded Wound-Wait context — its wound
-// of a younger holder is then delayed by the spin). A queued first waiter polls for as long
-// before it sleeps; the others sleep at once. The spins are bounded, so a preempted holder costs
+// behind a younger holder by the holder's stamp, or an unwounded Wound-Wait context behind an
+// older holder or one without a context). A Wound-Wait context holding locks does not spin
+// behind a younger context (a subset of the kernel's ww_mutex_spin_on_owner rule, which stops
+// spinning behind any context holder once the waiter holds locks): it queues at once, which
+// wounds the holder — spinning would only delay the wound, for the whole spin when the holder
+// waits for one of its locks. A queued first waiter polls for as long before it sleeps; the
+// others sleep at once. The spins are bounded, so a preempted holder costs
 // at most that much; every ww decision (die, wound) is still taken under the internal lock.
 //
 // Without a context, Lock(nullptr)/Unlock() behave as a plain mutex. Mixing context and
@@ -217,6 +221,12 @@ class WwMutex {
   bool TryLock(WwAcquireContext* ctx = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // ww_mutex_unlock. Contract: locked.
   void Unlock() ABSL_LOCKS_EXCLUDED(mu_);
+  // Lock()'s uncontended case, inline (beyond the kernel, for callers with their own slow path
+  // such as exec::Exec): true exactly when the mutex was free with nobody queued and `ctx` (not
+  // null) took it as Lock(ctx) would have — same checks passed, no back-off injection pending for
+  // this context (under slow-path injection it always returns false). False: nothing changed;
+  // call Lock() or LockInterruptible(), which decide and report everything.
+  bool LockFast(WwAcquireContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A snapshot, for assertions: lock-free.
   bool IsLocked() const { return (state_.load(std::memory_order_relaxed) & kLocked) != 0; }
@@ -246,6 +256,7 @@ class WwMutex {
 
   absl::Status LockCommon(WwAcquireContext* ctx, const std::stop_token& cancel, bool slow)
       ABSL_LOCKS_EXCLUDED(mu_);
+
   // Sets kLocked and `ctx` as the holder if the mutex is free (a barging acquire); `*seen`: the
   // state it replaced. Any thread; no lock needed.
   bool TryTake(WwAcquireContext* ctx, uintptr_t* seen);
@@ -258,8 +269,10 @@ class WwMutex {
   // An acquire made without mu_ checks the queue if there was one (set_context_fastpath).
   void AfterFastAcquire(WwAcquireContext* ctx, uintptr_t seen) ABSL_LOCKS_EXCLUDED(mu_);
   bool MaySpin(const WwAcquireContext* ctx) const;
+  bool BehindYoungerHolder(const WwAcquireContext* ctx) const;
   bool SpinThenTake(WwAcquireContext* ctx, uintptr_t* seen);
   void UnlockSlow() ABSL_LOCKS_EXCLUDED(mu_);
+  [[noreturn]] static void UnlockNotLocked();
   absl::Status WaitLocked(internal::Waiter* w, const std::stop_token& cancel)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AskHandoffLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -285,6 +298,51 @@ class WwMutex {
   internal::Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+inline bool WwMutex::LockFast(WwAcquireContext* ctx) {
+  if (ctx == nullptr || ctx->class_ != class_ || ctx->done_ || ctx->finished_ ||
+      ctx->contending_lock_ != nullptr || ctx->inject_) {
+    return false;
+  }
+  const int held = ctx->acquired_.load(std::memory_order_relaxed);
+  // A context that holds nothing drops an old wound before it can be seen as a holder (a wound
+  // made after the compare-exchange below is kept).
+  if (held == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
+  // Free and nobody queued: nothing to check against waiters (set_context_fastpath), and the
+  // context cannot be the holder already.
+  uintptr_t expected = 0;
+  if (!state_.compare_exchange_strong(expected, kLocked | reinterpret_cast<uintptr_t>(ctx),
+                                      std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    return false;
+  }
+  owner_stamp_.store(ctx->stamp_, std::memory_order_relaxed);
+  ctx->acquired_.store(held + 1, std::memory_order_relaxed);  // owner thread only
+  return true;
+}
+
+// The holder's own thread: its context in the state word is exact (set by it, or by a hand-over
+// it waited for under mu_). Waiters queued (or a hand-over asked): UnlockSlow.
+inline void WwMutex::Unlock() {
+  const uintptr_t s = state_.load(std::memory_order_relaxed);
+  if ((s & kLocked) == 0) UnlockNotLocked();
+  WwAcquireContext* ctx = OwnerOf(s);
+  if (ctx != nullptr) {  // the context's own thread: the only writer of its count
+    ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
+                         std::memory_order_relaxed);
+  }
+  owner_stamp_.store(0, std::memory_order_relaxed);
+  uintptr_t expected = kLocked | reinterpret_cast<uintptr_t>(ctx);
+  if (state_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+    return;
+  }
+  UnlockSlow();
+}
+
+inline absl::Status WwMutex::Lock(WwAcquireContext* ctx) {
+  if (LockFast(ctx)) return absl::OkStatus();
+  return LockCommon(ctx, {}, false);
+}
 
 }  // namespace ww
 

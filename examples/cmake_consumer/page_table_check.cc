@@ -3,8 +3,8 @@
 //   c++ -std=c++20 page_table_check.cc $(pkg-config --cflags --libs udrm) -o page_table_check
 //
 // Maps one page in a vm::PageTable, translates through a per-thread vm::TranslationCache inside
-// an RCU read section on a registered reader thread, unmaps it (the grace period of Release runs
-// liburcu), and checks a bad request's status. Exits non-zero on a mismatch.
+// an RCU read section on a registered reader thread, unmaps it (Release waits for a grace period of
+// vm/rcu's own), and checks a bad request's status. Exits non-zero on a mismatch.
 #include <absl/status/status.h>
 
 #include <cstdint>

@@ -199,6 +199,10 @@ TEST(FenceChainIndex, ConcurrentAppendsAndLookups) {
         signalled.store(i - kLag + 1);
       }
     }
+    // The lookers must have looked while the chain was live: under TSan on a loaded machine the
+    // appender could finish before either looker was scheduled (lookups == 0, seen once in a
+    // helper's run). The assertions are unchanged; this only guarantees they are exercised.
+    while (lookups.load() < 2) std::this_thread::yield();
     done = true;
   });
   auto looker = [&](int seed) {

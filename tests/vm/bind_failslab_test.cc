@@ -102,22 +102,29 @@ class BindFailslabTest : public ::testing::Test {
   }
 
   // Fails the k-th site for k = 1, 2, ... until the bind succeeds. Returns the number of sites a
-  // successful bind of `ops` reaches (= the failing cases run).
-  int FailEachSiteInTurn(std::span<const BindOp> ops) {
+  // successful bind of `ops` reaches (= the failing cases run). With `gate`, the bind waits for
+  // that unsignalled in-fence, so it is queued (pushed to the scheduler) rather than run on the
+  // CPU fast path; the gate is signalled once the bind has been accepted. `failed_sites`, when
+  // given, receives the name of every site failed.
+  int FailEachSiteInTurn(std::span<const BindOp> ops, fence::FenceRef gate = nullptr,
+                         std::map<std::string, int>* failed_sites = nullptr) {
     const Snapshot before = Take();
     std::map<std::string, int> sites;
     for (int k = 1;; ++k) {
       FailKth hook(k);
       internal::SetFailslabHook(&hook);
-      absl::StatusOr<fence::FenceRef> f = queue_->Submit(ops);
+      absl::StatusOr<fence::FenceRef> f =
+          gate == nullptr ? queue_->Submit(ops) : queue_->Submit(ops, {&gate, 1});
       internal::SetFailslabHook(nullptr);
       if (f.ok()) {
+        if (gate != nullptr) gate->Signal();
         EXPECT_EQ(hook.count(), k - 1);
         EXPECT_TRUE((*f)->Wait().ok());
         EXPECT_TRUE((*f)->error().ok());
         EXPECT_NE(Take(), before);
         for (const auto& [site, n] : sites)
           std::printf("  site %-18s failed %d time(s)\n", site.c_str(), n);
+        if (failed_sites != nullptr) *failed_sites = sites;
         return k - 1;
       }
       EXPECT_EQ(f.status().code(), absl::StatusCode::kResourceExhausted) << f.status();
@@ -175,6 +182,22 @@ TEST_F(BindFailslabTest, Sparse) {
   const int n = FailEachSiteInTurn(ops);
   std::printf("sparse: %d failing cases\n", n);
   EXPECT_GT(n, 0);
+}
+
+// A map that waits for an unsignalled in-fence: the bind is queued, so it reaches the sites only
+// a pushed bind has (the range tracker's nodes, PreallocPush) as well as the tree and BO ones;
+// every failure must still leave the VM as it was (nothing pushed, no fence added, no VmBo left).
+TEST_F(BindFailslabTest, QueuedMapBehindAnInFence) {
+  const BindOp setup = BindOp::Map(8 * kPage, 8 * kPage, bos_[1].get(), 0);
+  ASSERT_TRUE(queue_->Bind({&setup, 1}).ok());
+  fence::FenceContext ctx;
+  const BindOp ops[] = {BindOp::Map(4 * kPage, 8 * kPage, bos_[0].get(), 0),
+                        BindOp::Unmap(14 * kPage, kPage)};
+  std::map<std::string, int> failed;
+  const int n = FailEachSiteInTurn(ops, ctx.NewFence(), &failed);
+  std::printf("queued map behind an in-fence: %d failing cases\n", n);
+  EXPECT_GT(n, 0);
+  EXPECT_TRUE(failed.contains("range tracker")) << "the queued path's own site was never failed";
 }
 
 }  // namespace

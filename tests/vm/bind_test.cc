@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <random>
 #include <stop_token>
@@ -427,6 +428,40 @@ TEST_F(BindTest, KilledJobOnOneQueueIsCaughtUpBeforeAnOverlappingBindOfAnother) 
   EXPECT_FALSE(TranslateOnce(vm_->page_table(), kPage).valid);  // B's map was skipped
   EXPECT_EQ(qb->Submit({&unmap, 1}).status().code(), absl::StatusCode::kFailedPrecondition);
   qb.reset();
+}
+
+// Submit pre-allocates under the VM resv before it locks the BOs; when a BO lock backs off
+// (everything unlocked) and another bind changes the tree meanwhile, the pre-allocation is made
+// again on the new tree. Here a map over A's VA waits for B, held by an older transaction, while
+// another thread unmaps A's VA: the map must not apply its stale plan (which unmaps a VA that is
+// gone) and ends as the only VA of the range.
+TEST_F(BindTest, PreallocationIsMadeAgainWhenTheTreeChangedDuringABackoff) {
+  const BindOp map_a = BindOp::Map(0, 4 * kPage, a_.get(), 0);
+  ASSERT_TRUE(queue_->Bind({&map_a, 1}).ok());
+  std::optional<exec::Exec> holder;
+  holder.emplace();  // older than the map's transaction
+  ASSERT_TRUE(holder->UntilAllLocked([&](exec::Exec& e) { return e.LockObj(b_.get()); }).ok());
+  const BindOp map_b = BindOp::Map(0, 4 * kPage, b_.get(), 0);
+  absl::Status mapped;
+  std::thread mapper([&] { mapped = queue_->Bind({&map_b, 1}); });
+  // Let the map plan, meet B and back off (it then waits for B holding nothing); if it has not
+  // got there yet, the unmap below simply comes first.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::thread unmapper([&] {
+    const BindOp unmap = BindOp::Unmap(0, 4 * kPage);
+    EXPECT_TRUE(queue_->Bind({&unmap, 1}).ok());
+  });
+  unmapper.join();
+  holder.reset();  // B free: the map goes on
+  mapper.join();
+  ASSERT_TRUE(mapped.ok()) << mapped;
+  vm_->WaitIdle();
+  const Gpuva* va = vm_->gpuvm().FindFirst(0, 4 * kPage);
+  ASSERT_NE(va, nullptr);
+  EXPECT_EQ(va->bo, b_.get());
+  EXPECT_EQ(va->range, 4 * kPage);
+  EXPECT_EQ(vm_->gpuvm().va_count(), 1u + (vm_->gpuvm().kernel_node().range != 0));
+  EXPECT_EQ(Converged(), "");
 }
 
 }  // namespace

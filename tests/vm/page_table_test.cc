@@ -2,7 +2,10 @@
 // bad requests, accounting.
 #include "vm/page_table.h"
 
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "tests/vm/pt_test_util.h"
 #include "vm/translation_cache.h"
@@ -191,6 +194,114 @@ TEST_F(PageTableTest, RetiredUntilRelease) {
   pt_->Release(std::move(inv));
   EXPECT_EQ(pt_->stats().retired_tables, 0);
   EXPECT_EQ(pt_->stats().live_tables, 1);
+}
+
+// ReleaseDeferred keeps an unmap's tables until its batch is released: by FlushDeferred, or by
+// the call that fills the batch (kMaxDeferredChanges changes; or kMaxDeferralMicros after the
+// batch's first change, which a slow run may reach first) — never partly.
+TEST_F(PageTableTest, ReleaseDeferredBatchesChanges) {
+  const uint64_t generation = pt_->generation();
+  int64_t pending = 0;
+  for (int64_t i = 0; i < 3 * PageTable::kMaxDeferredChanges; ++i) {
+    ASSERT_TRUE(Map(*pt_, 0, 4 * KiB, 0x1000, kRW, PageSize::k4K).ok());
+    auto pre = pt_->ReserveForUnmap(0, 4 * KiB);
+    ASSERT_TRUE(pre.ok());
+    Invalidation inv = pt_->Unmap(0, 4 * KiB, *pre);
+    pt_->Unreserve(*std::move(pre));
+    EXPECT_EQ(pt_->stats().retired_tables, 3 * (pending + 1));  // L3, L2, L1 became empty
+    pt_->ReleaseDeferred(std::move(inv));
+    // The change itself is not deferred: gone for readers, generation bumped.
+    ExpectFault(0);
+    EXPECT_EQ(pt_->generation(), generation + static_cast<uint64_t>(i) + 1);
+    const int64_t retired = pt_->stats().retired_tables;
+    if (retired == 0) {
+      pending = 0;  // the batch was released
+    } else {
+      ++pending;
+      EXPECT_EQ(retired, 3 * pending);
+      EXPECT_LT(pending, PageTable::kMaxDeferredChanges);  // a full batch is released at once
+    }
+  }
+  EXPECT_EQ(pt_->stats().live_tables, 1);
+
+  ASSERT_TRUE(Map(*pt_, 0, 4 * KiB, 0x1000, kRW, PageSize::k4K).ok());
+  pt_->FlushDeferred();
+  auto pre = pt_->ReserveForUnmap(0, 4 * KiB);
+  ASSERT_TRUE(pre.ok());
+  Invalidation inv = pt_->Unmap(0, 4 * KiB, *pre);
+  pt_->Unreserve(*std::move(pre));
+  pt_->ReleaseDeferred(std::move(inv));
+  EXPECT_EQ(pt_->stats().retired_tables, 3);  // a batch's first change waits (below 1 ms)
+  pt_->FlushDeferred();
+  EXPECT_EQ(pt_->stats().retired_tables, 0);
+  pt_->FlushDeferred();  // nothing deferred: returns at once
+}
+
+// A change that unhooks kMaxDeferredTables tables or more is released in its own call, and a
+// change that removed nothing (a fresh map) has nothing to defer.
+TEST_F(PageTableTest, ReleaseDeferredBoundsMemory) {
+  const uint64_t size = static_cast<uint64_t>(PageTable::kMaxDeferredTables) * 2 * MiB;
+  ASSERT_TRUE(Map(*pt_, 0, size, 0, kRW, PageSize::k4K).ok());
+  auto pre = pt_->ReserveForUnmap(0, size);
+  ASSERT_TRUE(pre.ok());
+  Invalidation inv = pt_->Unmap(0, size, *pre);
+  pt_->Unreserve(*std::move(pre));
+  EXPECT_GE(pt_->stats().retired_tables, PageTable::kMaxDeferredTables);
+  pt_->ReleaseDeferred(std::move(inv));
+  EXPECT_EQ(pt_->stats().retired_tables, 0);
+
+  auto map_pre = pt_->ReserveForMap(0, 4 * KiB, 0x1000, kRW, PageSize::k4K);
+  ASSERT_TRUE(map_pre.ok());
+  inv = pt_->Map(0, 4 * KiB, 0x1000, kRW, PageSize::k4K, *map_pre);
+  pt_->Unreserve(*std::move(map_pre));
+  EXPECT_FALSE(inv.removed_mappings());
+  pt_->ReleaseDeferred(std::move(inv));
+  ExpectMapped(0, 0x1000, PageSize::k4K);
+}
+
+// ReleaseDeferred does not wait for a reader inside its section (below the batch bounds);
+// FlushDeferred does. The reader leaves its section only after the main thread has seen both.
+TEST_F(PageTableTest, FlushDeferredWaitsForReaders) {
+  ASSERT_TRUE(Map(*pt_, 0, 4 * KiB, 0x1000, kRW, PageSize::k4K).ok());
+  std::atomic<int> phase{0};
+  std::thread reader([&] {
+    RcuReaderThread registered;
+    RcuReadSection section;
+    EXPECT_EQ(pt_->Translate(0x10).address, 0x1010u);
+    phase.store(1, std::memory_order_release);
+    while (phase.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+  });
+  while (phase.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  auto pre = pt_->ReserveForUnmap(0, 4 * KiB);
+  ASSERT_TRUE(pre.ok());
+  Invalidation inv = pt_->Unmap(0, 4 * KiB, *pre);
+  pt_->Unreserve(*std::move(pre));
+  pt_->ReleaseDeferred(std::move(inv));  // returns with the reader still inside its section
+  std::atomic<bool> flushed{false};
+  std::thread flusher([&] {
+    pt_->FlushDeferred();
+    flushed.store(true, std::memory_order_release);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(flushed.load(std::memory_order_acquire));  // the reader is still inside
+  phase.store(2, std::memory_order_release);
+  flusher.join();
+  reader.join();
+  EXPECT_TRUE(flushed.load());
+  EXPECT_EQ(pt_->stats().retired_tables, 0);
+}
+
+// The destructor releases what is still deferred (ASan: no leak).
+TEST(PageTableDeferred, DestructorReleasesTheBatch) {
+  RcuReaderThread reader;
+  auto pt = *PageTable::Create(48);
+  ASSERT_TRUE(Map(*pt, 0, 4 * KiB, 0x1000, kRW, PageSize::k4K).ok());
+  auto pre = pt->ReserveForUnmap(0, 4 * KiB);
+  ASSERT_TRUE(pre.ok());
+  Invalidation inv = pt->Unmap(0, 4 * KiB, *pre);
+  pt->Unreserve(*std::move(pre));
+  pt->ReleaseDeferred(std::move(inv));
+  pt.reset();
 }
 
 // The software TLB serves repeated lookups and drops them when a change bumps the generation.

@@ -4,6 +4,7 @@
 #include "vm/rcu.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <thread>
 
@@ -78,6 +79,55 @@ TEST(RcuDeathTest, PrematureFreeIsReported) {
 #else
   EXPECT_DEATH(PrematureFreeSameThread(), "heap-use-after-free");
 #endif
+}
+
+// Sections nest: only the outermost one's end lets a grace period pass.
+TEST(Rcu, NestedSectionsHoldTheGracePeriod) {
+  std::atomic<int> phase{0};
+  std::atomic<bool> synchronized{false};
+  std::thread reader([&] {
+    RcuReaderThread registered;
+    RcuReadSection outer;
+    {
+      RcuReadSection inner;
+      phase.store(1, std::memory_order_release);
+    }
+    while (phase.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+    EXPECT_FALSE(synchronized.load());  // the outer section is still open
+  });
+  while (phase.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  std::thread writer([&] {
+    RcuSynchronize();
+    synchronized.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  phase.store(2, std::memory_order_release);
+  reader.join();
+  writer.join();
+  EXPECT_TRUE(synchronized.load());
+}
+
+// Threads register and unregister (reusing slots) while grace periods run; a grace period never
+// waits for a thread outside its sections, and the slots are reused, not leaked (ASan).
+TEST(Rcu, RegistrationChurnWithGracePeriods) {
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    while (!stop.load(std::memory_order_relaxed)) RcuSynchronize();
+  });
+  for (int round = 0; round < 50; ++round) {
+    std::thread threads[4];
+    for (auto& t : threads) {
+      t = std::thread([] {
+        RcuReaderThread registered;
+        EXPECT_TRUE(RcuReaderThread::IsRegistered());
+        for (int i = 0; i < 100; ++i) RcuReadSection section;
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  EXPECT_FALSE(RcuReaderThread::IsRegistered());
+  stop = true;
+  writer.join();
 }
 
 }  // namespace

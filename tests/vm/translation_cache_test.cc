@@ -112,5 +112,43 @@ TEST_F(TranslationCacheSectionTest, RemovalInsideASection) {
   EXPECT_EQ(section.Translate(0x9ff0).address, 0xdff0u);
 }
 
+// A removal in a region the cache holds nothing in (another 1 GiB region, hashed apart) leaves
+// its entries: the next lookups hit. A removal in its region, or one spanning 64 regions or more,
+// drops them.
+TEST_F(TranslationCacheSectionTest, RemovalElsewhereKeepsEntries) {
+  const uint64_t mine = 64 * GiB, elsewhere = 128 * GiB;
+  ASSERT_NE(internal::RegionBit(mine), internal::RegionBit(elsewhere));
+  ASSERT_NE(internal::RegionBit(mine), internal::RegionBit(256 * GiB));
+  ASSERT_TRUE(Map(*pt_, mine, 8 * KiB, 0xa000, kRW, PageSize::k4K).ok());
+  TranslationCache tlb(pt_.get());
+  auto lookup = [&](uint64_t va) {
+    RcuReadSection section;
+    return tlb.Translate(va);
+  };
+  EXPECT_EQ(lookup(mine + 4).address, 0xa004u);
+  EXPECT_EQ(tlb.misses(), 1u);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Map(*pt_, elsewhere, 2 * MiB, 0x200000, kRW, PageSize::k4K).ok());
+    ASSERT_TRUE(Unmap(*pt_, elsewhere, 2 * MiB).ok());
+    EXPECT_EQ(lookup(mine + 8).address, 0xa008u);
+  }
+  EXPECT_EQ(tlb.misses(), 1u) << "a removal elsewhere dropped the entries";
+  ASSERT_TRUE(Unmap(*pt_, mine + 4 * KiB, 4 * KiB).ok());
+  EXPECT_EQ(lookup(mine + 8).address, 0xa008u);
+  EXPECT_EQ(tlb.misses(), 2u) << "a removal in the cache's region must drop its entries";
+  EXPECT_FALSE(lookup(mine + 4 * KiB).valid);
+  const uint64_t misses = tlb.misses();
+  EXPECT_EQ(lookup(mine + 8).address, 0xa008u);
+  EXPECT_EQ(tlb.misses(), misses);
+  ASSERT_TRUE(Map(*pt_, 256 * GiB, 2 * MiB, 0x200000, kRW, PageSize::k2M).ok());
+  ASSERT_TRUE(Unmap(*pt_, 256 * GiB, 2 * MiB).ok());  // one region, not the cache's
+  EXPECT_EQ(lookup(mine + 8).address, 0xa008u);
+  EXPECT_EQ(tlb.misses(), misses);
+  ASSERT_TRUE(Map(*pt_, 256 * GiB, 2 * MiB, 0x200000, kRW, PageSize::k2M).ok());
+  ASSERT_TRUE(Unmap(*pt_, 256 * GiB, 64 * GiB).ok());
+  EXPECT_EQ(lookup(mine + 8).address, 0xa008u);
+  EXPECT_EQ(tlb.misses(), misses + 1) << "64 regions or more: every cache drops";
+}
+
 }  // namespace
 }  // namespace vm

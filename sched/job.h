@@ -137,7 +137,7 @@ class Job {
   bool dont_pipeline_ = false;
   // The scheduler's two flags, one byte (Job stays within 256 B): the unschedulable trace was
   // recorded (the work item, before the job is selected); the job's credits are charged to
-  // credit_count_ (set at selection and by Start, cleared by the one that returns them: JobDone,
+  // credit_count_ (set at a selection made while not stopped and by Start, cleared by the one that returns them: JobDone,
   // Stop, or RunJob after a Stop inside it).
   bool unschedulable_traced_ : 1 = false;
   bool credits_held_ : 1 = false;

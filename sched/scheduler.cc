@@ -392,10 +392,14 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged) {
 
 Job* Scheduler::PopHeadLocked(Entity* best) {
   Job& head = *best->queue_.front();
-  // Even while stopped (a Stop while the head job's dependencies were resolved): the job's own
-  // flag says whether its credits are held (Stop returns them, Start charges them again).
-  credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
-  head.credits_held_ = true;
+  // Popped even after a Stop while the head job's dependencies were resolved (from PrepareJob or
+  // a dependency's callback on this thread, or a Stop on another thread waiting for the round):
+  // the job then is one selected and not run, as those the Stop found (see Stop), and holds no
+  // credits until Start charges them. The job's own flag says whether its credits are held.
+  if (!paused_) {
+    credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+    head.credits_held_ = true;
+  }
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();
   best->queued_.fetch_sub(1, std::memory_order_relaxed);

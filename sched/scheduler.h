@@ -149,7 +149,9 @@ class Scheduler {
   // round's next job: jobs the round selected but did not hand to the backend are treated like
   // jobs still on their entities (the kernel's Stop parks the work item between jobs, so it
   // never sees one) — their credits come back, their fences stay unsignalled, ResubmitJobs and
-  // ForEachPendingJob skip them, and after Start they run once, in selection order. A Stop on the
+  // ForEachPendingJob skip them, and after Start they run once, in selection order. So is a job
+  // selected after the Stop (one whose Backend::PrepareJob, or a callback run while its
+  // dependencies were resolved, called Stop): it holds no credits until Start. A Stop on the
   // executor thread while RunJob(J) is under way (inside the backend's RunJob, or a callback of
   // J's scheduled fence) leaves J to that RunJob; once the backend's RunJob returned and J's
   // scheduled fence signalled, a J with a hardware fence is detached like the others (the fence

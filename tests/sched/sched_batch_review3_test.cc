@@ -3,12 +3,16 @@
 // fence). J ends as Stop leaves every job it detaches (drm_sched_stop): hardware fence dropped,
 // credits returned, left on the pending list for ResubmitJobs or Start; a J that completed at
 // once stays completed. Recovery calls on other threads wait until that RunJob settled J.
+// Finding 6 (tests missing): a Stop, and a Stop+Start, inside PrepareJob; Stop+Start from a
+// scheduled callback with a job carried in the round; teardown while stopped with detached and
+// carried jobs.
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
@@ -50,11 +54,41 @@ void StopFromScheduled(Scheduler* s, const Submitted& j, StopOnScheduled* h) {
                   .ok());
 }
 
+// Queues `n` jobs on `e` while stopped (one round selects them all); the first one's scheduled
+// callback stops and starts the scheduler (both inside its RunJob). Returns the jobs once that
+// callback ran.
+std::vector<Submitted> StopAndStartFromFirstScheduled(Scheduler* s, Entity* e, int n,
+                                                      StopOnScheduled* h) {
+  s->Stop(nullptr);
+  std::vector<Submitted> jobs;
+  for (int i = 0; i < n; ++i) jobs.push_back(SubmitMock(e));
+  h->then = [s] { s->Start(absl::OkStatus()); };
+  StopFromScheduled(s, jobs[0], h);
+  s->Start(absl::OkStatus());
+  EXPECT_TRUE(h->stopped.WaitForNotificationWithTimeout(kWait));
+  return jobs;
+}
+
 // J finished once, successfully, after `runs` backend RunJob calls, with no credits in use.
 void ExpectFinishedOk(const Submitted& j, HookBackend& backend, Scheduler& s, int runs) {
   ASSERT_TRUE(j.finished->Wait(kWait).ok());
   EXPECT_TRUE(j.finished->error().ok()) << j.finished->error();
   EXPECT_EQ(backend.runs(), runs);
+  EXPECT_EQ(s.credit_count(), 0u);
+}
+
+// A and B (hardware fences, both on the hardware) completed by Advance: each finished once,
+// successfully, PrepareJob and RunJob called once each, in order, and no credits in use.
+void CompleteBothInOrder(const Submitted& a, const Submitted& b, HookBackend& backend,
+                         Scheduler& s) {
+  ASSERT_TRUE(b.scheduled->Wait(kWait).ok());
+  EXPECT_EQ(s.credit_count(), 2u);  // both on the hardware, charged once each
+  EXPECT_EQ(backend.Advance(2), 2);
+  for (const Submitted* j : {&a, &b}) {
+    ASSERT_TRUE(j->finished->Wait(kWait).ok());
+    EXPECT_TRUE(j->finished->error().ok()) << j->finished->error();
+  }
+  EXPECT_EQ(backend.Events({a.finished, b.finished}), "P0 P1 R0 R1 ");
   EXPECT_EQ(s.credit_count(), 0u);
 }
 
@@ -169,18 +203,143 @@ TEST(SchedBatchReview3, StopAndStartFromScheduledCallback) {
   auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
   {
     auto e = *Entity::Create({s.get()});
-    s->Stop(nullptr);
-    Submitted j = SubmitMock(e.get());
     StopOnScheduled h;
-    h.then = [&] { s->Start(absl::OkStatus()); };
-    StopFromScheduled(s.get(), j, &h);
-    s->Start(absl::OkStatus());
-    ASSERT_TRUE(h.stopped.WaitForNotificationWithTimeout(kWait));
+    const Submitted j = StopAndStartFromFirstScheduled(s.get(), e.get(), 1, &h)[0];
     const absl::Time deadline = absl::Now() + kWait;
     while (backend.Advance(1) == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
     ExpectFinishedOk(j, backend, *s, 1);
   }
   s.reset();
+}
+
+// Finding 6 (a): the backend's PrepareJob(B) stops the scheduler (on the executor thread, while
+// the round selects: A selected before it). Stop returns A's credits; B, selected after the Stop,
+// is a job not yet run like A, so it holds none either while stopped (scheduler.h: their credits
+// come back, their fences stay unsignalled); nothing runs until Start, then A and B run once, in
+// order, with B's PrepareJob called once.
+TEST(SchedBatchReview3, StopInsidePrepareJob) {
+  HookBackend backend;
+  auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
+  {
+    auto e = *Entity::Create({s.get()});
+    s->Stop(nullptr);
+    Submitted a = SubmitMock(e.get());
+    Submitted b = SubmitMock(e.get());
+    absl::Notification stopped;
+    backend.SetPrepare([&](Job& job) -> fence::FenceRef {
+      if (job.finished() == b.finished && !stopped.HasBeenNotified()) {
+        s->Stop(nullptr);
+        stopped.Notify();
+      }
+      return nullptr;
+    });
+    s->Start(absl::OkStatus());
+    ASSERT_TRUE(stopped.WaitForNotificationWithTimeout(kWait));
+    // B popped off its entity (score: 2 jobs not done, no entity with queued jobs).
+    const absl::Time deadline = absl::Now() + kWait;
+    while (s->score() != 2 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    ASSERT_EQ(s->score(), 2);
+    EXPECT_TRUE(s->IsStopped());
+    EXPECT_EQ(s->credit_count(), 0u) << "a job selected after the Stop holds credits while stopped";
+    int on_hardware = 0;
+    s->ForEachPendingJob([&](Job&) { ++on_hardware; });
+    EXPECT_EQ(on_hardware, 0);
+    EXPECT_FALSE(a.scheduled->IsSignaledFlag());
+    EXPECT_FALSE(b.scheduled->IsSignaledFlag());
+    EXPECT_EQ(backend.runs(), 0);
+    s->Start(absl::OkStatus());
+    CompleteBothInOrder(a, b, backend, *s);
+  }
+  s.reset();
+}
+
+// Finding 6 (a): PrepareJob(B) stops and starts the scheduler (the whole recovery on the executor
+// thread during the selection): A and B go on as if not stopped — each runs once, in order, and
+// the credits balance.
+TEST(SchedBatchReview3, StopAndStartInsidePrepareJob) {
+  HookBackend backend;
+  auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
+  {
+    auto e = *Entity::Create({s.get()});
+    s->Stop(nullptr);
+    Submitted a = SubmitMock(e.get());
+    Submitted b = SubmitMock(e.get());
+    std::atomic<int> recoveries{0};
+    backend.SetPrepare([&](Job& job) -> fence::FenceRef {
+      if (job.finished() == b.finished && recoveries.fetch_add(1) == 0) {
+        s->Stop(nullptr);
+        s->Start(absl::OkStatus());
+      }
+      return nullptr;
+    });
+    s->Start(absl::OkStatus());
+    CompleteBothInOrder(a, b, backend, *s);
+    EXPECT_EQ(recoveries.load(), 1);
+  }
+  s.reset();
+}
+
+// Finding 6 (b): Stop and Start from A's scheduled callback (inside RunJob(A)), A with a hardware
+// fence and B selected in the same round, not yet run: A keeps its hardware fence (goes on as if
+// not stopped), B runs once after it, both finish successfully with their hardware fences.
+TEST(SchedBatchReview3, StopAndStartFromScheduledCallbackWithACarriedJob) {
+  HookBackend backend;
+  auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
+  {
+    auto e = *Entity::Create({s.get()});
+    StopOnScheduled h;
+    const std::vector<Submitted> jobs = StopAndStartFromFirstScheduled(s.get(), e.get(), 2, &h);
+    CompleteBothInOrder(jobs[0], jobs[1], backend, *s);
+  }
+  s.reset();
+}
+
+// Finding 6 (c): the scheduler destroyed while stopped, with every kind of job Stop leaves: one
+// round selects X, A, B, C; X goes to the hardware; the backend's RunJob(A) stops the scheduler,
+// so X is detached by the Stop, A by its RunJob, and B and C, selected and not run, are carried.
+// Without a Start, the teardown fails all four (CancelledError), signals B's and C's scheduled
+// fences, frees each job once, and does not hang; no credit was left charged while stopped.
+TEST(SchedBatchReview3, TeardownWhileStoppedWithDetachedAndCarriedJobs) {
+  HookBackend backend;
+  auto s = *Scheduler::Create(&backend, Opts({.policy = Policy::kFifo}));
+  std::vector<Submitted> jobs;
+  {
+    auto e = *Entity::Create({s.get()});
+    s->Stop(nullptr);
+    for (int i = 0; i < 4; ++i) jobs.push_back(SubmitMock(e.get()));
+    absl::Notification stopped;
+    const fence::FenceRef a = jobs[1].finished;
+    backend.SetAfterRun([&](Job& job) {
+      if (job.finished() != a) return;
+      s->Stop(nullptr);
+      stopped.Notify();
+    });
+    s->Start(absl::OkStatus());
+    ASSERT_TRUE(stopped.WaitForNotificationWithTimeout(kWait));
+    ASSERT_TRUE(jobs[1].scheduled->Wait(kWait).ok());
+    int on_hardware = 0;
+    s->ForEachPendingJob([&](Job&) { ++on_hardware; });  // waits until RunJob(A) settled A
+    EXPECT_EQ(on_hardware, 2);  // X and A
+    EXPECT_EQ(s->credit_count(), 0u);
+    EXPECT_EQ(backend.runs(), 2);
+    EXPECT_FALSE(jobs[2].scheduled->IsSignaledFlag());
+    EXPECT_FALSE(jobs[3].scheduled->IsSignaledFlag());
+    for (const Submitted& j : jobs) EXPECT_FALSE(j.finished->IsSignaledFlag());
+  }
+  std::thread teardown([&] { s.reset(); });
+  for (const Submitted& j : jobs) {
+    if (!j.finished->Wait(absl::Seconds(5)).ok()) {
+      fprintf(stderr, "FAIL: teardown hung (a finished fence never signalled)\n");
+      std::_Exit(3);  // the teardown thread cannot be joined
+    }
+  }
+  teardown.join();
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    EXPECT_TRUE(absl::IsCancelled(jobs[i].finished->error())) << i << ": " << jobs[i].finished->error();
+    EXPECT_TRUE(jobs[i].scheduled->IsSignaledFlag()) << i;
+  }
+  EXPECT_EQ(backend.runs(), 2);  // B and C never reached the backend
+  EXPECT_EQ(backend.freed(), 4);
 }
 
 }  // namespace

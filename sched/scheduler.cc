@@ -175,7 +175,6 @@ void Scheduler::RunRounds() {
     if (auto* hook = internal::before_select_hook.load(std::memory_order_relaxed)) {
       hook(rq_->entities().size());
     }
-    const size_t carried = batch.size();  // left over by a Stop
     // Each selection sees the credits charged by the ones before it (`charged`, and
     // credit_count_ for a Start run by a callback on this thread), never a credit freed during
     // the round (the jobs selected here run only after the round).
@@ -185,8 +184,9 @@ void Scheduler::RunRounds() {
       if (job == nullptr) break;
       batch.push_back(job);
     }
-    // Progress (a job goes to the backend or was freed) restarts the timer.
-    if (!finished.empty() || batch.size() > carried) ArmTimerLocked();
+    // Progress restarts the timer: a job freed here, or a job handed to the backend (below,
+    // after the batch ran: the timeout counts from the last hand-off, not from the selection).
+    if (!finished.empty()) ArmTimerLocked();
     records.swap(trace_buf_);
     const int truncated = std::exchange(truncated_, 0);
     mu_.Unlock();
@@ -208,6 +208,9 @@ void Scheduler::RunRounds() {
     finished.clear();
     records.clear();
     mu_.Lock();
+    // After the round's last RunJob returned, so the timeout counts from the last hand-off: a
+    // timer that fired during a slow batch finds the deadline moved (HandleTimeout returns).
+    if (ran > 0) ArmTimerLocked();
     if (!progress) break;
   }
   in_work_ = false;
@@ -448,17 +451,24 @@ void Scheduler::RunJob(Job* job) {
   running_.store(nullptr, std::memory_order_relaxed);
   // A Stop on this thread since RunJob began (inside the backend's RunJob or a callback of
   // `scheduled`) kept the job on the pending list for this RunJob to settle (see Stop). The job
-  // was handed to the hardware, so it ends as Stop leaves the others: with a hardware fence it is
-  // detached — the fence reference dropped, no callback attached, its credits returned — for
-  // ResubmitJobs to run again or Start to fail (drm_sched_stop); a job that completed at once
-  // completes. Then it is settled: PendingSnapshot on another thread waits for that (acquire).
+  // was handed to the hardware, so it ends as Stop leaves the others (drm_sched_stop): one whose
+  // hardware fence — parent_, the one RunJob returned or one a ResubmitJobs from a callback of
+  // `scheduled` gave it — has signalled completes with that fence's status, as Stop completes a
+  // job whose fence callback already ran; one whose fence has not signalled is detached — the
+  // reference dropped (a resubmitted one kept, for Start to attach), no callback attached, its
+  // credits returned — for ResubmitJobs to run again or Start to fail; a job that completed at
+  // once completes. Then it is settled: PendingSnapshot on another thread waits for that
+  // (acquire).
   if (stopped_in_run_.load(std::memory_order_relaxed)) {
-    if (hw.ok() && *hw != nullptr) {
-      ReturnCredits(*job);
-      // Kept if a ResubmitJobs from a callback of `scheduled` already gave it a new one.
-      if (job->parent_ == *hw) job->parent_ = nullptr;
-    } else {
+    if (!hw.ok() || *hw == nullptr) {
       JobDone(job, hw.ok() ? absl::OkStatus() : hw.status(), &now);
+    } else if (job->parent_ != nullptr && job->parent_->IsSignaledFlag()) {
+      // Signalled after `now` was read, maybe: JobDone reads the clock for `finished`.
+      const absl::Status error = job->parent_->error();
+      JobDone(job, error);
+    } else {
+      ReturnCredits(*job);
+      if (job->parent_ == *hw) job->parent_ = nullptr;
     }
     stopped_in_run_.store(false, std::memory_order_release);
     return;

@@ -51,7 +51,10 @@
 // dependency or a job's fence may push to any entity of the same scheduler, or call any public
 // method of it (tests/sched/sched_review_test.cc: NoUserCallbackUnderSchedulerLock).
 //
-// Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed; on expiry
+// Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed (a round
+// hands its jobs to the backend one after the other and restarts the timer once the last RunJob
+// returned, so the timeout counts from the last hand-off, however slow the backend's RunJob,
+// never from the selection); on expiry
 // the head of the pending list (the oldest job on the hardware) is taken off the list and given
 // to Backend::TimedOutJob on the executor thread, then put back at the head (so it is freed in
 // order once its finished fence signals — the kernel leaves a reset job to the driver; we never
@@ -154,9 +157,14 @@ class Scheduler {
   // dependencies were resolved, called Stop): it holds no credits until Start. A Stop on the
   // executor thread while RunJob(J) is under way (inside the backend's RunJob, or a callback of
   // J's scheduled fence) leaves J to that RunJob; once the backend's RunJob returned and J's
-  // scheduled fence signalled, a J with a hardware fence is detached like the others (the fence
-  // dropped, no callback attached, its credits returned; pending, for ResubmitJobs to run again
-  // or Start to fail), and a J that completed at once (or with an error) completes. Start,
+  // scheduled fence signalled, RunJob settles J as Stop treats the others: a J whose hardware
+  // fence (the one RunJob returned, or one a ResubmitJobs from a scheduled callback gave it) has
+  // signalled by then completes with that fence's status, like a job whose fence signalled
+  // before Stop; a J whose hardware fence has not signalled is detached (the fence dropped — a
+  // resubmitted one is kept for Start to attach —, no callback attached, its credits returned;
+  // pending, for ResubmitJobs to run again or Start to fail, even if the fence signals later,
+  // as for any job whose fence signals after Stop detached it); and a J that completed at once
+  // (or with an error) completes. Start,
   // ResubmitJobs and ForEachPendingJob on another thread wait until that RunJob has settled J,
   // so the RunJob (or callback) that called Stop must not then wait for such a call.
   void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
@@ -306,6 +314,9 @@ class Scheduler {
   // it waits (the kernel's entity_idle).
   Entity* preparing_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // A Fault() the handler has not seen yet: no re-arm (e.g. the one after a round ran jobs)
+  // moves its deadline (now) later. HandleTimeout and Stop clear it.
+  bool fault_pending_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time timer_set_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // what TdrTimer holds
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice
   // The job inside Backend::TimedOutJob (off the pending list), and whether Stop asked for it

@@ -11,6 +11,7 @@
 namespace sched {
 
 void Scheduler::ArmTimerLocked() {
+  if (fault_pending_) return;  // the handler runs now (Fault)
   tdr_deadline_ = (options_.timeout == absl::InfiniteDuration() || tdr_disabled_ || paused_ ||
                    pending_.empty())
                       ? absl::InfiniteFuture()
@@ -27,6 +28,7 @@ void Scheduler::Fault() {
   {
     absl::MutexLock l(&mu_);
     tdr_deadline_ = absl::Now();
+    fault_pending_ = true;
   }
   tdr_check_.store(true, std::memory_order_release);
   WakeUp();
@@ -39,6 +41,7 @@ void Scheduler::HandleTimeout() {
   Job* job;
   {
     absl::MutexLock l(&mu_);
+    fault_pending_ = false;  // seen (dropped if stopped, as the deadline Stop cleared)
     if (paused_ || absl::Now() < tdr_deadline_) return;  // progress re-armed it meanwhile
     if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag() ||
         !Ran(*pending_.front())) {
@@ -98,6 +101,7 @@ void Scheduler::Stop(Job* bad) {
     in_handler = handler_job_;
     jobs.swap(pending_);
     tdr_deadline_ = absl::InfiniteFuture();
+    fault_pending_ = false;
   }
   // Outside mu_: removing a hardware callback waits for it if it is running, and it signals the
   // finished fence, whose own callbacks may push jobs.
@@ -258,7 +262,23 @@ void Scheduler::CancelAndFreeAll() {
   for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
     if (Ran(**it) && !(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
   }
-  // Killed jobs whose dependencies never signalled: fail them now rather than wait forever.
+  // The pending jobs first: a killed job may be chained behind one (its entity's last selected
+  // job, e.g. one a Stop left selected and not run), and must not signal before it. Its gate
+  // callback then completes it as that job's finished fence signals.
+  for (auto& job : pending) {
+    // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
+    // can never reach the freed job, and fail the job ourselves.
+    if (!Ran(*job)) job->scheduled_->Signal();  // selected, never run (see Stop)
+    if (!job->finished_->IsSignaledFlag() &&
+        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
+      JobDone(job.get(), absl::CancelledError("scheduler torn down"));
+    }
+    (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
+    absl::MutexLock f(&free_mu_);
+    backend_->FreeJob(std::move(job));
+  }
+  // Then the killed jobs whose dependencies never signalled: fail them now rather than wait
+  // forever (in kill order, so one entity's killed jobs complete in order).
   std::vector<std::unique_ptr<Job>> killed;
   {
     absl::MutexLock l(&killed_mu_);
@@ -270,18 +290,6 @@ void Scheduler::CancelAndFreeAll() {
       CompleteKilled(job.get());
     }
     (void)job->finished_->Wait();
-    absl::MutexLock f(&free_mu_);
-    backend_->FreeJob(std::move(job));
-  }
-  for (auto& job : pending) {
-    // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
-    // can never reach the freed job, and fail the job ourselves.
-    if (!Ran(*job)) job->scheduled_->Signal();  // selected, never run (see Stop)
-    if (!job->finished_->IsSignaledFlag() &&
-        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
-      JobDone(job.get(), absl::CancelledError("scheduler torn down"));
-    }
-    (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
     absl::MutexLock f(&free_mu_);
     backend_->FreeJob(std::move(job));
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -156,7 +157,16 @@ bool Fence::TrySignalUnlocked(absl::Time timestamp, bool* already) {
 }
 
 void Fence::AwaitClaimedSignal() const {
-  while (!IsSignaledFlag()) udrm::CpuRelax();
+  // The claimer is between its claim and its release store of kSignaledBit: a few instructions,
+  // unless it was preempted there (2 cores and busy threads). So spin briefly, then yield the
+  // CPU on every further poll so a preempted claimer can run.
+  for (int i = 0; !IsSignaledFlag(); ++i) {
+    if (i < kClaimSpins) {
+      udrm::CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void Fence::RunCallbacks(FenceCallback* list) {

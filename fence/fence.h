@@ -124,10 +124,15 @@ class Fence : public std::enable_shared_from_this<Fence> {
 
   // dma_fence_signal: signals the fence, records the timestamp and runs the callbacks on this
   // thread. Idempotent: returns true if this call signalled, false if the fence already was (or
-  // another thread's Signal is signalling it right now). Does not block (other than on the
-  // fence's own short critical section) and never allocates. A fence with no callback registered
-  // (nobody waits in Wait, no AddCallback pending) is signalled without the fence mutex: one
-  // compare-and-swap and one release store on its state word.
+  // another thread's Signal is signalling it right now). Never allocates, and does not sleep on
+  // the fence signalling: it takes only the fence's own short critical section, except that a
+  // Signal losing to another thread's claim returns only once that signal is visible (so false
+  // and IsSignaled() imply a readable timestamp) — it spins kClaimSpins times, then yields the
+  // CPU (std::this_thread::yield) until the winner's release store, which takes as long as the
+  // winner is kept off the CPU between its claim and that store. AddCallback and Wait meeting a
+  // claimed fence wait for it the same way. A fence with no callback registered (nobody waits in
+  // Wait, no AddCallback pending) is signalled without the fence mutex: one compare-and-swap and
+  // one release store on its state word.
   bool Signal() ABSL_LOCKS_EXCLUDED(mu_);
   bool SignalWithTimestamp(absl::Time timestamp) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -151,6 +156,7 @@ class Fence : public std::enable_shared_from_this<Fence> {
   // dma_fence_add_callback: enables signalling, then registers `cb` to run `fn` once when the
   // fence signals. Returns OK when registered, or a status for which IsAlreadySignaled() is true
   // if the fence has already signalled — then `fn` is NOT called. InvalidArgument for an empty fn.
+  // A fence another thread has claimed but not yet marked signalled is waited for as in Signal.
   absl::Status AddCallback(FenceCallback* cb, FenceCallback::Fn fn) ABSL_LOCKS_EXCLUDED(mu_);
   // dma_fence_remove_callback: true if `cb` was pending and is now removed (it will not run);
   // false if it has run or the fence has signalled. When it returns false on another thread than
@@ -233,7 +239,9 @@ class Fence : public std::enable_shared_from_this<Fence> {
   // false if a callback is registered (take the locked path) — or, with *already set, if the
   // fence was already claimed.
   bool TrySignalUnlocked(absl::Time timestamp, bool* already);
-  // Waits (briefly: the claimer is between two stores) until a claimed fence is signalled.
+  // Waits until a claimed fence is signalled: the claimer is between two stores, so this spins
+  // kClaimSpins polls and then yields between polls (the claimer may have been preempted).
+  static constexpr int kClaimSpins = 64;
   void AwaitClaimedSignal() const;
   void RunCallbacks(FenceCallback* list) ABSL_LOCKS_EXCLUDED(mu_);
   bool CallbacksIdle() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {

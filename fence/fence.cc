@@ -1,6 +1,8 @@
 #include "fence/fence.h"
 
 #include <algorithm>
+#include <limits>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -69,9 +71,10 @@ Fence::~Fence() {
   {
     absl::MutexLock l(&mu_);
     if (cb_head_ == nullptr || (flags_.load(std::memory_order_relaxed) & kSignaledBit)) return;
+    // A callback is registered, so no lock-free Signal can claim the fence meanwhile.
     error_ = absl::AbortedError("fence released while unsignalled (EDEADLK)");
     bool signalled = false;
-    pending = SignalLocked(absl::Now(), &signalled);
+    pending = SignalLocked(absl::Now(), nullptr, &signalled);
   }
   // Logged without the fence lock (base/log.h: the sink runs with no udrm lock held).
   udrm::log::Write(udrm::log::Level::kWarn, kLogger,
@@ -107,21 +110,63 @@ std::string_view Fence::timeline_name() const {
   return IsSignaledFlag() ? "signaled-timeline" : TimelineNameHook();
 }
 
-FenceCallback* Fence::SignalLocked(absl::Time timestamp, bool* signalled) {
-  if (flags_.load(std::memory_order_relaxed) & kSignaledBit) {
+int64_t Fence::ToNanos(absl::Time t) {
+  if (t == absl::InfiniteFuture()) return std::numeric_limits<int64_t>::max();
+  if (t == absl::InfinitePast()) return std::numeric_limits<int64_t>::min();
+  return absl::ToUnixNanos(t);  // saturates outside the int64 range
+}
+
+FenceCallback* Fence::SignalLocked(absl::Time timestamp, absl::Status* error, bool* signalled) {
+  // Under mu_, so no callback can be added or removed meanwhile; a lock-free claim may still race
+  // (when no callback is registered), hence the atomic claim.
+  const uint32_t before = flags_.fetch_or(kClaimedBit, std::memory_order_acquire);
+  if (before & kClaimedBit) {
     *signalled = false;
     return nullptr;
   }
-  timestamp_ = timestamp;
-  flags_.fetch_or(kSignaledBit, std::memory_order_release);
-  *signalled = true;
+  // error_ is written only by the claimer (and by SetError before any claim).
+  if (error != nullptr && !error->ok() && error_.ok()) error_ = std::move(*error);
+  timestamp_ns_ = ToNanos(timestamp);
   FenceCallback* list = cb_head_;
   cb_head_ = cb_tail_ = nullptr;
-  if (list != nullptr) {
-    callbacks_running_ = true;
-    signalling_thread_.store(ThisThread(), std::memory_order_relaxed);
-  }
+  if (list != nullptr) signalling_thread_.store(ThisThread(), std::memory_order_relaxed);
+  flags_.fetch_and(~kCallbacksBit, std::memory_order_relaxed);
+  flags_.fetch_or(kSignaledBit, std::memory_order_release);
+  *signalled = true;
   return list;
+}
+
+bool Fence::TrySignalUnlocked(absl::Time timestamp, bool* already) {
+  uint32_t f = flags_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (f & kClaimedBit) {
+      *already = true;
+      return false;
+    }
+    if (f & (kCallbacksBit | kErrorSetBit)) return false;
+    if (flags_.compare_exchange_weak(f, f | kClaimedBit, std::memory_order_acquire,
+                                     std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  // Claimed with no callback registered: AddCallback now sees the claim and waits for
+  // kSignaledBit, so nothing else touches the fence's signal state.
+  timestamp_ns_ = ToNanos(timestamp);
+  flags_.fetch_or(kSignaledBit, std::memory_order_release);
+  return true;
+}
+
+void Fence::AwaitClaimedSignal() const {
+  // The claimer is between its claim and its release store of kSignaledBit: a few instructions,
+  // unless it was preempted there (2 cores and busy threads). So spin briefly, then yield the
+  // CPU on every further poll so a preempted claimer can run.
+  for (int i = 0; !IsSignaledFlag(); ++i) {
+    if (i < kClaimSpins) {
+      udrm::CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void Fence::RunCallbacks(FenceCallback* list) {
@@ -136,18 +181,24 @@ void Fence::RunCallbacks(FenceCallback* list) {
   }
   absl::MutexLock l(&mu_);
   signalling_thread_.store(nullptr, std::memory_order_relaxed);
-  callbacks_running_ = false;
 }
 
 bool Fence::Signal() { return SignalWithTimestamp(absl::Now()); }
 
 bool Fence::SignalWithTimestamp(absl::Time timestamp) {
+  bool already = false;
+  if (TrySignalUnlocked(timestamp, &already)) return true;
+  if (already) {
+    AwaitClaimedSignal();  // another thread claimed: return once its signal is visible
+    return false;
+  }
   bool signalled = false;
   FenceCallback* list;
   {
     absl::MutexLock l(&mu_);
-    list = SignalLocked(timestamp, &signalled);
+    list = SignalLocked(timestamp, nullptr, &signalled);
   }
+  if (!signalled) AwaitClaimedSignal();  // outside mu_: the claimer may be lock-free
   RunCallbacks(list);
   return signalled;
 }
@@ -157,11 +208,9 @@ bool Fence::SignalWithError(absl::Status error, absl::Time timestamp) {
   FenceCallback* list;
   {
     absl::MutexLock l(&mu_);
-    if (!(flags_.load(std::memory_order_relaxed) & kSignaledBit) && !error.ok() && error_.ok()) {
-      error_ = std::move(error);
-    }
-    list = SignalLocked(timestamp, &signalled);
+    list = SignalLocked(timestamp, &error, &signalled);
   }
+  if (!signalled) AwaitClaimedSignal();
   RunCallbacks(list);
   return signalled;
 }
@@ -169,13 +218,19 @@ bool Fence::SignalWithError(absl::Status error, absl::Time timestamp) {
 void Fence::SetError(absl::Status error) {
   UDRM_CHECK(!error.ok(), "Fence::SetError needs a non-OK status");
   absl::MutexLock l(&mu_);
-  UDRM_CHECK(!(flags_.load(std::memory_order_relaxed) & kSignaledBit),
-             "Fence::SetError after the fence signalled");
+  // kErrorSetBit in the same atomic step as the check: a lock-free claim either came first (the
+  // contract break below) or will see the bit and take mu_, which orders this write before it.
+  uint32_t f = flags_.load(std::memory_order_relaxed);
+  while (!(f & (kSignaledBit | kClaimedBit)) &&
+         !flags_.compare_exchange_weak(f, f | kErrorSetBit, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+  }
+  UDRM_CHECK(!(f & (kSignaledBit | kClaimedBit)), "Fence::SetError after the fence signalled");
   error_ = std::move(error);
 }
 
-// error_ and timestamp_ are written only before kSignaledBit is set (under mu_, then the release
-// store) and never after, so once the acquire load sees the bit they are read without mu_.
+// error_ and timestamp_ns_ are written only before kSignaledBit is set (by the claiming thread, then
+// the release store) and never after, so once the acquire load sees the bit they are read without mu_.
 absl::Status Fence::error() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (IsSignaledFlag()) return error_;
   absl::MutexLock l(&mu_);
@@ -198,7 +253,9 @@ bool Fence::IsSignaled() {
 
 absl::Time Fence::timestamp() const ABSL_NO_THREAD_SAFETY_ANALYSIS {  // see error()
   UDRM_CHECK(IsSignaledFlag(), "Fence::timestamp on an unsignalled fence");
-  return timestamp_;
+  if (timestamp_ns_ == std::numeric_limits<int64_t>::max()) return absl::InfiniteFuture();
+  if (timestamp_ns_ == std::numeric_limits<int64_t>::min()) return absl::InfinitePast();
+  return absl::FromUnixNanos(timestamp_ns_);
 }
 
 void Fence::EnableSignaling() {
@@ -210,8 +267,18 @@ void Fence::EnableSignaling() {
 absl::Status Fence::AddCallback(FenceCallback* cb, FenceCallback::Fn fn) {
   if (cb == nullptr || !fn) return absl::InvalidArgumentError("AddCallback needs a node and a fn");
   EnableSignaling();
-  absl::MutexLock l(&mu_);
-  if (flags_.load(std::memory_order_relaxed) & kSignaledBit) {
+  absl::ReleasableMutexLock l(&mu_);
+  // Mark the list non-empty unless the signal is claimed (see kClaimedBit): after this, a Signal
+  // takes mu_ and finds the callback.
+  uint32_t f = flags_.load(std::memory_order_relaxed);
+  while (!(f & kClaimedBit) && !(f & kCallbacksBit) &&
+         !flags_.compare_exchange_weak(f, f | kCallbacksBit, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+  }
+  if (f & kClaimedBit) {
+    // A Signal is between its claim and its release store: wait for it outside mu_.
+    l.Release();
+    AwaitClaimedSignal();
     return AlreadySignaledError();
   }
   UDRM_CHECK(cb->owner_ == nullptr, "FenceCallback registered twice");
@@ -236,6 +303,7 @@ bool Fence::RemoveCallback(FenceCallback* cb) {
     if (cb->next_ != nullptr) cb->next_->prev_ = cb->prev_;
     if (cb_head_ == cb) cb_head_ = cb->next_;
     if (cb_tail_ == cb) cb_tail_ = cb->prev_;
+    if (cb_head_ == nullptr) flags_.fetch_and(~kCallbacksBit, std::memory_order_relaxed);
     cb->next_ = cb->prev_ = nullptr;
     cb->owner_ = nullptr;
     cb->fn_ = nullptr;
@@ -251,7 +319,7 @@ bool Fence::RemoveCallback(FenceCallback* cb) {
 absl::StatusOr<absl::Duration> Fence::Wait(absl::Duration timeout, std::stop_token cancel) {
   if (timeout < absl::ZeroDuration()) return absl::InvalidArgumentError("negative timeout");
   const absl::Duration kMinRemaining = absl::Nanoseconds(1);
-  EnableSignaling();
+  if (!IsSignaledFlag()) EnableSignaling();
   if (IsSignaled())
     return timeout == absl::InfiniteDuration() ? timeout : std::max(timeout, kMinRemaining);
   if (timeout == absl::ZeroDuration()) return absl::DeadlineExceededError("fence not signaled");

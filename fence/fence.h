@@ -14,14 +14,13 @@
 // waits forever; those callbacks must not call virtual methods of the dying fence.
 //
 // Memory (bench/fence_bench VALUE fence_bytes, counted from the allocator: usable bytes of the
-// blocks, libstdc++/glibc, x86-64): a bare fence from Create() holds 136 B — one make_shared
-// block of 128 B requested (16 B control block, 112 B Fence). The issue-13 goal of <= 64 B is NOT
-// met: the 112 B are the vtable pointer (8), enable_shared_from_this's weak pointer (16),
-// context/seqno/width/flags (24), absl::Mutex (8), absl::Status (8), absl::Time (16), the
-// callback list (16), callbacks_running_ (1, padded to 8) and signalling_thread_ (8). Reaching
-// 64 B needs an intrusive count in place of std::shared_ptr (-32 B: control block and weak
-// pointer), a 64-bit nanosecond timestamp (-8 B) and the two callback-running fields folded into
-// flags_ (-16 B): a change of FenceRef's type across every layer, not made here.
+// blocks, libstdc++/glibc, x86-64): a bare fence from Create() holds 120 B — one make_shared
+// block of 112 B requested (16 B control block, 96 B Fence). The issue-13 goal of <= 64 B is NOT
+// met: the 96 B are the vtable pointer (8), enable_shared_from_this's weak pointer (16),
+// context/seqno/width/state word (24), absl::Mutex (8), absl::Status (8), the timestamp (8, 64-bit
+// nanoseconds), the callback list (16) and the callback-running thread (8). Reaching 64 B needs an
+// intrusive count in place of std::shared_ptr (-32 B: control block and weak pointer): a change
+// of FenceRef's type across every layer, not made here.
 //
 // Logging: the two warnings below (IsLater across contexts, a fence released with callbacks
 // pending) go to base/log.h's sink under the logger name "udrm.fence", never under a fence lock.
@@ -124,8 +123,16 @@ class Fence : public std::enable_shared_from_this<Fence> {
   std::string_view timeline_name() const;
 
   // dma_fence_signal: signals the fence, records the timestamp and runs the callbacks on this
-  // thread. Idempotent: returns true if this call signalled, false if the fence already was.
-  // Does not block (other than on the fence's own short critical section) and never allocates.
+  // thread. Idempotent: returns true if this call signalled, false if the fence already was (or
+  // another thread's Signal is signalling it right now). Never allocates, and does not sleep on
+  // the fence signalling: it takes only the fence's own short critical section, except that a
+  // Signal losing to another thread's claim returns only once that signal is visible (so false
+  // and IsSignaled() imply a readable timestamp) — it spins kClaimSpins times, then yields the
+  // CPU (std::this_thread::yield) until the winner's release store, which takes as long as the
+  // winner is kept off the CPU between its claim and that store. AddCallback and Wait meeting a
+  // claimed fence wait for it the same way. A fence with no callback registered (nobody waits in
+  // Wait, no AddCallback pending) is signalled without the fence mutex: one compare-and-swap and
+  // one release store on its state word.
   bool Signal() ABSL_LOCKS_EXCLUDED(mu_);
   bool SignalWithTimestamp(absl::Time timestamp) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -141,12 +148,15 @@ class Fence : public std::enable_shared_from_this<Fence> {
   bool IsSignaled() ABSL_LOCKS_EXCLUDED(mu_);
   // The flag alone, without polling the producer (test_bit(SIGNALED)).
   bool IsSignaledFlag() const { return flags_.load(std::memory_order_acquire) & kSignaledBit; }
-  // The signal timestamp. Contract: the fence has signalled.
+  // The signal timestamp. Contract: the fence has signalled. Kept in nanoseconds since the Unix
+  // epoch: a sub-nanosecond part is dropped, and times beyond the int64 range (about 292 years
+  // either side of 1970) saturate to InfinitePast / InfiniteFuture.
   absl::Time timestamp() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // dma_fence_add_callback: enables signalling, then registers `cb` to run `fn` once when the
   // fence signals. Returns OK when registered, or a status for which IsAlreadySignaled() is true
   // if the fence has already signalled — then `fn` is NOT called. InvalidArgument for an empty fn.
+  // A fence another thread has claimed but not yet marked signalled is waited for as in Signal.
   absl::Status AddCallback(FenceCallback* cb, FenceCallback::Fn fn) ABSL_LOCKS_EXCLUDED(mu_);
   // dma_fence_remove_callback: true if `cb` was pending and is now removed (it will not run);
   // false if it has run or the fence has signalled. When it returns false on another thread than
@@ -156,7 +166,8 @@ class Fence : public std::enable_shared_from_this<Fence> {
   // dma_fence_enable_sw_signaling: asks a lazy producer to signal (EnableSignalingHook()), once.
   void EnableSignaling() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // dma_fence_wait_timeout. Enables signalling, then blocks until the fence signals, `timeout`
+  // dma_fence_wait_timeout. Returns at once if the fence has signalled (without enabling
+  // signalling: there is nothing left to enable). Otherwise enables signalling, then blocks until the fence signals, `timeout`
   // passes, or a stop is requested on `cancel` (optional; a user-space signal). Returns:
   //  - the remaining time (at least 1ns; InfiniteDuration for an infinite timeout) once signalled;
   //    with a zero timeout, 1ns if already signalled (the kernel's "1");
@@ -202,32 +213,57 @@ class Fence : public std::enable_shared_from_this<Fence> {
   bool SignalWithError(absl::Status error, absl::Time timestamp) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // The state word (flags_). kSignaledBit: signalled (release; read with acquire). kEnableSignalBit:
+  // a test-and-set latch so EnableSignalingHook runs once. kCallbacksBit: the callback list is
+  // not empty (changed under mu_ only). kClaimedBit: one Signal has won the right to signal; it
+  // writes the timestamp (and, on the locked path, the error) and then sets kSignaledBit. A Signal
+  // claims without mu_ when kCallbacksBit is clear (compare-and-swap: a concurrent AddCallback
+  // either sets kCallbacksBit first, and the signal takes mu_, or sees the claim and reports the
+  // fence signalled once kSignaledBit follows); otherwise (or after SetError, kErrorSetBit) it
+  // claims under mu_. A Signal that finds the signal claimed by another thread returns only once
+  // kSignaledBit is set, so a false return and IsSignaled() still imply the fence is signalled.
   static constexpr uint32_t kSignaledBit = 1;
   static constexpr uint32_t kEnableSignalBit = 2;
+  static constexpr uint32_t kCallbacksBit = 4;
+  static constexpr uint32_t kClaimedBit = 8;
+  // Set (under mu_, before the claim) by SetError: the error must be published by the signal, so
+  // every later Signal takes mu_ (the lock orders the error's write before the claim).
+  static constexpr uint32_t kErrorSetBit = 16;
 
-  // Sets the flag and hands the pending callbacks to the caller. Returns null if already
-  // signalled, otherwise the (possibly empty) detached list with *signalled set.
-  FenceCallback* SignalLocked(absl::Time timestamp, bool* signalled)
+  // Claims the signal under mu_, sets `error` (if not null and not OK, and no error was set) and
+  // hands the pending callbacks to the caller. Returns null if already claimed, otherwise the
+  // (possibly empty) detached list with *signalled set.
+  FenceCallback* SignalLocked(absl::Time timestamp, absl::Status* error, bool* signalled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lock-free path: true if this call claimed and signalled a fence without callbacks;
+  // false if a callback is registered (take the locked path) — or, with *already set, if the
+  // fence was already claimed.
+  bool TrySignalUnlocked(absl::Time timestamp, bool* already);
+  // Waits until a claimed fence is signalled: the claimer is between two stores, so this spins
+  // kClaimSpins polls and then yields between polls (the claimer may have been preempted).
+  static constexpr int kClaimSpins = 64;
+  void AwaitClaimedSignal() const;
   void RunCallbacks(FenceCallback* list) ABSL_LOCKS_EXCLUDED(mu_);
-  bool CallbacksIdle() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !callbacks_running_; }
+  bool CallbacksIdle() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return signalling_thread_.load(std::memory_order_relaxed) == nullptr;
+  }
+  static int64_t ToNanos(absl::Time t);
 
   const uint64_t context_;
   const uint64_t seqno_;
   const SeqnoWidth width_;
-  // kSignaledBit is set under mu_ and read lock-free (acquire); kEnableSignalBit is a
-  // test-and-set latch so EnableSignalingHook runs once.
-  std::atomic<uint32_t> flags_{0};
+  std::atomic<uint32_t> flags_{0};  // the state word, see above
 
   mutable absl::Mutex mu_;
-  // Written under mu_ before kSignaledBit is set, never after: read lock-free once it is.
+  // Written before kSignaledBit is set (error_ under mu_; the timestamp by the claiming thread),
+  // never after: read lock-free once it is.
   absl::Status error_ ABSL_GUARDED_BY(mu_);
-  absl::Time timestamp_ ABSL_GUARDED_BY(mu_);
+  int64_t timestamp_ns_ = 0;  // Unix nanoseconds (see timestamp())
   FenceCallback* cb_head_ ABSL_GUARDED_BY(mu_) = nullptr;
   FenceCallback* cb_tail_ ABSL_GUARDED_BY(mu_) = nullptr;
-  // True from the signal until the signalling thread has run every callback.
-  bool callbacks_running_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<const void*> signalling_thread_{nullptr};  // identity of the thread running them
+  // The thread running the callbacks, from the signal until it has run every one (null when
+  // none run): RemoveCallback waits for it unless called on it. Written under mu_.
+  std::atomic<const void*> signalling_thread_{nullptr};
 };
 
 }  // namespace fence

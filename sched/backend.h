@@ -14,6 +14,13 @@
 //     (the scheduler holds one mutex of its own around every FreeJob call). FreeJob may call
 //     into the scheduler (push jobs, Fault, ...) but must not call Stop or destroy the
 //     scheduler: both free jobs themselves and would wait for the FreeJob that called them.
+//   - PrepareJob and RunJob (and callbacks of the job's scheduled fence, which RunJob signals)
+//     may call Scheduler::Stop and Start on the executor thread. Such a Stop frees the jobs whose
+//     hardware fence already signalled there, so FreeJob then runs nested inside that PrepareJob
+//     or RunJob (other jobs: the job being run stays pending; the one exception to the next
+//     point); and the job being run is detached once RunJob returned (see Scheduler::Stop): a
+//     RunJob that called Stop must not then wait for a ResubmitJobs or Start on another thread,
+//     which wait for that.
 //   - RunJob and FreeJob of one scheduler never overlap each other (the work item is never
 //     running twice; Stop from another thread waits until it is between jobs, ResubmitJobs
 //     requires a stopped scheduler, the destructor runs after the work item stopped) — provided
@@ -41,9 +48,11 @@ class Backend {
   virtual ~Backend() = default;
 
   // prepare_job: called for the head job of the entity the scheduler picked, once its credits are
-  // available and its dependencies have signalled; returns one more fence to wait for, or null
-  // when there is none. Called again once per returned fence (after that fence signalled) until
-  // it returns null; then the job runs. No scheduler lock is held; must not kill the job's entity.
+  // available and its dependencies have signalled (for a pipelined dependency on a job of this
+  // scheduler: its scheduled fence — that job's RunJob has returned); returns one more fence to
+  // wait for, or null when there is none. Called again once per returned fence (after that fence
+  // signalled) until it returns null; then the job runs. No scheduler lock is held; must not kill
+  // the job's entity.
   virtual fence::FenceRef PrepareJob(Job& job) { return nullptr; }
 
   // run_job: start the job. Return its hardware fence (the job completes when it signals, with

@@ -1,5 +1,6 @@
 #include "sched/job.h"
 
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +60,9 @@ absl::Status Job::AddDependency(fence::FenceRef fence) {
     if (fence::Fence::IsLater(*fence, *dep)) dep = std::move(fence);  // keep the later one
     return absl::OkStatus();
   }
+  if (deps_.size() >= std::numeric_limits<uint32_t>::max() - 1) {  // next_dep_ counts them
+    return absl::ResourceExhaustedError("Job::AddDependency: too many dependencies");
+  }
   deps_.push_back(std::move(fence));
   return absl::OkStatus();
 }
@@ -77,7 +81,7 @@ ArmedJob Job::Arm(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  //
   Entity* e = job->entity_;
   e->submit_mu_.Lock();
   job->scheduler_ = e->SelectSchedulerLocked();
-  job->priority_ = e->priority();
+  job->priority_ = static_cast<uint8_t>(e->priority());
   job->guilty_ = e->guilty_;
   job->stats_ = e->stats_;
   const uint64_t seq = ++e->fence_seq_;
@@ -90,13 +94,13 @@ ArmedJob Job::Arm(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  //
   if (std::exchange(e->last_armed_cancelled_, false) && !prev->IsSignaledFlag()) {
     job->order_after_ = prev;
   }
-  job->arming_thread_ = ThisThread();
   job->state_ = State::kArmed;
-  return ArmedJob(std::move(job), std::move(prev));
+  return ArmedJob(std::move(job), std::move(prev), ThisThread());
 }
 
-void Job::Push(std::unique_ptr<Job> job) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // Arm took the lock
-  UDRM_CHECK(job->arming_thread_ == ThisThread(), "ArmedJob::Push on another thread than Arm");
+void Job::Push(std::unique_ptr<Job> job, const void* arming_thread)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // Arm took the lock
+  UDRM_CHECK(arming_thread == ThisThread(), "ArmedJob::Push on another thread than Arm");
   job->state_ = State::kPushed;
   Entity* e = job->entity_;
   Scheduler* s = job->scheduler_;
@@ -138,8 +142,9 @@ class Cancellation {
 
 }  // namespace
 
-void Job::Cancel(std::unique_ptr<Job> job, fence::FenceRef prev) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  UDRM_CHECK(job->arming_thread_ == ThisThread(),
+void Job::Cancel(std::unique_ptr<Job> job, fence::FenceRef prev, const void* arming_thread)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  UDRM_CHECK(arming_thread == ThisThread(),
              "ArmedJob destroyed on another thread than Arm");
   job->state_ = State::kCancelled;
   Entity* e = job->entity_;
@@ -159,13 +164,13 @@ void Job::Cancel(std::unique_ptr<Job> job, fence::FenceRef prev) ABSL_NO_THREAD_
 }
 
 ArmedJob::~ArmedJob() {
-  if (job_ != nullptr) Job::Cancel(std::move(job_), std::move(prev_));
+  if (job_ != nullptr) Job::Cancel(std::move(job_), std::move(prev_), arming_thread_);
 }
 
 void ArmedJob::Push() && {
   UDRM_CHECK(job_ != nullptr, "ArmedJob::Push of a moved-from or pushed handle");
   prev_ = nullptr;
-  Job::Push(std::move(job_));
+  Job::Push(std::move(job_), arming_thread_);
 }
 
 fence::FenceRef Entity::Submit(std::unique_ptr<Job> job) {

@@ -65,7 +65,7 @@ class Job {
   // is made on the submitting thread and freed on the scheduler's, which glibc's malloc serves
   // slowly. Make jobs with `new` / std::make_unique as usual; never std::malloc them.
   // Memory (sched_bench VALUE job_bytes, usable bytes from the allocator): a plain Job from Init
-  // through Arm holds 640 B, its fence pair (320 B) included.
+  // through Arm holds 512 B: the Job's 256 B block and its fence pair's 256 B block.
   static void* operator new(std::size_t size);
   static void* operator new(std::size_t size, std::align_val_t align);
   static void operator delete(void* p) noexcept;
@@ -93,7 +93,7 @@ class Job {
   absl::Span<const fence::FenceRef> dependencies() const { return deps_; }
   // From Arm on: the scheduler the job went to, and the entity's priority at Arm (s_priority).
   Scheduler* scheduler() const { return scheduler_; }
-  Priority priority() const { return priority_; }
+  Priority priority() const { return static_cast<Priority>(priority_); }
   // How often the job was blamed for a hang (Scheduler::IncreaseKarma). Memory ordering: relaxed.
   int karma() const { return karma_.load(std::memory_order_relaxed); }
 
@@ -101,36 +101,46 @@ class Job {
   friend class ArmedJob;
   friend class Entity;  // Submit checks the job is its own
   friend class Scheduler;
-  enum class State { kNew, kInitialized, kArmed, kPushed, kCancelled };
+  enum class State : uint8_t { kNew, kInitialized, kArmed, kPushed, kCancelled };
   // ArmedJob's two ends. `prev` is the finished fence of the entity's previously armed job.
-  static void Push(std::unique_ptr<Job> job);
-  static void Cancel(std::unique_ptr<Job> job, fence::FenceRef prev);
+  // `arming_thread`: the thread that armed the job (checked to be this one).
+  static void Push(std::unique_ptr<Job> job, const void* arming_thread);
+  static void Cancel(std::unique_ptr<Job> job, fence::FenceRef prev, const void* arming_thread);
 
-  State state_ = State::kNew;
+  // Pointers and references first, then the small fields packed together (Job stays within 256 B,
+  // see "Memory" above).
   Entity* entity_ = nullptr;  // cleared when the scheduler pops the job
   // Set by Arm.
   Scheduler* scheduler_ = nullptr;
-  Priority priority_ = Priority::kNormal;
   std::shared_ptr<std::atomic<bool>> guilty_;
   std::shared_ptr<internal::EntityStats> stats_;
-  std::atomic<int> karma_{0};
-  uint32_t credits_ = 0;
-  bool dont_pipeline_ = false;
   absl::InlinedVector<fence::FenceRef, 2> deps_;  // most jobs have 0-2: no allocation
   // Set by Arm when the entity's previously armed job was cancelled (destroyed without Push): its
   // finished fence, waited for before deps_ (the scheduler never skips it as same-entity) and by a
   // kill, so this job's fences signal after the cancelled job's (seqno order). Kept until freed.
   fence::FenceRef order_after_;
-  bool order_checked_ = false;  // scheduler: order_after_ resolved
-  size_t next_dep_ = 0;  // scheduler: dependencies checked so far
-  uint64_t submit_stamp_ = 0;  // scheduler: FIFO key
-  Job* inbox_next_ = nullptr;  // scheduler: the submission inbox's link (see Scheduler::Enqueue)
-  bool unschedulable_traced_ = false;
-  const void* arming_thread_ = nullptr;
+  union {
+    Job* inbox_next_ = nullptr;  // from Push until drained: the inbox's link (Scheduler::Enqueue)
+    uint64_t submit_stamp_;      // from the drain on: the scheduler's FIFO key
+  };
   fence::FenceRef scheduled_;
   fence::FenceRef finished_;
   fence::FenceRef parent_;  // the hardware fence (scheduler: under its mu_ once pending)
   fence::FenceCallback hw_cb_;
+  std::atomic<int> karma_{0};
+  uint32_t credits_ = 0;
+  // Scheduler: dependency resolution progress — 0: order_after_ not yet checked; k >= 1:
+  // order_after_ resolved and deps_[0 .. k-1) checked.
+  uint32_t next_dep_ = 0;
+  State state_ = State::kNew;
+  uint8_t priority_ = static_cast<uint8_t>(Priority::kNormal);  // a Priority
+  bool dont_pipeline_ = false;
+  // The scheduler's two flags, one byte (Job stays within 256 B): the unschedulable trace was
+  // recorded (the work item, before the job is selected); the job's credits are charged to
+  // credit_count_ (set at a selection made while not stopped and by Start, cleared by the one that returns them: JobDone,
+  // Stop, or RunJob after a Stop inside it).
+  bool unschedulable_traced_ : 1 = false;
+  bool credits_held_ : 1 = false;
 };
 
 // An armed job that must be pushed: the type-level form of "after arm the job must be pushed".
@@ -156,11 +166,12 @@ class [[nodiscard]] ArmedJob {
 
  private:
   friend class Job;
-  ArmedJob(std::unique_ptr<Job> job, fence::FenceRef prev)
-      : job_(std::move(job)), prev_(std::move(prev)) {}
+  ArmedJob(std::unique_ptr<Job> job, fence::FenceRef prev, const void* arming_thread)
+      : job_(std::move(job)), prev_(std::move(prev)), arming_thread_(arming_thread) {}
 
   std::unique_ptr<Job> job_;  // null once pushed (or moved from)
   fence::FenceRef prev_;      // the entity's previously armed job's finished fence, or null
+  const void* arming_thread_;  // Push and the destructor must run on it
 };
 
 }  // namespace sched

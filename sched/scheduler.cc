@@ -74,6 +74,7 @@ Scheduler::~Scheduler() {
         this));
   }
   internal::TdrTimer::Get().Clear(this);
+  batch_.clear();  // jobs left over by a Stop: cancelled below
   CancelAndFreeAll();
   // A callback that signalled the last fence may still be on its way out (JobDone).
   while (callbacks_running_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -92,48 +93,70 @@ void Scheduler::WakeUp() {
     self_wake_ = true;
     return;
   }
+  // Lock-free unless the work item is idle. Every path ends in a read-modify-write of work_
+  // (acq_rel): the work item's next transition out of kQueued or kRunningAgain (also an RMW)
+  // reads after it, so the round that follows sees what the caller did before WakeUp (e.g. its
+  // inbox push) — a plain load could read a stale state and lose the wake-up.
+  Work w = work_.load(std::memory_order_relaxed);
+  while (w != Work::kIdle) {
+    const Work next = w == Work::kRunning ? Work::kRunningAgain : w;
+    if (work_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return;
+    }
+  }
+  // Idle: only here, under wake_mu_, does the state leave kIdle.
   absl::MutexLock l(&wake_mu_);
   if (exiting_) return;
-  const Work w = work_.load(std::memory_order_relaxed);
-  if (w == Work::kIdle) {
-    work_.store(Work::kQueued, std::memory_order_relaxed);
-    executor_->Post([this] { RunWork(); });
-  } else if (w == Work::kRunning) {
-    // Something happened while it ran: one more round.
-    work_.store(Work::kRunningAgain, std::memory_order_relaxed);
+  w = work_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (w == Work::kIdle) {
+      work_.exchange(Work::kQueued, std::memory_order_acq_rel);
+      executor_->Post([this] { RunWork(); });
+      return;
+    }
+    const Work next = w == Work::kRunning ? Work::kRunningAgain : w;
+    if (work_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return;
+    }
   }
 }
 
 void Scheduler::RunWork() {
-  {
-    absl::MutexLock l(&wake_mu_);
-    work_.store(Work::kRunning, std::memory_order_relaxed);
-  }
+  work_.exchange(Work::kRunning, std::memory_order_acq_rel);  // from kQueued (see WakeUp)
   const Scheduler* outer = std::exchange(tls_running, this);
   for (;;) {
     if (tdr_check_.exchange(false, std::memory_order_acquire)) HandleTimeout();
     RunRounds();
     if (std::exchange(self_wake_, false)) continue;
-    // Before going idle, give a submitter idle_spin to wake us without a thread wake-up (the
-    // decision below is still made under wake_mu_).
-    udrm::SpinUntil(options_.idle_spin, [this] {
-      return work_.load(std::memory_order_relaxed) == Work::kRunningAgain;
-    });
-    absl::MutexLock l(&wake_mu_);
-    if (work_.load(std::memory_order_relaxed) == Work::kRunningAgain) {
-      work_.store(Work::kRunning, std::memory_order_relaxed);
+    // Before going idle, give a submitter idle_spin to wake us without a thread wake-up. A wake-up
+    // seen here needs no lock (only this work item leaves kRunningAgain); going idle is decided
+    // under wake_mu_.
+    if (udrm::SpinUntil(options_.idle_spin, [this] {
+          return work_.load(std::memory_order_relaxed) == Work::kRunningAgain;
+        })) {
+      work_.exchange(Work::kRunning, std::memory_order_acq_rel);
       continue;
     }
-    work_.store(Work::kIdle, std::memory_order_relaxed);  // the destructor may go ahead
-    break;
+    absl::MutexLock l(&wake_mu_);
+    Work running = Work::kRunning;
+    if (!work_.compare_exchange_strong(running, Work::kIdle, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+      work_.exchange(Work::kRunning, std::memory_order_acq_rel);  // kRunningAgain: one more
+      continue;
+    }
+    break;  // idle: the destructor may go ahead
   }
   tls_running = outer;
 }
 
-// Rounds of: free finished jobs, then pick and run at most one job — until a round does nothing.
-// The end of one round and the start of the next share one hold of mu_.
+// Rounds of: free finished jobs, then select up to kMaxBatch jobs (one selection after the other,
+// in policy order, each charging its credits) and run them in selection order — until a round
+// does nothing. The end of one round and the start of the next share one hold of mu_.
 void Scheduler::RunRounds() {
   std::vector<std::unique_ptr<Job>>& finished = to_free_;
+  std::vector<Job*>& batch = batch_;
   std::vector<TraceRecord> records;
   mu_.Lock();
   while (!paused_) {
@@ -152,9 +175,18 @@ void Scheduler::RunRounds() {
     if (auto* hook = internal::before_select_hook.load(std::memory_order_relaxed)) {
       hook(rq_->entities().size());
     }
-    Job* job = stopping_ ? nullptr : PopReadyJobLocked(credits_in_use);
-    // Progress (a job goes to the backend or was freed) restarts the timer.
-    if (!finished.empty() || job != nullptr) ArmTimerLocked();
+    // Each selection sees the credits charged by the ones before it (`charged`, and
+    // credit_count_ for a Start run by a callback on this thread), never a credit freed during
+    // the round (the jobs selected here run only after the round).
+    uint64_t charged = 0;
+    while (!stopping_ && !paused_ && batch.size() < kMaxBatch) {
+      Job* job = PopReadyJobLocked(credits_in_use, charged);
+      if (job == nullptr) break;
+      batch.push_back(job);
+    }
+    // Progress restarts the timer: a job freed here, or a job handed to the backend (below,
+    // after the batch ran: the timeout counts from the last hand-off, not from the selection).
+    if (!finished.empty()) ArmTimerLocked();
     records.swap(trace_buf_);
     const int truncated = std::exchange(truncated_, 0);
     mu_.Unlock();
@@ -171,15 +203,46 @@ void Scheduler::RunRounds() {
       for (auto& j : killed) backend_->FreeJob(std::move(j));
       for (auto& j : finished) backend_->FreeJob(std::move(j));
     }
-    if (job != nullptr) RunJob(job);
-    const bool progress = !finished.empty() || !killed.empty() || job != nullptr;
+    const size_t ran = RunBatch();
+    const bool progress = !finished.empty() || !killed.empty() || ran > 0;
     finished.clear();
     records.clear();
     mu_.Lock();
+    // After the round's last RunJob returned, so the timeout counts from the last hand-off: a
+    // timer that fired during a slow batch finds the deadline moved (HandleTimeout returns).
+    if (ran > 0) ArmTimerLocked();
     if (!progress) break;
   }
   in_work_ = false;
   mu_.Unlock();
+}
+
+// Runs the batch in selection order. Stops before a job when the scheduler is being stopped (a
+// Stop from a callback this loop ran, or one on another thread waiting for the round to end): the
+// jobs not run stay in the batch (and on the pending list, where Stop and Start know them as not
+// run) and run, still in order, once the scheduler is started again.
+size_t Scheduler::RunBatch() {
+  size_t i = 0;
+  for (; i < batch_.size(); ++i) {
+    // Acquire: pairs with Start's release (its credits_held_ writes before JobDone's reads).
+    if (stop_requested_.load(std::memory_order_acquire)) break;
+    Job* job = batch_[i];
+    // A context found guilty since the job was selected (a recovery during the round): the job is
+    // cancelled as at selection (PopHeadLocked), and still goes to the backend.
+    auto& finished = static_cast<FinishedFence&>(*job->finished_);
+    if (finished.selected() && job->guilty_ != nullptr &&
+        job->guilty_->load(std::memory_order_acquire)) {
+      finished.ClearSelected();
+      finished.SetError(absl::CancelledError("entity is guilty (ECANCELED)"));
+    }
+    RunJob(job);
+  }
+  if (i == batch_.size()) {
+    batch_.clear();
+  } else {
+    batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  return i;
 }
 
 // Frees strictly in the order jobs went to the backend: only the head of the pending list.
@@ -198,7 +261,9 @@ void Scheduler::AccountLocked(Job& job) {
   absl::Time start = job.scheduled_->IsSignaledFlag() ? job.scheduled_->timestamp() : end;
   start = std::max(start, last_freed_end_);
   last_freed_end_ = end;
-  const absl::Duration d = std::max(end - start, absl::ZeroDuration());
+  // A job that completed at once (RunJob returned no hardware fence) has one timestamp for both
+  // fences: it is charged the minimum, so that its entity's virtual runtime still grows.
+  const absl::Duration d = std::max(end - start, kMinJobCharge);
   job.stats_->AddJobTime(d);
   avg_job_ = avg_job_ == absl::ZeroDuration() ? d : avg_job_ + (d - avg_job_) / 4;
 }
@@ -206,18 +271,21 @@ void Scheduler::AccountLocked(Job& job) {
 // drm_sched_job_dependency + drm_sched_entity_add_dependency_cb, in a loop over the head job's
 // dependencies and then PrepareJob, without mu_: polling a fence (IsSignaled) or adding a
 // callback may signal it and run its user callbacks on this thread. Returns null when nothing is
-// left to wait for, or the fence the entity's callback now waits on.
-fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
+// left to wait for, or the fence the entity's callback now waits on; sets `behind_selected` (and
+// returns null) when a dependency is a job this work item selected and has not run yet.
+fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job, bool& behind_selected) {
   for (;;) {
     fence::FenceRef dep;
-    if (!job.order_checked_) {
+    bool from_deps = false;
+    if (job.next_dep_ == 0) {
       // The entity's cancelled previous job (sched/job.h): the same context, yet never queued,
       // so neither skipped nor pipelined.
-      job.order_checked_ = true;
+      job.next_dep_ = 1;
       if (job.order_after_ == nullptr) continue;
       dep = job.order_after_;
-    } else if (job.next_dep_ < job.deps_.size()) {
-      dep = job.deps_[job.next_dep_++];
+    } else if (job.next_dep_ - 1 < job.deps_.size()) {
+      dep = job.deps_[job.next_dep_++ - 1];
+      from_deps = true;
       // The same entity: entity order already serialises them.
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     } else {
@@ -226,10 +294,28 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
       if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
     }
     // The same scheduler: the ring runs jobs in order, so being scheduled is enough — unless the
-    // dependency failed or asked not to be pipelined.
+    // dependency failed or asked not to be pipelined. A job this work item has already selected
+    // counts as scheduled: it reaches RunJob (and its scheduled fence signals) before any job
+    // selected after it, this one included (drm_sched_entity_add_dependency_cb, without the
+    // callback). A job this work item has selected and not yet run (FinishedFence::selected)
+    // will be scheduled before any job selected after it: a dependency in deps_ on it ends the
+    // round's selection here, the job staying its entity's head (and the dependency to be
+    // checked again), and the next round, after the dependency's RunJob, finds it scheduled —
+    // no callback, and PrepareJob still comes after the dependency's RunJob (backend.h). A
+    // fence PrepareJob returned cannot be asked for again: it is waited for (its scheduled
+    // fence) like any other. Only a job that was not given an error at selection (a guilty
+    // entity's) is marked selected (PopHeadLocked), and the mark is cleared when it runs
+    // (RunJob): afterwards its scheduled fence and its error decide, so a job that failed or was
+    // resubmitted with an error is waited for until it finishes.
     if (const FinishedFence* f = FinishedFence::Cast(dep.get());
-        f != nullptr && dep != job.order_after_ && f->scheduler() == this && !f->dont_pipeline() && f->error().ok()) {
-      dep = FinishedFence::ScheduledOf(dep);
+        f != nullptr && dep != job.order_after_ && f->scheduler() == this &&
+        !f->dont_pipeline()) {
+      if (f->selected() && from_deps) {
+        --job.next_dep_;
+        behind_selected = true;
+        return nullptr;
+      }
+      if (f->error().ok()) dep = FinishedFence::ScheduledOf(dep);
     }
     if (dep->IsSignaled()) continue;
     e->dep_signaled_.store(false, std::memory_order_relaxed);
@@ -251,10 +337,12 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job) {
 // order (no dependency callback pending), if its head job's credits are available; then its
 // dependencies and PrepareJob, with mu_ released (preparing_ keeps a kill of the entity out);
 // if it must wait for one, the next entity is tried. `credits_in_use`: credit_count_ as read
-// before the round's drain (RunRounds). Credits freed since then are left to the next round (the
-// contract in scheduler.h); credits charged since then (Start, from a callback run on this
-// thread while mu_ is released) still count: the check uses the larger of the two readings.
-Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
+// before the round's drain (RunRounds); `charged`: the credits this round's selections charged so
+// far. Credits freed since then are left to the next round (the contract in scheduler.h), even
+// when a completion during the round lowered credit_count_ below what the round charged; credits
+// charged since then by others (Start, from a callback run on this thread while mu_ is released)
+// still count: the check uses the larger of the two.
+Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged) {
   for (;;) {
     internal::RqEntry* best_entry = nullptr;
     for (internal::RqEntry* r : rq_->entities()) {
@@ -275,9 +363,9 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
       head.credits_ = options_.credit_limit;
       ++truncated_;
     }
-    const uint32_t in_use =
-        std::max(credits_in_use, credit_count_.load(std::memory_order_relaxed));
-    if (options_.credit_limit - in_use < head.credits_) {
+    const uint64_t in_use = std::max<uint64_t>(credits_in_use + charged,
+                                               credit_count_.load(std::memory_order_relaxed));
+    if (in_use > options_.credit_limit || options_.credit_limit - in_use < head.credits_) {
       if (!head.unschedulable_traced_) {
         head.unschedulable_traced_ = true;
         TraceLocked(TraceEvent::kUnschedulable, *head.finished_);
@@ -288,28 +376,41 @@ Job* Scheduler::PopReadyJobLocked(uint32_t credits_in_use) {
     // and the credit check stay valid while mu_ is released.
     preparing_ = best;
     mu_.Unlock();
-    fence::FenceRef wait = ResolveDependencies(best, head);
+    bool behind_selected = false;
+    fence::FenceRef wait = ResolveDependencies(best, head, behind_selected);
     mu_.Lock();
     preparing_ = nullptr;
+    if (behind_selected) return nullptr;  // the next round selects it (ResolveDependencies)
     if (wait != nullptr) {
       TraceLocked(TraceEvent::kAddDependency, *head.finished_, wait.get());
       best->dep_fence_ = std::move(wait);
       best->dep_pending_ = true;
       continue;
     }
-    return PopHeadLocked(best);
+    Job* job = PopHeadLocked(best);
+    charged += job->credits_;
+    return job;
   }
 }
 
 Job* Scheduler::PopHeadLocked(Entity* best) {
   Job& head = *best->queue_.front();
-  credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+  // Popped even after a Stop while the head job's dependencies were resolved (from PrepareJob or
+  // a dependency's callback on this thread, or a Stop on another thread waiting for the round):
+  // the job then is one selected and not run, as those the Stop found (see Stop), and holds no
+  // credits until Start charges them. The job's own flag says whether its credits are held.
+  if (!paused_) {
+    credit_count_.fetch_add(head.credits_, std::memory_order_relaxed);
+    head.credits_held_ = true;
+  }
   std::unique_ptr<Job> job = std::move(best->queue_.front());
   best->queue_.pop_front();
   best->queued_.fetch_sub(1, std::memory_order_relaxed);
   // A guilty context's jobs are cancelled, but still go to the backend (which should skip them).
   if (job->guilty_ != nullptr && job->guilty_->load(std::memory_order_acquire)) {
     job->finished_->SetError(absl::CancelledError("entity is guilty (ECANCELED)"));
+  } else {
+    static_cast<FinishedFence&>(*job->finished_).MarkSelected();  // see ResolveDependencies
   }
   best->last_scheduled_ = job->finished_;
   rq_->OnPop(best->rq_entry_.get(),
@@ -333,14 +434,47 @@ void Scheduler::AttachHardwareFence(Job* job, const absl::Status& fallback) {
 
 void Scheduler::RunJob(Job* job) {
   Trace(TraceEvent::kRun, *job->finished_);
+  running_.store(job, std::memory_order_relaxed);  // for a Stop on this thread (see Stop)
   absl::StatusOr<fence::FenceRef> hw = backend_->RunJob(*job);
   if (hw.ok() && *hw != nullptr) {  // the parent is set before `scheduled` signals
     job->parent_ = *hw;
     static_cast<FinishedFence&>(*job->finished_).SetParent(*hw);
   }
-  job->scheduled_->Signal();
-  if (!hw.ok()) return JobDone(job, hw.status());
-  if (*hw == nullptr) return JobDone(job, absl::OkStatus());
+  // The selected mark only shortcuts dependants within this batch (ResolveDependencies).
+  static_cast<FinishedFence&>(*job->finished_).ClearSelected();
+  // One clock read for both fences when the job completes at once (RunJob returned no hardware
+  // fence, or an error): it did so by the time of this read.
+  const absl::Time now = absl::Now();
+  job->scheduled_->SignalWithTimestamp(now);
+  // running_ is cleared before anything can signal `finished`: a Stop from a callback of it is
+  // not one inside this RunJob.
+  running_.store(nullptr, std::memory_order_relaxed);
+  // A Stop on this thread since RunJob began (inside the backend's RunJob or a callback of
+  // `scheduled`) kept the job on the pending list for this RunJob to settle (see Stop). The job
+  // was handed to the hardware, so it ends as Stop leaves the others (drm_sched_stop): one whose
+  // hardware fence — parent_, the one RunJob returned or one a ResubmitJobs from a callback of
+  // `scheduled` gave it — has signalled completes with that fence's status, as Stop completes a
+  // job whose fence callback already ran; one whose fence has not signalled is detached — the
+  // reference dropped (a resubmitted one kept, for Start to attach), no callback attached, its
+  // credits returned — for ResubmitJobs to run again or Start to fail; a job that completed at
+  // once completes. Then it is settled: PendingSnapshot on another thread waits for that
+  // (acquire).
+  if (stopped_in_run_.load(std::memory_order_relaxed)) {
+    if (!hw.ok() || *hw == nullptr) {
+      JobDone(job, hw.ok() ? absl::OkStatus() : hw.status(), &now);
+    } else if (job->parent_ != nullptr && job->parent_->IsSignaledFlag()) {
+      // Signalled after `now` was read, maybe: JobDone reads the clock for `finished`.
+      const absl::Status error = job->parent_->error();
+      JobDone(job, error);
+    } else {
+      ReturnCredits(*job);
+      if (job->parent_ == *hw) job->parent_ = nullptr;
+    }
+    stopped_in_run_.store(false, std::memory_order_release);
+    return;
+  }
+  if (!hw.ok()) return JobDone(job, hw.status(), &now);
+  if (*hw == nullptr) return JobDone(job, absl::OkStatus(), &now);
   AttachHardwareFence(job, absl::OkStatus());
 }
 
@@ -348,14 +482,18 @@ void Scheduler::RunJob(Job* job) {
 // touch the job after signalling `finished`: the executor may free it right away; and the
 // scheduler itself may be torn down as soon as the last finished fence signalled, so the
 // destructor waits for `callbacks_running_` to drop to zero, its last touch.
-void Scheduler::JobDone(Job* job, absl::Status status) {
+void Scheduler::JobDone(Job* job, absl::Status status, const absl::Time* now) {
   callbacks_running_.fetch_add(1, std::memory_order_relaxed);
   const fence::FenceRef finished = job->finished_;
   Trace(TraceEvent::kDone, *finished);
-  credit_count_.fetch_sub(job->credits_, std::memory_order_release);
+  // Held unless the job was never charged (teardown of a job a Stop left detached).
+  if (job->credits_held_) {
+    job->credits_held_ = false;
+    credit_count_.fetch_sub(job->credits_, std::memory_order_release);
+  }
   jobs_score_.fetch_sub(1, std::memory_order_relaxed);
   if (!status.ok()) finished->SetError(std::move(status));
-  finished->Signal();
+  finished->SignalWithTimestamp(now != nullptr ? *now : absl::Now());
   WakeUp();
   callbacks_running_.fetch_sub(1, std::memory_order_release);
 }

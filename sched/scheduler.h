@@ -3,9 +3,14 @@
 // What it does: picks the first ready entity in its run queue's order (sched/policy.h; the
 // fair virtual-runtime policy by default), resolves that entity's head job's dependencies (a
 // fence of the same entity is ignored; a finished fence of a job on this same scheduler is waited
-// for only until that job is scheduled, unless it carries an error or asks not to be pipelined;
-// any other fence is waited for), charges its credits — waiting for credits rather than skipping
-// the chosen entity — and calls Backend::RunJob, then signals the job's scheduled fence; when the
+// for only until that job is scheduled, unless it carries an error or asks not to be pipelined —
+// a dependency (Job::AddDependency) on a job this scheduler selected and has not yet run ends the
+// round's selection at that job, which stays its entity's head, and the next round, after that
+// dependency's RunJob, selects it with no callback; Backend::PrepareJob is called at selection
+// and a fence it returns is waited for by that job's entity only, as any dependency; any other
+// fence is waited for),
+// charges its credits — waiting for credits rather than skipping the chosen entity — and calls
+// Backend::RunJob, then signals the job's scheduled fence; when the
 // hardware fence signals, the finished fence signals with its error and the credits come back;
 // finished jobs are freed (Backend::FreeJob) in the order they were handed to the backend, and
 // their hardware time is charged to their entity (the fair policy's virtual runtime).
@@ -16,7 +21,21 @@
 // fence signals all compete for the credit it frees, by priority and policy, whichever thread
 // signals it. A job pushed later (or concurrently) may or may not be a candidate. A selection
 // only uses credits that were free when its round began; a credit freed during a round is used
-// by the next round, which the completion always triggers.
+// by the next round, which the completion always triggers: a round never selects more than the
+// credits free at its start minus what its own selections charged. A round makes up to 32
+// selections (one after the other, each in policy order and charging its credits) under one hold
+// of `mu_` — released only while a chosen head job's dependencies are resolved — and then runs
+// the selected jobs in selection order (the kernel runs one per work-item pass; its contract does
+// not require it). A Stop during a round takes effect before the round's next job (see Stop).
+// A job whose context (the entity's guilty flag) is found guilty after its selection but before
+// its RunJob — a recovery during the round — gets CancelledError then and still goes to the
+// backend, as one guilty at selection; no job depending on it was selected before its RunJob
+// (above), so a dependant on this scheduler that resolves it after that sees the error and waits
+// for its finished fence (one waiting on its scheduled fence, e.g. a fence PrepareJob returned
+// before the context turned guilty, does not).
+// GPU time of jobs that finish during a round is charged to their entities (the fair policy's
+// key) at the next round; a job that completes at once (no hardware fence) is charged 1 µs
+// (kMinJobCharge), so that priorities still weigh the service of a synchronous backend.
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
@@ -25,14 +44,17 @@
 // Job::Push does not take `mu_`: jobs arrive through a lock-free inbox that the work item drains
 // under `mu_`. `mu_` guards the run queue, entity queues and the pending list; it is never held
 // while calling the backend, and no fence callback of the scheduler takes it — callbacks
-// (dependency signalled, hardware fence signalled) only touch atomics and `wake_mu_`, so a fence
-// may signal from any thread.
+// (dependency signalled, hardware fence signalled) only touch atomics, and `wake_mu_` when the
+// work item is idle, so a fence may signal from any thread.
 // Rule: no user fence callback ever runs while the scheduler holds `mu_`. The scheduler never
 // signals, polls (IsSignaled) or adds a callback to a fence with `mu_` held, so a callback on a
 // dependency or a job's fence may push to any entity of the same scheduler, or call any public
 // method of it (tests/sched/sched_review_test.cc: NoUserCallbackUnderSchedulerLock).
 //
-// Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed; on expiry
+// Timeouts (TDR): the timer restarts whenever a job is handed to the backend or freed (a round
+// hands its jobs to the backend one after the other and restarts the timer once the last RunJob
+// returned, so the timeout counts from the last hand-off, however slow the backend's RunJob,
+// never from the selection); on expiry
 // the head of the pending list (the oldest job on the hardware) is taken off the list and given
 // to Backend::TimedOutJob on the executor thread, then put back at the head (so it is freed in
 // order once its finished fence signals — the kernel leaves a reset job to the driver; we never
@@ -126,19 +148,43 @@ class Scheduler {
   // already signalled are freed here (FreeJob on this thread, after a FreeJob in progress on
   // another thread returns) — except the job in TimedOutJob, which is freed when that returns.
   // Jobs still finishing keep signalling their finished fences while stopped. Not for teardown.
+  // A Stop during a round (e.g. from a callback of a job the round ran) takes effect before the
+  // round's next job: jobs the round selected but did not hand to the backend are treated like
+  // jobs still on their entities (the kernel's Stop parks the work item between jobs, so it
+  // never sees one) — their credits come back, their fences stay unsignalled, ResubmitJobs and
+  // ForEachPendingJob skip them, and after Start they run once, in selection order. So is a job
+  // selected after the Stop (one whose Backend::PrepareJob, or a callback run while its
+  // dependencies were resolved, called Stop): it holds no credits until Start. A Stop on the
+  // executor thread while RunJob(J) is under way (inside the backend's RunJob, or a callback of
+  // J's scheduled fence) leaves J to that RunJob; once the backend's RunJob returned and J's
+  // scheduled fence signalled, RunJob settles J as Stop treats the others: a J whose hardware
+  // fence (the one RunJob returned, or one a ResubmitJobs from a scheduled callback gave it) has
+  // signalled by then completes with that fence's status, like a job whose fence signalled
+  // before Stop; a J whose hardware fence has not signalled is detached (the fence dropped — a
+  // resubmitted one is kept for Start to attach —, no callback attached, its credits returned;
+  // pending, for ResubmitJobs to run again or Start to fail, even if the fence signals later,
+  // as for any job whose fence signals after Stop detached it); and a J that completed at once
+  // (or with an error) completes. Start,
+  // ResubmitJobs and ForEachPendingJob on another thread wait until that RunJob has settled J,
+  // so the RunJob (or callback) that called Stop must not then wait for such a call.
   void Stop(Job* bad) ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // drm_sched_start: re-charges the pending jobs' credits and re-attaches them to their hardware
   // fences; a job without one (not resubmitted) finishes with `error`, or CancelledError if OK; a
   // job whose hardware fence already signalled finishes with that fence's error, else `error`.
-  // Then resumes selection and the timer.
+  // A selected job not yet run (see Stop) is only re-charged: the work item runs it. Then
+  // resumes selection and the timer. Each job's credits are charged once, whatever the number
+  // of Stop/Start pairs. On the executor thread inside the RunJob(J) a Stop interrupted, J goes
+  // on as if not stopped; on another thread, Start first waits for that RunJob to settle J
+  // (see Stop).
   void Start(absl::Status error) ABSL_LOCKS_EXCLUDED(mu_);
   bool IsStopped() const ABSL_LOCKS_EXCLUDED(mu_);
   // drm_sched_resubmit_jobs (deprecated upstream): calls RunJob again for every pending job, in
   // order, on this thread; the first job with karma > hang_limit marks its context guilty and
   // every pending job of that context gets CancelledError. Contract: stopped (crash otherwise).
   void ResubmitJobs() ABSL_LOCKS_EXCLUDED(mu_);
-  // drm_sched_for_each_pending_job: `fn` for each job on the hardware, oldest first, on this
-  // thread, no lock held. Contract: stopped.
+  // drm_sched_for_each_pending_job: `fn` for each job on the hardware (handed to the backend),
+  // oldest first, on this thread, no lock held; includes a job whose finished fence already
+  // signalled and is not yet freed (ResubmitJobs skips those). Contract: stopped.
   void ForEachPendingJob(const std::function<void(Job&)>& fn) ABSL_LOCKS_EXCLUDED(mu_);
 
   // drm_sched_increase_karma: unless `bad` is a kernel-priority job, raises its karma and marks
@@ -186,26 +232,34 @@ class Scheduler {
   void UpdateRqSizeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- the work item (scheduler.cc) ---
-  // From fence callbacks too: only wake_mu_ (and the executor's queue).
+  // From fence callbacks too: one read-modify-write of work_ while the work item is queued or
+  // running; wake_mu_ (and the executor's queue) only to post it when it is idle.
   void WakeUp() ABSL_LOCKS_EXCLUDED(wake_mu_);
   void RunWork() ABSL_LOCKS_EXCLUDED(wake_mu_, mu_);
   // True inside this scheduler's work item (e.g. Backend::TimedOutJob calling Stop).
   bool OnExecutorThread() const;
-  // Rounds of: free finished jobs, then pick and run at most one job, until one does nothing.
+  // Rounds of: free finished jobs, then select up to kMaxBatch jobs and run them in selection
+  // order, until one does nothing.
   void RunRounds() ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   // Appends to `out` (kept by the caller across rounds: no allocation per job).
   void TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AccountLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases mu_ while it resolves the chosen head job's dependencies (ResolveDependencies).
-  // `credits_in_use`: credit_count_ as read before the round drained the inbox.
-  Job* PopReadyJobLocked(uint32_t credits_in_use) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `credits_in_use`: credit_count_ as read before the round drained the inbox; `charged`: the
+  // credits the round's selections charged so far (updated).
+  Job* PopReadyJobLocked(uint32_t credits_in_use, uint64_t& charged)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* PopHeadLocked(Entity* entity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  fence::FenceRef ResolveDependencies(Entity* entity, Job& job) ABSL_LOCKS_EXCLUDED(mu_);
+  fence::FenceRef ResolveDependencies(Entity* entity, Job& job, bool& behind_selected)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Installs the hardware-fence callback (RunJob and Start); `fallback` is the status used when
   // the hardware fence has already signalled without an error.
   void AttachHardwareFence(Job* job, const absl::Status& fallback);
+  // Runs batch_ in order until a Stop; removes the jobs it ran from batch_ and returns how many.
+  size_t RunBatch() ABSL_LOCKS_EXCLUDED(mu_);
   void RunJob(Job* job) ABSL_LOCKS_EXCLUDED(mu_);
-  void JobDone(Job* job, absl::Status status);
+  // `now`: the signal time to record on `finished` (null: read the clock).
+  void JobDone(Job* job, absl::Status status, const absl::Time* now = nullptr);
   void Trace(TraceEvent event, const fence::Fence& job_fence, const fence::Fence* dep = nullptr);
   // Records made under mu_ are buffered and emitted after it is released.
   void TraceLocked(TraceEvent event, const fence::Fence& job_fence,
@@ -217,6 +271,11 @@ class Scheduler {
   void HandleTimeout() ABSL_LOCKS_EXCLUDED(mu_, free_mu_);
   void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<Job*> PendingSnapshot() ABSL_LOCKS_EXCLUDED(mu_);
+  // The job went through RunJob (its scheduled fence signalled); a pending job that did not was
+  // selected and is waiting in batch_ (see Stop).
+  static bool Ran(const Job& job);
+  // Stop: returns the job's credits if it holds them (Job::credits_held_).
+  void ReturnCredits(Job& job);
   // Teardown: fail and free whatever is left (Fini).
   void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_, free_mu_);
 
@@ -255,6 +314,9 @@ class Scheduler {
   // it waits (the kernel's entity_idle).
   Entity* preparing_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Time tdr_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // A Fault() the handler has not seen yet: no re-arm (e.g. the one after a round ran jobs)
+  // moves its deadline (now) later. HandleTimeout and Stop clear it.
+  bool fault_pending_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time timer_set_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // what TdrTimer holds
   bool tdr_disabled_ ABSL_GUARDED_BY(mu_) = false;  // after kNoDevice
   // The job inside Backend::TimedOutJob (off the pending list), and whether Stop asked for it
@@ -270,6 +332,24 @@ class Scheduler {
   std::vector<TraceRecord> trace_buf_ ABSL_GUARDED_BY(mu_);
   // RunRounds' batch of jobs to free; only the work item touches it (kept to reuse its memory).
   std::vector<std::unique_ptr<Job>> to_free_;
+  // RunRounds' jobs selected in one round, run in order after it; only the work item touches it.
+  // Jobs left over by a Stop stay in it (and at the tail of pending_), before the next round's
+  // selections.
+  static constexpr size_t kMaxBatch = 32;
+  std::vector<Job*> batch_;
+  // The job in RunJob (from before the backend's RunJob until `scheduled` signalled and its
+  // callbacks returned), else null. Only the executor thread touches it (a Stop or Start there).
+  std::atomic<Job*> running_{nullptr};
+  // A Stop on the executor thread kept running_ (its RunJob under way) for RunJob to settle; a
+  // Start on that thread inside the same RunJob clears it. Written only by the executor thread;
+  // RunJob clears it (release) once the job is detached or completed, and PendingSnapshot on
+  // another thread waits for false (acquire).
+  std::atomic<bool> stopped_in_run_{false};
+  // paused_, for RunBatch's check before each job without mu_ (relaxed: a Stop on another thread
+  // waits for the round to end anyway; one on this thread is seen at once).
+  std::atomic<bool> stop_requested_{false};
+  // Fair policy: what a job that completed at once (no hardware time) is charged.
+  static constexpr absl::Duration kMinJobCharge = absl::Microseconds(1);
   int truncated_ ABSL_GUARDED_BY(mu_) = 0;  // oversized jobs to warn about, outside mu_
 
   // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).
@@ -285,7 +365,10 @@ class Scheduler {
   // WakeUp called by the work item itself (a callback it ran); only the work item touches it.
   bool self_wake_ = false;
   absl::Mutex wake_mu_;
-  // Written only under wake_mu_; atomic so that the idle spin can poll it without the lock.
+  // Leaves kIdle only under wake_mu_ (WakeUp posts the work item) and enters it only under
+  // wake_mu_ (the work item going idle; the destructor waits for it there). Every other
+  // transition is a lock-free read-modify-write: a WakeUp while the work item is queued or
+  // running takes no lock (kRunning -> kRunningAgain, or an unchanged kQueued / kRunningAgain).
   std::atomic<Work> work_{Work::kIdle};
   bool exiting_ ABSL_GUARDED_BY(wake_mu_) = false;
 };

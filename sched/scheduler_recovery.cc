@@ -1,4 +1,5 @@
 // Scheduler: timeouts (TDR), stop/start recovery, karma, and teardown.
+#include <thread>
 #include <utility>
 
 #include "base/check.h"
@@ -10,6 +11,7 @@
 namespace sched {
 
 void Scheduler::ArmTimerLocked() {
+  if (fault_pending_) return;  // the handler runs now (Fault)
   tdr_deadline_ = (options_.timeout == absl::InfiniteDuration() || tdr_disabled_ || paused_ ||
                    pending_.empty())
                       ? absl::InfiniteFuture()
@@ -26,6 +28,7 @@ void Scheduler::Fault() {
   {
     absl::MutexLock l(&mu_);
     tdr_deadline_ = absl::Now();
+    fault_pending_ = true;
   }
   tdr_check_.store(true, std::memory_order_release);
   WakeUp();
@@ -38,8 +41,10 @@ void Scheduler::HandleTimeout() {
   Job* job;
   {
     absl::MutexLock l(&mu_);
+    fault_pending_ = false;  // seen (dropped if stopped, as the deadline Stop cleared)
     if (paused_ || absl::Now() < tdr_deadline_) return;  // progress re-armed it meanwhile
-    if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag()) {
+    if (pending_.empty() || pending_.front()->finished_->IsSignaledFlag() ||
+        !Ran(*pending_.front())) {
       ArmTimerLocked();
       return;
     }
@@ -77,10 +82,17 @@ void Scheduler::HandleTimeout() {
 void Scheduler::Stop(Job* bad) {
   std::deque<std::unique_ptr<Job>> jobs;
   Job* in_handler;
+  // The job whose RunJob this Stop interrupts (on the executor thread: from the backend's RunJob
+  // or a callback of the job's scheduled fence); a Stop on another thread waits for the round,
+  // so it never sees one.
+  Job* running = nullptr;
   {
     absl::MutexLock l(&mu_);
     paused_ = true;
-    if (!OnExecutorThread()) {
+    stop_requested_.store(true, std::memory_order_relaxed);
+    if (OnExecutorThread()) {
+      running = running_.load(std::memory_order_relaxed);
+    } else {
       mu_.Await(absl::Condition(
           +[](Scheduler* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !s->in_work_; }, this));
     }
@@ -89,6 +101,7 @@ void Scheduler::Stop(Job* bad) {
     in_handler = handler_job_;
     jobs.swap(pending_);
     tdr_deadline_ = absl::InfiniteFuture();
+    fault_pending_ = false;
   }
   // Outside mu_: removing a hardware callback waits for it if it is running, and it signals the
   // finished fence, whose own callbacks may push jobs.
@@ -97,10 +110,24 @@ void Scheduler::Stop(Job* bad) {
   std::unique_ptr<Job> guilty;
   for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {  // newest first, as the kernel
     std::unique_ptr<Job>& job = *it;
+    if (job.get() == running) {
+      // In RunJob on this thread: left to RunJob, which detaches it once the backend's RunJob
+      // returned (credits returned, hardware fence dropped) or completes it if it completed at
+      // once; PendingSnapshot on other threads waits for that.
+      stopped_in_run_.store(true, std::memory_order_relaxed);
+      keep.push_front(std::move(job));
+      continue;
+    }
+    if (!Ran(*job)) {
+      // Selected, not handed to the backend (a Stop during a round): as if still on its entity.
+      ReturnCredits(*job);
+      keep.push_front(std::move(job));
+      continue;
+    }
     const bool detached_before = job->parent_ == nullptr && !job->finished_->IsSignaledFlag();
     if (detached_before ||
         (job->parent_ != nullptr && job->parent_->RemoveCallback(&job->hw_cb_))) {
-      if (!detached_before) credit_count_.fetch_sub(job->credits_, std::memory_order_relaxed);
+      ReturnCredits(*job);  // none held if an earlier Stop detached it
       job->parent_ = nullptr;
       keep.push_front(std::move(job));
     } else if (job.get() == in_handler) {
@@ -129,10 +156,29 @@ void Scheduler::Stop(Job* bad) {
   for (auto& job : done) backend_->FreeJob(std::move(job));
 }
 
+void Scheduler::ReturnCredits(Job& job) {
+  if (!job.credits_held_) return;
+  job.credits_held_ = false;
+  credit_count_.fetch_sub(job.credits_, std::memory_order_relaxed);
+}
+
 void Scheduler::Start(absl::Status error) {
   const absl::Status fallback = error.ok() ? absl::CancelledError("ECANCELED") : error;
+  Job* running = nullptr;
+  if (OnExecutorThread()) {
+    // A Start after a Stop inside the same RunJob: that job goes on as if not stopped.
+    running = running_.load(std::memory_order_relaxed);
+    if (running != nullptr) stopped_in_run_.store(false, std::memory_order_relaxed);
+  }
   for (Job* job : PendingSnapshot()) {
-    credit_count_.fetch_add(job->credits_, std::memory_order_relaxed);
+    if (job == running) continue;
+    // Completed at once by the RunJob a Stop interrupted (see Stop): nothing to re-attach.
+    if (job->finished_->IsSignaledFlag()) continue;
+    if (!job->credits_held_) {
+      job->credits_held_ = true;
+      credit_count_.fetch_add(job->credits_, std::memory_order_relaxed);
+    }
+    if (!Ran(*job)) continue;  // selected, not run: the work item runs it (see Stop)
     if (job->parent_ == nullptr) {
       JobDone(job, fallback);
     } else {
@@ -142,10 +188,14 @@ void Scheduler::Start(absl::Status error) {
   {
     absl::MutexLock l(&mu_);
     paused_ = false;
+    // Release: RunBatch reads it without mu_ and then runs jobs whose credits_held_ this wrote.
+    stop_requested_.store(false, std::memory_order_release);
     ArmTimerLocked();
   }
   WakeUp();
 }
+
+bool Scheduler::Ran(const Job& job) { return job.scheduled_->IsSignaledFlag(); }
 
 bool Scheduler::IsStopped() const {
   absl::MutexLock l(&mu_);
@@ -153,6 +203,11 @@ bool Scheduler::IsStopped() const {
 }
 
 std::vector<Job*> Scheduler::PendingSnapshot() {
+  // A Stop on the executor thread inside RunJob(J): on another thread, wait until that RunJob
+  // settled J (detached or completed), so J is not run, attached or finished twice.
+  if (!OnExecutorThread()) {
+    while (stopped_in_run_.load(std::memory_order_acquire)) std::this_thread::yield();
+  }
   absl::MutexLock l(&mu_);
   UDRM_CHECK(paused_, "Scheduler: pending jobs walked while not stopped");
   std::vector<Job*> out;
@@ -164,6 +219,8 @@ void Scheduler::ResubmitJobs() {
   bool found_guilty = false;
   uint64_t guilty_context = 0;
   for (Job* job : PendingSnapshot()) {
+    // Not on the hardware (see Stop), or completed by the RunJob a Stop interrupted.
+    if (!Ran(*job) || job->finished_->IsSignaledFlag()) continue;
     if (!found_guilty && job->karma() > options_.hang_limit) {
       found_guilty = true;
       guilty_context = job->scheduled_->context();
@@ -179,11 +236,13 @@ void Scheduler::ResubmitJobs() {
 }
 
 void Scheduler::ForEachPendingJob(const std::function<void(Job&)>& fn) {
-  for (Job* job : PendingSnapshot()) fn(*job);
+  for (Job* job : PendingSnapshot()) {
+    if (Ran(*job)) fn(*job);
+  }
 }
 
 void Scheduler::IncreaseKarma(Job& bad) {
-  if (bad.priority_ == Priority::kKernel) return;
+  if (bad.priority() == Priority::kKernel) return;
   bad.karma_.fetch_add(1, std::memory_order_relaxed);
   if (bad.guilty_ != nullptr) bad.guilty_->store(true, std::memory_order_release);
 }
@@ -201,9 +260,25 @@ void Scheduler::CancelAndFreeAll() {
     pending.swap(pending_);
   }
   for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
-    if (!(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
+    if (Ran(**it) && !(*it)->finished_->IsSignaledFlag()) backend_->CancelJob(**it);
   }
-  // Killed jobs whose dependencies never signalled: fail them now rather than wait forever.
+  // The pending jobs first: a killed job may be chained behind one (its entity's last selected
+  // job, e.g. one a Stop left selected and not run), and must not signal before it. Its gate
+  // callback then completes it as that job's finished fence signals.
+  for (auto& job : pending) {
+    // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
+    // can never reach the freed job, and fail the job ourselves.
+    if (!Ran(*job)) job->scheduled_->Signal();  // selected, never run (see Stop)
+    if (!job->finished_->IsSignaledFlag() &&
+        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
+      JobDone(job.get(), absl::CancelledError("scheduler torn down"));
+    }
+    (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
+    absl::MutexLock f(&free_mu_);
+    backend_->FreeJob(std::move(job));
+  }
+  // Then the killed jobs whose dependencies never signalled: fail them now rather than wait
+  // forever (in kill order, so one entity's killed jobs complete in order).
   std::vector<std::unique_ptr<Job>> killed;
   {
     absl::MutexLock l(&killed_mu_);
@@ -215,17 +290,6 @@ void Scheduler::CancelAndFreeAll() {
       CompleteKilled(job.get());
     }
     (void)job->finished_->Wait();
-    absl::MutexLock f(&free_mu_);
-    backend_->FreeJob(std::move(job));
-  }
-  for (auto& job : pending) {
-    // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
-    // can never reach the freed job, and fail the job ourselves.
-    if (!job->finished_->IsSignaledFlag() &&
-        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
-      JobDone(job.get(), absl::CancelledError("scheduler torn down"));
-    }
-    (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback
     absl::MutexLock f(&free_mu_);
     backend_->FreeJob(std::move(job));
   }

@@ -349,6 +349,7 @@ TEST(SchedBadInput, Rejected) {
   EXPECT_TRUE(absl::IsInvalidArgument(job.Init(nullptr, 1)));
 }
 
+
 }  // namespace
 }  // namespace sched
 
@@ -422,6 +423,18 @@ TEST(SchedFence, DeadlineForwardedToParent) {
     ASSERT_TRUE(finished->Wait(absl::Seconds(10)).ok());
   }
   s.reset();
+}
+
+// The lead's review of issue 13, finding 9: an InfinitePast deadline set before the job runs reaches the parent as InfinitePast.
+TEST(SchedFence, InfinitePastDeadlineForwardedAsInfinitePast) {
+  const uint64_t context = fence::FenceContext::Allocate();
+  auto pair = FinishedFence::CreatePair(context, 1, nullptr, false);
+  pair.finished->SetDeadline(absl::InfinitePast());
+  auto parent = std::make_shared<DeadlineFence>(fence::FenceContext::Allocate(), 1,
+                                                fence::SeqnoWidth::k64);
+  static_cast<FinishedFence&>(*pair.finished).SetParent(parent);
+  EXPECT_EQ(parent->deadline(), absl::InfinitePast());
+  parent->Signal();
 }
 
 }  // namespace

@@ -269,8 +269,8 @@ class PageTable {
   // the same entries stored, in the same order, with the same release stores, as the Map calls
   // would; a map at the last level (4 KiB, 64 KiB pages) that stays inside the last-level table
   // the previous one wrote writes into that table without walking down from the root again
-  // (a map cannot unhook a table at or above the last level, only a 2 MiB or 1 GiB one replaces
-  // a table, and that one walks from the root). The returned Invalidation is the Map calls'
+  // (a 4 KiB or 64 KiB map never unhooks a table; only a 2 MiB or 1 GiB map replaces one, and
+  // that one walks from the root). The returned Invalidation is the Map calls'
   // absorbed into one, except that the generation is bumped, and the stale flags of the caches
   // whose footprint meets a replaced map's range are set, once, at the end (as one Map over a
   // range does), when any map replaced mappings. Contract as Map (each request re-checked,

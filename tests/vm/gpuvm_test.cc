@@ -172,7 +172,6 @@ TEST_F(GpuvmTest, ContractCrashes) {
       "VAs still in its tree");
 }
 
-// vm_bo: unique per (VM, BO), linked VAs hold it, the last put frees it and its references.
 // RemoveRun: a run of consecutive VAs goes in one call, with their VM references; the VAs
 // before and after stay; VAs that are not consecutive in the tree are a contract crash.
 TEST_F(GpuvmTest, RemoveRunRemovesConsecutiveVas) {
@@ -221,6 +220,7 @@ TEST_F(GpuvmTest, RemoveRunRemovesConsecutiveVas) {
   for (auto& va : vas) EXPECT_EQ(va->vm, nullptr);
 }
 
+// vm_bo: unique per (VM, BO), linked VAs hold it, the last put frees it and its references.
 TEST_F(GpuvmTest, VmBoObtainLinkUnlinkPut) {
   Ref<Gpuvm> vm = MakeVm();
   Ref<Bo> bo = Bo::Create(4 * kPage);

@@ -160,8 +160,9 @@ void Fence::AwaitClaimedSignal() const {
   // The claimer is between its claim and its release store of kSignaledBit: a few instructions,
   // unless it was preempted there (2 cores and busy threads). So spin briefly, then yield the
   // CPU on every further poll so a preempted claimer can run.
-  for (int i = 0; !IsSignaledFlag(); ++i) {
+  for (int i = 0; !IsSignaledFlag();) {
     if (i < kClaimSpins) {
+      ++i;  // counts only the spins: a claimer stopped for long must not overflow it
       udrm::CpuRelax();
     } else {
       std::this_thread::yield();

@@ -212,6 +212,12 @@ void Scheduler::RunRounds() {
     // timer that fired during a slow batch finds the deadline moved (HandleTimeout returns).
     if (ran > 0) ArmTimerLocked();
     if (!progress) break;
+    // A Fault() (or an expired timer) waits for the timeout handler, which runs between rounds:
+    // end this pass so a stream of submissions that keeps every round busy cannot defer it.
+    if (tdr_check_.load(std::memory_order_relaxed)) {
+      self_wake_ = true;
+      break;
+    }
   }
   in_work_ = false;
   mu_.Unlock();
@@ -462,7 +468,7 @@ void Scheduler::RunJob(Job* job) {
   if (stopped_in_run_.load(std::memory_order_relaxed)) {
     if (!hw.ok() || *hw == nullptr) {
       JobDone(job, hw.ok() ? absl::OkStatus() : hw.status(), &now);
-    } else if (job->parent_ != nullptr && job->parent_->IsSignaledFlag()) {
+    } else if (job->parent_ != nullptr && job->parent_->IsSignaled()) {  // polls a backend fence
       // Signalled after `now` was read, maybe: JobDone reads the clock for `finished`.
       const absl::Status error = job->parent_->error();
       JobDone(job, error);

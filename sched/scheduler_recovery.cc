@@ -269,8 +269,12 @@ void Scheduler::CancelAndFreeAll() {
     // A backend that did not cancel (or a job detached by Stop): make sure the hardware fence
     // can never reach the freed job, and fail the job ourselves.
     if (!Ran(*job)) job->scheduled_->Signal();  // selected, never run (see Stop)
+    // RemoveCallback is false both when the callback ran (it waits for it: finished is then
+    // signalled) and when none was attached (a hardware fence ResubmitJobs gave while stopped,
+    // attached only by Start): the latter must be failed here too, or Wait() below never returns.
     if (!job->finished_->IsSignaledFlag() &&
-        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_))) {
+        (job->parent_ == nullptr || job->parent_->RemoveCallback(&job->hw_cb_) ||
+         !job->finished_->IsSignaledFlag())) {
       JobDone(job.get(), absl::CancelledError("scheduler torn down"));
     }
     (void)job->finished_->Wait();  // signalled by now: by cancellation or by the callback

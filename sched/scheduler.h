@@ -138,7 +138,10 @@ class Scheduler {
   // False once teardown began; entities stop picking it. Relaxed.
   bool ready() const { return ready_.load(std::memory_order_relaxed); }
 
-  // drm_sched_fault: run the timeout handler now (if a job is on the hardware). Any thread.
+  // drm_sched_fault: run the timeout handler now (if a job is on the hardware). Any thread. The
+  // handler runs on the work item before its next round: a round under way finishes its batch
+  // first (at most 32 jobs), and submissions that keep the rounds busy do not defer it further.
+  // A Fault() made while stopped may be handled before Start or right after it (not fixed).
   void Fault() ABSL_LOCKS_EXCLUDED(mu_, wake_mu_);
 
   // drm_sched_stop: pauses selection and freeing (blocks until the executor is between jobs,

@@ -243,11 +243,7 @@ size_t Scheduler::RunBatch() {
     }
     RunJob(job);
   }
-  if (i == batch_.size()) {
-    batch_.clear();
-  } else {
-    batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(i));
-  }
+  batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(i));
   return i;
 }
 
@@ -493,10 +489,7 @@ void Scheduler::JobDone(Job* job, absl::Status status, const absl::Time* now) {
   const fence::FenceRef finished = job->finished_;
   Trace(TraceEvent::kDone, *finished);
   // Held unless the job was never charged (teardown of a job a Stop left detached).
-  if (job->credits_held_) {
-    job->credits_held_ = false;
-    credit_count_.fetch_sub(job->credits_, std::memory_order_release);
-  }
+  ReturnCredits(*job);
   jobs_score_.fetch_sub(1, std::memory_order_relaxed);
   if (!status.ok()) finished->SetError(std::move(status));
   finished->SignalWithTimestamp(now != nullptr ? *now : absl::Now());

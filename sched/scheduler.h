@@ -277,7 +277,7 @@ class Scheduler {
   // The job went through RunJob (its scheduled fence signalled); a pending job that did not was
   // selected and is waiting in batch_ (see Stop).
   static bool Ran(const Job& job);
-  // Stop: returns the job's credits if it holds them (Job::credits_held_).
+  // JobDone, Stop: returns the job's credits if it holds them (Job::credits_held_); release.
   void ReturnCredits(Job& job);
   // Teardown: fail and free whatever is left (Fini).
   void CancelAndFreeAll() ABSL_LOCKS_EXCLUDED(mu_, killed_mu_, free_mu_);

@@ -159,7 +159,7 @@ void Scheduler::Stop(Job* bad) {
 void Scheduler::ReturnCredits(Job& job) {
   if (!job.credits_held_) return;
   job.credits_held_ = false;
-  credit_count_.fetch_sub(job.credits_, std::memory_order_relaxed);
+  credit_count_.fetch_sub(job.credits_, std::memory_order_release);
 }
 
 void Scheduler::Start(absl::Status error) {

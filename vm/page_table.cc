@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
 
 #include "base/check.h"
 #include "base/sanitizers.h"
@@ -14,6 +15,8 @@ using internal::Table;
 namespace {
 
 using internal::kAddrMask;
+using internal::kCountMask;
+using internal::kCountShift;
 using internal::kFlagMask;
 using internal::kRead;
 using internal::kSizeMask;
@@ -39,15 +42,44 @@ uint64_t TablePte(const Table* t) { return reinterpret_cast<uint64_t>(t) | kTabl
 
 Table* PteTable(uint64_t pte) { return reinterpret_cast<Table*>(pte & kAddrMask); }
 
-// Writer-only: a table with no valid entry can be unhooked. Eight entries per test: an empty
-// table (every unmap that empties one) is read whole.
-bool IsEmpty(const Table* t) {
+// Writer-only: whether `t` has no valid entry, by a scan (debug checks and the test hook: the
+// writer keeps a count, ValidCount). Eight entries per test.
+[[maybe_unused]] bool IsEmpty(const Table* t) {
   for (int i = 0; i < 512; i += 8) {
     uint64_t any = 0;
     for (int k = 0; k < 8; ++k) any |= t->e[i + k].load(std::memory_order_relaxed);
     if (any & kValid) return false;
   }
   return true;
+}
+
+// Writer-only: the count of valid entries of `t`, kept in bits 7-11 of its entries 0 and 1
+// (vm/internal/pte.h).
+int ValidCount(const Table* t) {
+  const uint64_t lo = (t->e[0].load(std::memory_order_relaxed) & kCountMask) >> kCountShift;
+  const uint64_t hi = (t->e[1].load(std::memory_order_relaxed) & kCountMask) >> kCountShift;
+  return static_cast<int>(lo | (hi << 5));
+}
+
+// Writer-only: adds `delta` to the valid-entry count of `t`. Release stores, as every store of
+// a linked table's entry: the entry's mapping bits do not change.
+void AddValidCount(Table* t, int delta) {
+  if (delta == 0) return;
+  const int n = ValidCount(t) + delta;
+  UDRM_DCHECK(n >= 0 && n <= 512, "PageTable: valid-entry count out of range");
+  for (int i = 0; i < 2; ++i) {
+    const uint64_t bits = (static_cast<uint64_t>(n >> (5 * i)) & 31) << kCountShift;
+    const uint64_t old = t->e[i].load(std::memory_order_relaxed);
+    if ((old & kCountMask) != bits) {
+      t->e[i].store((old & ~kCountMask) | bits, std::memory_order_release);
+    }
+  }
+}
+
+// Writer-only: stores `pte` in `slot`, whose value is `old`, keeping the count bits `old` holds
+// (entries 0 and 1 of a table carry its valid-entry count).
+void StoreEntry(std::atomic<uint64_t>& slot, uint64_t old, uint64_t pte) {
+  slot.store(pte | (old & kCountMask), std::memory_order_release);
 }
 
 constexpr uint64_t k64K = uint64_t{1} << 16;
@@ -380,6 +412,7 @@ Table* PageTable::Split(uint64_t pte, int level, Prealloc& pre) {
   for (uint64_t i = 0; i < 512; ++i) {
     t->e[i].store(LeafPte(base + i * step, flag_bits, child_size), std::memory_order_relaxed);
   }
+  AddValidCount(t, 512);  // a fresh page: the count was 0
   return t;
 }
 
@@ -462,7 +495,7 @@ void PageTable::FixPartialBlocks(Table* t, uint64_t va, uint64_t end, uint64_t t
       const uint64_t pte = slot.load(std::memory_order_relaxed);
       if (!(pte & kValid) || PteSize(pte) != PageSize::k64K) continue;
       const uint64_t addr = (pte & kSparse) ? 0 : (pte & kAddrMask) + (at - block);
-      slot.store(LeafPte(addr, pte & kFlagMask, PageSize::k4K), std::memory_order_release);
+      StoreEntry(slot, pte, LeafPte(addr, pte & kFlagMask, PageSize::k4K));
     }
   }
 }
@@ -471,32 +504,37 @@ void PageTable::MapLevel(Table* t, int level, uint64_t va, uint64_t end, const L
                          Prealloc& pre, Invalidation& inv) {
   const int shift = Shift(level);
   const uint64_t span = uint64_t{1} << shift;
+  int added = 0;  // entries of `t` that became valid (the count is updated once, at the end)
   for (uint64_t cur = va; cur < end;) {
     const uint64_t entry_end = (cur & ~(span - 1)) + span;
     const uint64_t stop = std::min(end, entry_end);
     std::atomic<uint64_t>& slot = t->e[(cur >> shift) & 511];
     const uint64_t old = slot.load(std::memory_order_relaxed);
     if (level == leaf.level) {
-      slot.store(leaf.Pte(cur), std::memory_order_release);
+      StoreEntry(slot, old, leaf.Pte(cur));
       if (old & kValid) {
         inv.removed_mappings_ = true;
         if (old & kTableBit) Retire(old, level, pre, inv);
+      } else {
+        ++added;
       }
     } else {
       Table* child;
       if (!(old & kValid)) {
         child = Take(pre);  // empty: readers may see it before it fills, as "not mapped yet"
-        slot.store(TablePte(child), std::memory_order_release);
+        StoreEntry(slot, old, TablePte(child));
+        ++added;
       } else if (old & kTableBit) {
         child = PteTable(old);
       } else {
         child = Split(old, level, pre);
-        slot.store(TablePte(child), std::memory_order_release);
+        StoreEntry(slot, old, TablePte(child));
       }
       MapLevel(child, level + 1, cur, stop, leaf, pre, inv);
     }
     cur = stop;
   }
+  AddValidCount(t, added);
   if (level == levels_ - 1) FixPartialBlocks(t, va, end, va & ~((span << 9) - 1));
 }
 
@@ -504,6 +542,7 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
                            Invalidation& inv) {
   const int shift = Shift(level);
   const uint64_t span = uint64_t{1} << shift;
+  int removed = 0;  // valid entries of `t` cleared (the count is updated once, at the end)
   for (uint64_t cur = va; cur < end;) {
     const uint64_t entry_start = cur & ~(span - 1);
     const uint64_t stop = std::min(end, entry_start + span);
@@ -512,7 +551,8 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
     if (old & kValid) {
       inv.removed_mappings_ = true;
       if (cur == entry_start && stop == entry_start + span) {
-        slot.store(0, std::memory_order_release);  // the whole entry goes: unhook
+        StoreEntry(slot, old, 0);  // the whole entry goes: unhook
+        ++removed;
         if (old & kTableBit) Retire(old, level, pre, inv);
       } else {
         Table* child;
@@ -520,19 +560,49 @@ void PageTable::UnmapLevel(Table* t, int level, uint64_t va, uint64_t end, Preal
           child = PteTable(old);
         } else {
           child = Split(old, level, pre);  // keep the rest of the large page mapped
-          slot.store(TablePte(child), std::memory_order_release);
+          StoreEntry(slot, old, TablePte(child));
         }
         UnmapLevel(child, level + 1, cur, stop, pre, inv);
-        if (IsEmpty(child)) {  // empty now: unhook it so memory stays bounded
+        // Empty now (its count, not a scan of 512 entries): unhook it so memory stays bounded.
+        if (ValidCount(child) == 0) {
+          UDRM_DCHECK(IsEmpty(child), "PageTable: a table counted empty has a valid entry");
           const uint64_t linked = slot.load(std::memory_order_relaxed);
-          slot.store(0, std::memory_order_release);
+          StoreEntry(slot, linked, 0);
+          ++removed;
           Retire(linked, level, pre, inv, /*empty=*/true);
         }
       }
     }
     cur = stop;
   }
+  AddValidCount(t, -removed);
   if (level == levels_ - 1) FixPartialBlocks(t, va, end, va & ~((span << 9) - 1));
+}
+
+namespace {
+// The first table under `t` (at `level`; `t` included) whose valid-entry count differs from a
+// scan of its entries, described; empty if none.
+std::string CountMismatch(const Table* t, int level, int levels) {
+  int scanned = 0;
+  for (const auto& slot : t->e) scanned += (slot.load(std::memory_order_relaxed) & kValid) != 0;
+  if (scanned != ValidCount(t)) {
+    return "table at level " + std::to_string(level) + ": count " +
+           std::to_string(ValidCount(t)) + ", " + std::to_string(scanned) + " valid entries";
+  }
+  if (level + 1 >= levels) return "";
+  for (const auto& slot : t->e) {
+    const uint64_t pte = slot.load(std::memory_order_relaxed);
+    if (!(pte & kValid) || !(pte & kTableBit)) continue;
+    if (std::string m = CountMismatch(PteTable(pte), level + 1, levels); !m.empty()) return m;
+  }
+  return "";
+}
+}  // namespace
+
+absl::Status PageTable::CheckValidCountsForTesting() const {
+  const std::string m = CountMismatch(root_, 0, levels_);
+  if (m.empty()) return absl::OkStatus();
+  return absl::InternalError("PageTable valid-entry count: " + m);
 }
 
 void PageTable::BeginWrite() {

@@ -37,7 +37,9 @@
 //    table hundreds of thousands of times a second should defer.
 //  - Partial unmap (or partial re-map) of a large page splits it: the rest stays mapped, as
 //    smaller pages, with the same target and flags. Empty table pages are unhooked and freed (via
-//    Release), so memory stays bounded under map/unmap storms.
+//    Release), so memory stays bounded under map/unmap storms. The writer knows a table is empty
+//    from a count of its valid entries that it keeps in the table (bits no reader looks at),
+//    not by scanning the table's 512 entries.
 //
 // Bad requests (misaligned, out of range, overflowing, size 0, unknown flags) return
 // InvalidArgument from the Reserve* calls and change nothing.
@@ -311,6 +313,12 @@ class PageTable {
   void FlushDeferred() ABSL_LOCKS_EXCLUDED(defer_mu_);
 
   Stats stats() const;
+
+  // Test hook: every linked table's valid-entry count (kept by the writer in the spare bits of
+  // its entries 0 and 1, vm/internal/pte.h, so that an unmap knows a table became empty without
+  // scanning it) against a scan of its entries. InternalError naming the first mismatch.
+  // Contract: no writer at the same time.
+  absl::Status CheckValidCountsForTesting() const;
 
  private:
   friend class TranslationCache;  // registers its stale flag (below); walks with WalkToLeaf

@@ -1,7 +1,9 @@
 // Differential test: vm::PageTable against a simple reference model (one entry per 4 KiB page)
 // over 10^6 random map/unmap operations of 4 KiB, 64 KiB and 2 MiB pages in a window that spans
 // a 1 GiB boundary, checking sampled translations after every operation and every page at the end;
-// and lists of maps through PageTable::MapAll against the same model.
+// and lists of maps through PageTable::MapAll against the same model. Both check every table's
+// valid-entry count (the writer's, kept in entries 0 and 1 of the table) against a scan every
+// 1024 operations (256 lists) and at the end.
 #include <algorithm>
 #include <vector>
 #include <random>
@@ -93,7 +95,12 @@ TEST(PageTableDiff, MillionRandomOperations) {
   constexpr int kOps = 1000000;
   Invalidation pending;  // one grace period per 1024 operations, as a bind job batches its ops
   for (int op = 0; op < kOps; ++op) {
-    if (op % 1024 == 0) pt->Release(std::exchange(pending, Invalidation()));
+    if (op % 1024 == 0) {
+      pt->Release(std::exchange(pending, Invalidation()));
+      // Every table's valid-entry count (what Unmap unhooks empty tables by) against a scan.
+      ASSERT_TRUE(pt->CheckValidCountsForTesting().ok())
+          << "op " << op << ": " << pt->CheckValidCountsForTesting();
+    }
     const int kind = rng() % 100;
     PageSize ps = kind < 60 ? PageSize::k4K : kind < 90 ? PageSize::k64K : PageSize::k2M;
     const uint64_t bytes = PageBytes(ps);
@@ -119,6 +126,7 @@ TEST(PageTableDiff, MillionRandomOperations) {
     }
   }
   pt->Release(std::move(pending));
+  ASSERT_TRUE(pt->CheckValidCountsForTesting().ok()) << pt->CheckValidCountsForTesting();
   for (uint64_t va = kBase; va < kBase + kWindow; va += 4096) {
     ExpectSame(*pt, model, va + 8, kOps);
     if (HasFatalFailure()) return;
@@ -144,7 +152,11 @@ TEST(PageTableDiff, MapAllListsMatchModel) {
   Invalidation pending;
   int replaced = 0, reused = 0;
   for (int op = 0; op < kLists; ++op) {
-    if (op % 256 == 0) pt->Release(std::exchange(pending, Invalidation()));
+    if (op % 256 == 0) {
+      pt->Release(std::exchange(pending, Invalidation()));
+      ASSERT_TRUE(pt->CheckValidCountsForTesting().ok())
+          << "list " << op << ": " << pt->CheckValidCountsForTesting();
+    }
     if (rng() % 3 == 0) {
       const uint64_t len = (1 + rng() % 256) * 4096;
       const uint64_t uva = kBase + (rng() % ((kWindow - len) / 4096 + 1)) * 4096;
@@ -200,6 +212,7 @@ TEST(PageTableDiff, MapAllListsMatchModel) {
     }
   }
   pt->Release(std::move(pending));
+  ASSERT_TRUE(pt->CheckValidCountsForTesting().ok()) << pt->CheckValidCountsForTesting();
   for (uint64_t va = kBase; va < kBase + kWindow; va += 4096) {
     ExpectSame(*pt, model, va + 8, kLists);
     if (HasFatalFailure()) return;

@@ -198,6 +198,44 @@ TEST_F(PageTableTest, RetiredUntilRelease) {
   EXPECT_EQ(pt_->stats().live_tables, 1);
 }
 
+// The writer's valid-entry count (kept in bits 7-11 of a table's entries 0 and 1): translations
+// through entries 0 and 1 never show it, a table is unhooked exactly when its last entry goes
+// (not before, whichever entries remain), and the count matches a scan throughout. Counts that
+// need both halves (33 entries: 1 in entry 0's field, 1 in entry 1's) and 512 (a split 2 MiB
+// page: 0 and 16).
+TEST_F(PageTableTest, ValidEntryCountUnhooksExactlyTheEmptyTables) {
+  const uint64_t base = 3 * GiB;  // entry 0 of its last-level table
+  for (int i = 0; i < 33; ++i) {
+    ASSERT_TRUE(Map(*pt_, base + i * 4 * KiB, 4 * KiB, 0xabc000 + i * 0x10000, kRW,
+                    PageSize::k4K).ok());
+  }
+  ASSERT_TRUE(pt_->CheckValidCountsForTesting().ok()) << pt_->CheckValidCountsForTesting();
+  for (int i = 0; i < 33; ++i) ExpectMapped(base + i * 4 * KiB + 8, 0xabc008 + i * 0x10000,
+                                            PageSize::k4K);
+  EXPECT_EQ(pt_->stats().live_tables, 4);
+  // Entries 2..32 go first, then 1, leaving entry 0: the table stays.
+  ASSERT_TRUE(Unmap(*pt_, base + 8 * KiB, 31 * 4 * KiB).ok());
+  ASSERT_TRUE(Unmap(*pt_, base + 4 * KiB, 4 * KiB).ok());
+  ASSERT_TRUE(pt_->CheckValidCountsForTesting().ok()) << pt_->CheckValidCountsForTesting();
+  EXPECT_EQ(pt_->stats().live_tables, 4);
+  ExpectMapped(base + 8, 0xabc008, PageSize::k4K);
+  ExpectFault(base + 4 * KiB);
+  ASSERT_TRUE(Unmap(*pt_, base, 4 * KiB).ok());
+  EXPECT_EQ(pt_->stats().live_tables, 1);
+  // A 2 MiB page split by a partial unmap: 512 entries, then one less each unmap.
+  ASSERT_TRUE(Map(*pt_, base, 2 * MiB, 0x40000000, kRW, PageSize::k2M).ok());
+  ASSERT_TRUE(Unmap(*pt_, base + 4 * KiB, 4 * KiB).ok());
+  ASSERT_TRUE(pt_->CheckValidCountsForTesting().ok()) << pt_->CheckValidCountsForTesting();
+  ExpectMapped(base + 8, 0x40000008, PageSize::k4K);
+  ExpectMapped(base + 8 * KiB + 8, 0x40002008, PageSize::k4K);
+  EXPECT_EQ(pt_->stats().live_tables, 4);
+  ASSERT_TRUE(Unmap(*pt_, base + 8 * KiB, 2 * MiB - 8 * KiB).ok());
+  EXPECT_EQ(pt_->stats().live_tables, 4);  // entry 0 left
+  ASSERT_TRUE(Unmap(*pt_, base, 4 * KiB).ok());
+  EXPECT_EQ(pt_->stats().live_tables, 1);
+  ASSERT_TRUE(pt_->CheckValidCountsForTesting().ok()) << pt_->CheckValidCountsForTesting();
+}
+
 // ReleaseDeferred keeps an unmap's tables until its batch is released: by FlushDeferred, or by
 // the call that fills the batch (kMaxDeferredChanges changes; or kMaxDeferralMicros after the
 // batch's first change, which a slow run may reach first) — never partly.

@@ -2,7 +2,12 @@
 // that PageTable::Translate can be inlined into readers' loops.
 //
 // An entry is ONE 64-bit word: bit 0 valid, bit 1 read, bit 2 write, bit 3 sparse, bit 4 "points
-// to a table", bits 5-6 the leaf's PageSize, bits 12-63 the target (or table) address.
+// to a table", bits 5-6 the leaf's PageSize, bits 12-63 the target (or table) address. Bits 7-11
+// of a table's entries 0 and 1 hold the table's count of valid entries (kCountMask: the low five
+// bits of the count in entry 0, the high five in entry 1, whatever those entries map): written and
+// read by the table's writer only, so that an unmap knows that a table became empty without
+// scanning its 512 entries. Readers never look at them (every reader masks an entry with
+// kAddrMask, kFlagMask or kSizeMask, and tests kValid / kTableBit). An empty table is all zero.
 #ifndef UDRM_VM_INTERNAL_PTE_H_
 #define UDRM_VM_INTERNAL_PTE_H_
 
@@ -20,6 +25,8 @@ inline constexpr int kSizeShift = 5;  // 2 bits: PageSize of a leaf
 inline constexpr uint64_t kSizeMask = uint64_t{3} << kSizeShift;
 inline constexpr uint64_t kAddrMask = ~uint64_t{0xfff};
 inline constexpr uint64_t kFlagMask = kRead | kWrite | kSparse;
+inline constexpr int kCountShift = 7;  // the valid-entry count's field in entries 0 and 1
+inline constexpr uint64_t kCountMask = uint64_t{0x1f} << kCountShift;
 
 // One table page: 512 entries, 4 KiB, 4 KiB-aligned so that an entry can hold its address with
 // the flag bits in the low 12 bits.

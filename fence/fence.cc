@@ -243,8 +243,7 @@ FenceStatus Fence::GetStatus() {
   return error().ok() ? FenceStatus::kSignaled : FenceStatus::kError;
 }
 
-bool Fence::IsSignaled() {
-  if (IsSignaledFlag()) return true;
+bool Fence::PollAndSignal() {
   if (PollSignaled()) {
     Signal();
     return true;

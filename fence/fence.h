@@ -145,7 +145,9 @@ class Fence : public std::enable_shared_from_this<Fence> {
 
   // dma_fence_is_signaled: the signalled flag, else the producer's poll (PollSignaled()), which
   // signals the fence if it reports completion. Non-blocking. Memory ordering: acquire.
-  bool IsSignaled() ABSL_LOCKS_EXCLUDED(mu_);
+  // The flag test is inline (most callers meet fences that have signalled); PollSignaled() and
+  // the signal it may do are out of line.
+  bool IsSignaled() ABSL_LOCKS_EXCLUDED(mu_) { return IsSignaledFlag() || PollAndSignal(); }
   // The flag alone, without polling the producer (test_bit(SIGNALED)).
   bool IsSignaledFlag() const { return flags_.load(std::memory_order_acquire) & kSignaledBit; }
   // The signal timestamp. Contract: the fence has signalled. Kept in nanoseconds since the Unix
@@ -239,6 +241,7 @@ class Fence : public std::enable_shared_from_this<Fence> {
   // false if a callback is registered (take the locked path) — or, with *already set, if the
   // fence was already claimed.
   bool TrySignalUnlocked(absl::Time timestamp, bool* already);
+  bool PollAndSignal() ABSL_LOCKS_EXCLUDED(mu_);  // IsSignaled()'s slow half
   // Waits until a claimed fence is signalled: the claimer is between two stores, so this spins
   // kClaimSpins polls and then yields between polls (the claimer may have been preempted).
   static constexpr int kClaimSpins = 64;

@@ -19,10 +19,6 @@ ww::WwClass& ReservationWwClass() {
 namespace {
 // A list for `needed` entries: at least 4, so that a first Reserve(1) covers a few AddFences.
 uint32_t ListCapacity(size_t needed) { return static_cast<uint32_t>(std::max<size_t>(needed, 4)); }
-
-// Fence::IsSignaled() with its first test (the flag) inline: an entry AddFence() meets has
-// usually signalled, and the call costs more than the load.
-bool Signaled(Fence& f) { return f.IsSignaledFlag() || f.IsSignaled(); }
 }  // namespace
 
 Resv::Resv(ww::WwClass* ww_class) : lock_(ww_class) {}
@@ -199,7 +195,7 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
   bool replaced = false;
   if (list_ != nullptr) {
     for (const Entry& e : *list_) {
-      if (Signaled(*e.fence)) continue;
+      if (e.fence->IsSignaled()) continue;
       if (!replaced && Replaces(*fence, usage, e)) {
         new (&out[n++]) Entry{fence, usage};
         replaced = true;
@@ -224,7 +220,7 @@ bool Resv::Replaces(const Fence& fence, ResvUsage usage, const Entry& e) {
 bool Resv::ReplaceSingle(FenceRef& fence, ResvUsage usage) {
   List* cur = list_;
   Entry& e = cur->entries()[0];
-  if (!Signaled(*e.fence) && !Replaces(*fence, usage, e)) return false;
+  if (!e.fence->IsSignaled() && !Replaces(*fence, usage, e)) return false;
   LatchLock();
   // Acquire: as in AddInPlace.
   if (cur->refs.load(std::memory_order_acquire) != 1) {
@@ -251,7 +247,7 @@ bool Resv::AddInPlace(FenceRef& fence, ResvUsage usage) {
   uint32_t kept = 0;
   int replace = -1;  // index in the compacted list
   for (uint32_t i = 0; i < size; ++i) {
-    if (Signaled(*e[i].fence)) continue;
+    if (e[i].fence->IsSignaled()) continue;
     if (replace < 0 && Replaces(*fence, usage, e[i])) replace = static_cast<int>(kept);
     keep |= uint64_t{1} << i;
     ++kept;

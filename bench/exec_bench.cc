@@ -53,7 +53,8 @@ void AddReplacingSameContext(std::vector<fence::FenceRef>& fences, const fence::
 }
 
 struct ResvObject final : exec::Object {
-  explicit ResvObject(ww::WwClass* cls) : r(cls) {}
+  // Names its Resv to exec::Object (as any object with a fixed Resv may): Exec skips resv().
+  explicit ResvObject(ww::WwClass* cls) : exec::Object(&r), r(cls) {}
   fence::Resv& resv() override { return r; }
   fence::Resv r;
 };

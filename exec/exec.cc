@@ -19,26 +19,13 @@ Exec::~Exec() {
   ticket_.reset();  // ww_acquire_fini (checks that nothing is held)
 }
 
-absl::Status Exec::UntilAllLocked(absl::FunctionRef<absl::Status(Exec&)> body) {
-  while (Cleanup()) {
-    absl::Status st = body(*this);
-    if (IsContended()) continue;  // drm_exec_retry_on_contention
-    if (!st.ok()) return st;
-  }
-  return absl::OkStatus();
+void Exec::Start() {
+  started_ = true;
+  ticket_.emplace(ww_class_);
+  if (policy_.enabled) ticket_->SetBackoffBeforeSleep(policy_.backoff_before_sleep);
 }
 
-bool Exec::Cleanup() {
-  if (!started_) {
-    started_ = true;
-    ticket_.emplace(ww_class_);
-    if (policy_.enabled) ticket_->SetBackoffBeforeSleep(policy_.backoff_before_sleep);
-    return true;
-  }
-  if (contended_ == nullptr) {
-    ticket_->Done();
-    return false;
-  }
+ABSL_ATTRIBUTE_NOINLINE bool Exec::Retry() {
   UnlockAll();
   ++retries_;
   if (contended_ == last_contended_) {
@@ -77,7 +64,10 @@ void Exec::Delay(absl::Duration delay) {
 }
 
 void Exec::UnlockAll() {
-  for (auto it = objects_.rbegin(); it != objects_.rend(); ++it) (*it)->resv().Unlock();
+  // In locals: the unlocks' stores would otherwise make the vector's size and buffer be re-read
+  // for every object.
+  Object* const* const objs = objects_.data();
+  for (size_t i = objects_.size(); i > 0; --i) objs[i - 1]->ResvForExec().Unlock();
   objects_.clear();
   prelocked_ = nullptr;
 }
@@ -93,19 +83,19 @@ absl::Status Exec::LockContended() {
   if (obj == nullptr) return absl::OkStatus();
   contended_ = nullptr;  // always clear it, so that error handling can take over
   if (flags_ & kInterruptibleWait) {
-    absl::Status st = obj->resv().LockSlowInterruptible(&*ticket_, cancel_);
+    absl::Status st = obj->ResvForExec().LockSlowInterruptible(&*ticket_, cancel_);
     if (!st.ok()) return st;
   } else {
-    obj->resv().LockSlow(&*ticket_);
+    obj->ResvForExec().LockSlow(&*ticket_);
   }
   objects_.push_back(obj);
   prelocked_ = obj;
   return absl::OkStatus();
 }
 
-absl::Status Exec::LockObj(Object* obj) { return LockObjIn(obj, obj->resv()); }
+absl::Status Exec::LockObj(Object* obj) { return LockObjIn(obj, obj->ResvForExec()); }
 
-// `resv` is obj->resv() (asked once: a virtual call).
+// `resv` is obj->ResvForExec() (asked once: a virtual call).
 absl::Status Exec::LockObjIn(Object* obj, fence::Resv& resv) {
   UDRM_CHECK(ticket_.has_value(), "Exec::LockObj outside the retry loop (call Cleanup first)");
   // The common case: no back-off pending and the object free and uncontended — one CAS, exactly
@@ -144,7 +134,7 @@ ABSL_ATTRIBUTE_NOINLINE absl::Status Exec::LockObjSlow(Object* obj, fence::Resv&
 void Exec::UnlockObj(Object* obj) {
   for (auto it = objects_.rbegin(); it != objects_.rend(); ++it) {
     if (*it == obj) {
-      obj->resv().Unlock();
+      obj->ResvForExec().Unlock();
       objects_.erase(std::next(it).base());
       return;
     }

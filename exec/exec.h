@@ -59,6 +59,7 @@
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "base/check.h"
 #include "fence/resv.h"
 #include "ww/ww_mutex.h"
 
@@ -71,12 +72,24 @@ using ww::WwAcquireContext;
 using ww::WwClass;
 
 // Anything lockable through an Exec: it carries a Resv (a GEM object, a VM, a test object).
+// An object whose resv() is the same Resv for its whole life may name it to the constructor:
+// an Exec then reaches it through that pointer, without the virtual call (two per object and
+// transaction: lock and unlock). Contract: resv() then returns exactly that Resv (checked in
+// debug builds).
 class Object {
  public:
   virtual fence::Resv& resv() = 0;
 
  protected:
+  Object() = default;
+  explicit Object(fence::Resv* resv) : resv_(resv) {}
   ~Object() = default;
+
+ private:
+  friend class Exec;
+  fence::Resv& ResvForExec();
+
+  fence::Resv* const resv_ = nullptr;  // null: ask resv()
 };
 
 struct BackoffPolicy {
@@ -146,6 +159,9 @@ class Exec {
   absl::Status LockContended();
   absl::Status LockResv(fence::Resv& resv);
   void UnlockAll();
+  // Cleanup()'s first call (the ticket is made) and its retry (unlock, count, back-off delay).
+  void Start();
+  bool Retry();
   static void Delay(absl::Duration delay);
 
   const uint32_t flags_;
@@ -165,11 +181,17 @@ class Exec {
   std::optional<absl::BitGen> rng_;
 };
 
+inline fence::Resv& Object::ResvForExec() {
+  if (resv_ == nullptr) return resv();
+  UDRM_DCHECK(&resv() == resv_, "exec::Object::resv() is not the Resv given to its constructor");
+  return *resv_;
+}
+
 // The common case inline: no back-off pending, the object free with nobody queued
 // (ww::WwMutex::LockFast, one compare-exchange) and the reservation met by Reserve()'s inline
 // path — what the full path would do, with no call and no Status plumbing.
 inline absl::Status Exec::PrepareObj(Object* obj, size_t num_fences) {
-  fence::Resv& resv = obj->resv();
+  fence::Resv& resv = obj->ResvForExec();
   if (ticket_.has_value() && contended_ == nullptr && obj != prelocked_ &&
       resv.lock().LockFast(&*ticket_)) {
     objects_.push_back(obj);
@@ -179,6 +201,28 @@ inline absl::Status Exec::PrepareObj(Object* obj, size_t num_fences) {
     return st;
   }
   return PrepareObjSlow(obj, resv, num_fences);
+}
+
+inline absl::Status Exec::UntilAllLocked(absl::FunctionRef<absl::Status(Exec&)> body) {
+  while (Cleanup()) {
+    absl::Status st = body(*this);
+    if (IsContended()) continue;  // drm_exec_retry_on_contention
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+// The first call and the call after a run without contention, inline; the retry is not.
+inline bool Exec::Cleanup() {
+  if (!started_) {
+    Start();
+    return true;
+  }
+  if (ABSL_PREDICT_TRUE(contended_ == nullptr)) {
+    ticket_->Done();
+    return false;
+  }
+  return Retry();
 }
 
 }  // namespace exec

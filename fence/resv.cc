@@ -4,6 +4,7 @@
 #include <new>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "base/check.h"
 #include "base/spin.h"
 #include "fence/fence_array.h"
@@ -184,6 +185,12 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
     if (list_->size == 1 && ReplaceSingle(fence, usage)) return;
     if (list_->size <= kInPlaceMaxEntries && AddInPlace(fence, usage)) return;
   }
+  AddByCopy(std::move(fence), usage);
+}
+
+// Out of line, like AddInPlace, so that AddFence's common case (ReplaceSingle, inlined) saves
+// no registers for them.
+ABSL_ATTRIBUTE_NOINLINE void Resv::AddByCopy(FenceRef fence, ResvUsage usage) {
   List* next = TakeSpareList();
   UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
              "Resv::AddFence: the reservation is smaller than the list (internal error)");
@@ -217,7 +224,7 @@ bool Resv::Replaces(const Fence& fence, ResvUsage usage, const Entry& e) {
 // AddInPlace's common case, with less to set up: the list's one entry goes (signalled) or is
 // replaced (the last submitter's fence), so the result is the one entry {fence, usage} either
 // way and the slot is overwritten. False (nothing changed) otherwise, or if a reader holds it.
-bool Resv::ReplaceSingle(FenceRef& fence, ResvUsage usage) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool Resv::ReplaceSingle(FenceRef& fence, ResvUsage usage) {
   List* cur = list_;
   Entry& e = cur->entries()[0];
   if (!e.fence->IsSignaled() && !Replaces(*fence, usage, e)) return false;
@@ -239,7 +246,7 @@ bool Resv::ReplaceSingle(FenceRef& fence, ResvUsage usage) {
 // latch (only this writer changes the list); the latch is held for the check that no reader
 // holds a reference (readers count theirs under it) and for moving pointers, so a reader that
 // takes the list afterwards sees the result whole, and one that holds it makes us copy.
-bool Resv::AddInPlace(FenceRef& fence, ResvUsage usage) {
+ABSL_ATTRIBUTE_NOINLINE bool Resv::AddInPlace(FenceRef& fence, ResvUsage usage) {
   List* cur = list_;
   const uint32_t size = cur->size;
   Entry* e = cur->entries();

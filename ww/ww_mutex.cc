@@ -78,20 +78,10 @@ bool IsAlreadyHeld(const absl::Status& s) { return udrm::HasTag(s, udrm::StatusT
 void SetSlowpathInjection(bool on) { InjectionFlag().store(on, std::memory_order_relaxed); }
 bool SlowpathInjection() { return InjectionFlag().load(std::memory_order_relaxed); }
 
-WwAcquireContext::WwAcquireContext(WwClass* ww_class, bool inject)
-    : class_(ww_class),
-      stamp_(ww_class->stamp_.fetch_add(1, std::memory_order_relaxed) + 1),
-      inject_(inject && SlowpathInjection()),
-      inject_countdown_(static_cast<uint32_t>(stamp_ & 0xf)) {}
-
-WwAcquireContext::~WwAcquireContext() {
-  if (!finished_) Fini();
-}
-
-void WwAcquireContext::Fini() {
+void WwAcquireContext::FiniFailed() const {
   UDRM_CHECK(!finished_, "WwAcquireContext finished twice");
   UDRM_CHECK(acquired() == 0, "WwAcquireContext finished while it still holds locks");
-  finished_ = true;
+  std::abort();  // unreachable: one of the checks above failed
 }
 
 WwMutex::~WwMutex() {

@@ -63,6 +63,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -134,10 +135,16 @@ class WwMutex;
 class WwAcquireContext {
  public:
   // `inject` false is ww_acquire_init_noinject: never subject to slow-path injection.
-  explicit WwAcquireContext(WwClass* ww_class, bool inject = true);
+  explicit WwAcquireContext(WwClass* ww_class, bool inject = true)
+      : class_(ww_class),
+        stamp_(ww_class->stamp_.fetch_add(1, std::memory_order_relaxed) + 1),
+        inject_(inject && SlowpathInjection()),
+        inject_countdown_(static_cast<uint32_t>(stamp_ & 0xf)) {}
   WwAcquireContext(const WwAcquireContext&) = delete;
   WwAcquireContext& operator=(const WwAcquireContext&) = delete;
-  ~WwAcquireContext();
+  ~WwAcquireContext() {
+    if (!finished_) Fini();
+  }
 
   // Beyond the kernel (Wound-Wait only; off by default): while this context holds locks, a lock
   // that would sleep — after the bounded spin — behind a holder *older* than this context
@@ -153,7 +160,10 @@ class WwAcquireContext {
   // ww_acquire_done: no further locks may be taken with this context (a contract check).
   void Done() { done_ = true; }
   // ww_acquire_fini: contract: no locks held, not finished before.
-  void Fini();
+  void Fini() {
+    if (ABSL_PREDICT_FALSE(finished_ || acquired() != 0)) FiniFailed();
+    finished_ = true;
+  }
 
   uint64_t stamp() const { return stamp_; }
   int acquired() const { return acquired_.load(std::memory_order_relaxed); }
@@ -166,6 +176,8 @@ class WwAcquireContext {
 
  private:
   friend class WwMutex;
+
+  [[noreturn]] void FiniFailed() const;
 
   WwClass* const class_;
   const uint64_t stamp_;

@@ -10,9 +10,6 @@
 
 namespace exec {
 
-Exec::Exec(uint32_t flags, std::stop_token cancel, WwClass* ww_class, BackoffPolicy policy)
-    : flags_(flags), cancel_(std::move(cancel)), ww_class_(ww_class), policy_(policy) {}
-
 Exec::~Exec() {
   UnlockAll();
   contended_ = nullptr;

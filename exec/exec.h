@@ -51,6 +51,7 @@
 #include <optional>
 #include <span>
 #include <stop_token>
+#include <utility>
 #include <vector>
 
 #include "absl/base/optimization.h"
@@ -122,7 +123,8 @@ class Exec {
   // waits (the kernel's -ERESTARTSYS).
   explicit Exec(uint32_t flags = 0, std::stop_token cancel = {},
                 ww::WwClass* ww_class = &fence::ReservationWwClass(),
-                BackoffPolicy policy = BackoffPolicy());
+                BackoffPolicy policy = BackoffPolicy())
+      : flags_(flags), cancel_(std::move(cancel)), ww_class_(ww_class), policy_(policy) {}
   Exec(const Exec&) = delete;
   Exec& operator=(const Exec&) = delete;
   // drm_exec_fini: unlocks everything and finishes the ticket.

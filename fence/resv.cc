@@ -185,12 +185,12 @@ void Resv::AddFence(FenceRef fence, ResvUsage usage) {
     if (list_->size == 1 && ReplaceSingle(fence, usage)) return;
     if (list_->size <= kInPlaceMaxEntries && AddInPlace(fence, usage)) return;
   }
-  AddByCopy(std::move(fence), usage);
+  AddByCopy(fence, usage);
 }
 
 // Out of line, like AddInPlace, so that AddFence's common case (ReplaceSingle, inlined) saves
 // no registers for them.
-ABSL_ATTRIBUTE_NOINLINE void Resv::AddByCopy(FenceRef fence, ResvUsage usage) {
+ABSL_ATTRIBUTE_NOINLINE void Resv::AddByCopy(FenceRef& fence, ResvUsage usage) {
   List* next = TakeSpareList();
   UDRM_CHECK((list_ != nullptr ? list_->size : 0) < next->capacity,
              "Resv::AddFence: the reservation is smaller than the list (internal error)");

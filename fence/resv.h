@@ -205,8 +205,9 @@ class Resv {
   // AddFence when no reader holds the published list and it has room: changed where it is.
   // False (nothing changed) otherwise.
   bool AddInPlace(FenceRef& fence, ResvUsage usage);
-  // AddFence's last resort: a copy of the list into a reservation's list, published.
-  void AddByCopy(FenceRef fence, ResvUsage usage);
+  // AddFence's last resort: a copy of the list into a reservation's list, published. Takes
+  // `fence` (moved from).
+  void AddByCopy(FenceRef& fence, ResvUsage usage);
   // AddInPlace for a list of one entry that `fence` takes the place of (signalled or replaced).
   bool ReplaceSingle(FenceRef& fence, ResvUsage usage);
   // Whether `fence` with `usage` takes the place of `e` (same context, no stronger, not earlier).

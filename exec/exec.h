@@ -76,7 +76,9 @@ using ww::WwClass;
 // An object whose resv() is the same Resv for its whole life may name it to the constructor:
 // an Exec then reaches it through that pointer, without the virtual call (two per object and
 // transaction: lock and unlock). Contract: resv() then returns exactly that Resv (checked in
-// debug builds).
+// debug builds; an optimised build locks the named one) — such a class should make resv()
+// final, so that no subclass can return another. A copy names nothing (its Resv is its own,
+// not the source's), and an assignment keeps the name the object had.
 class Object {
  public:
   virtual fence::Resv& resv() = 0;
@@ -84,13 +86,15 @@ class Object {
  protected:
   Object() = default;
   explicit Object(fence::Resv* resv) : resv_(resv) {}
+  Object(const Object&) {}
+  Object& operator=(const Object&) { return *this; }
   ~Object() = default;
 
  private:
   friend class Exec;
   fence::Resv& ResvForExec();
 
-  fence::Resv* const resv_ = nullptr;  // null: ask resv()
+  fence::Resv* resv_ = nullptr;  // null: ask resv(); set only by the constructor
 };
 
 struct BackoffPolicy {

@@ -209,7 +209,7 @@ class Resv {
   // `fence` (moved from).
   void AddByCopy(FenceRef& fence, ResvUsage usage);
   // AddInPlace for a list of one entry that `fence` takes the place of (signalled or replaced).
-  bool ReplaceSingle(FenceRef& fence, ResvUsage usage);
+  inline bool ReplaceSingle(FenceRef& fence, ResvUsage usage);  // defined in resv.cc
   // Whether `fence` with `usage` takes the place of `e` (same context, no stronger, not earlier).
   static bool Replaces(const Fence& fence, ResvUsage usage, const Entry& e);
   void LatchLock() const;

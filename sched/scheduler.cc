@@ -1,6 +1,7 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -259,15 +260,18 @@ void Scheduler::TakeFinishedLocked(std::vector<std::unique_ptr<Job>>& out) {
 // The free worker's accounting for the fair policy: the job's time on the ring, which began when
 // it was scheduled or, if it was pipelined behind the previous job, when that one ended.
 void Scheduler::AccountLocked(Job& job) {
-  const absl::Time end = job.finished_->timestamp();
-  absl::Time start = job.scheduled_->IsSignaledFlag() ? job.scheduled_->timestamp() : end;
-  start = std::max(start, last_freed_end_);
-  last_freed_end_ = end;
+  const int64_t end = job.finished_->timestamp_ns();
+  int64_t start = job.scheduled_->IsSignaledFlag() ? job.scheduled_->timestamp_ns() : end;
+  start = std::max(start, last_freed_end_ns_);
+  last_freed_end_ns_ = end;
   // A job that completed at once (RunJob returned no hardware fence) has one timestamp for both
-  // fences: it is charged the minimum, so that its entity's virtual runtime still grows.
-  const absl::Duration d = std::max(end - start, kMinJobCharge);
-  job.stats_->AddJobTime(d);
-  avg_job_ = avg_job_ == absl::ZeroDuration() ? d : avg_job_ + (d - avg_job_) / 4;
+  // fences: it is charged the minimum, so that its entity's virtual runtime still grows. A
+  // difference beyond the int64 range (a fence signalled at an infinite time) saturates.
+  int64_t d;
+  if (__builtin_sub_overflow(end, start, &d)) d = std::numeric_limits<int64_t>::max();
+  d = std::max(d, kMinJobChargeNs);
+  job.stats_->AddJobTimeNs(d);
+  avg_job_ns_ = avg_job_ns_ == 0 ? d : avg_job_ns_ + (d - avg_job_ns_) / 4;
 }
 
 // drm_sched_job_dependency + drm_sched_entity_add_dependency_cb, in a loop over the head job's

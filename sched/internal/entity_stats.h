@@ -9,7 +9,7 @@
 // Lifetime: shared by the entity and each of its armed jobs — a job can be freed after its entity
 // is gone, and its runtime is still accounted.
 // Thread-safety: lock-free; any thread. Jobs of one entity may be freed by two schedulers at once
-// after the entity migrated, so AddJobTime is a compare-and-swap loop. The two fields are each
+// after the entity migrated, so AddJobTimeNs is a compare-and-swap loop. The two fields are each
 // atomic, not a consistent pair (the policy reads them separately). Memory ordering: relaxed
 // (statistics; nothing is published through them).
 #ifndef UDRM_SCHED_INTERNAL_ENTITY_STATS_H_
@@ -18,21 +18,16 @@
 #include <atomic>
 #include <cstdint>
 
-#include "absl/time/time.h"
-
 namespace sched::internal {
 
 class EntityStats {
  public:
-  absl::Duration runtime() const {
-    return absl::Nanoseconds(runtime_ns_.load(std::memory_order_relaxed));
-  }
-  absl::Duration avg_job() const {
-    return absl::Nanoseconds(avg_job_ns_.load(std::memory_order_relaxed));
-  }
+  // In nanoseconds: the scheduler keeps its accounting in integers (see AccountLocked).
+  int64_t runtime_ns() const { return runtime_ns_.load(std::memory_order_relaxed); }
+  int64_t avg_job_ns() const { return avg_job_ns_.load(std::memory_order_relaxed); }
 
-  void AddJobTime(absl::Duration d) {
-    const int64_t ns = absl::ToInt64Nanoseconds(d);
+  // `ns` ≥ 0.
+  void AddJobTimeNs(int64_t ns) {
     runtime_ns_.fetch_add(ns, std::memory_order_relaxed);
     int64_t avg = avg_job_ns_.load(std::memory_order_relaxed);
     while (!avg_job_ns_.compare_exchange_weak(avg, avg == 0 ? ns : avg + (ns - avg) / 4,

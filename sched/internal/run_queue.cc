@@ -24,16 +24,16 @@ const RqEntry* RunQueue::Leftmost() const {
   return best;
 }
 
-void RunQueue::Add(RqEntry* e, uint64_t head_stamp, absl::Duration sched_avg_job) {
+void RunQueue::Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_ns) {
   if (e->in_rq) return;
-  if (policy_ == Policy::kFair) PlaceFair(e, sched_avg_job);
+  if (policy_ == Policy::kFair) PlaceFair(e, sched_avg_job_ns);
   e->in_rq = true;
   e->head_stamp = head_stamp;
   entities_.push_back(e);
 }
 
 // drm_sched_entity_restore_vruntime.
-void RunQueue::PlaceFair(RqEntry* e, absl::Duration sched_avg_job) {
+void RunQueue::PlaceFair(RqEntry* e, int64_t sched_avg_job_ns) {
   const RqEntry* head = Leftmost();
   if (head != nullptr) min_vruntime_ = std::max(min_vruntime_, head->vruntime);
   const int64_t min = head != nullptr ? head->vruntime : min_vruntime_;
@@ -41,15 +41,14 @@ void RunQueue::PlaceFair(RqEntry* e, absl::Duration sched_avg_job) {
   if (e->saved_relative == 0 && head != nullptr) {
     const int prio = static_cast<int>(e->prio());
     const int head_prio = static_cast<int>(head->prio());
-    const absl::Duration avg = e->stats->avg_job();
+    const int64_t avg_ns = e->stats->avg_job_ns();
     if (prio > head_prio) {  // lower priority: about one average job behind
-      const int64_t us = 1 + absl::ToInt64Microseconds(avg) +
-                         absl::ToInt64Microseconds(sched_avg_job);
+      const int64_t us = 1 + avg_ns / 1000 + sched_avg_job_ns / 1000;
       v = min + (us << Shift(e->prio())) * 1000;
     } else if (prio < head_prio) {  // higher priority: just ahead
       v = min - (head_prio - prio);
     } else {  // equal: favour entities with short (interactive) jobs
-      v = min + (avg <= sched_avg_job ? -1 : 1);
+      v = min + (avg_ns <= sched_avg_job_ns ? -1 : 1);
     }
   }
   e->vruntime = v;
@@ -61,9 +60,11 @@ void RunQueue::OnPop(RqEntry* e, std::optional<uint64_t> next_head_stamp) {
   if (next_head_stamp.has_value()) {
     e->head_stamp = *next_head_stamp;
     if (policy_ == Policy::kFair) {  // drm_sched_entity_update_vruntime
-      const absl::Duration runtime = e->stats->runtime();
-      const int64_t delta = absl::ToInt64Nanoseconds(runtime - e->prev_runtime);
-      e->prev_runtime = runtime;
+      const int64_t runtime_ns = e->stats->runtime_ns();
+      // Modulo 2^64: the sum may have wrapped (a job charged at an infinite time).
+      const int64_t delta = static_cast<int64_t>(static_cast<uint64_t>(runtime_ns) -
+                                                 static_cast<uint64_t>(e->prev_runtime_ns));
+      e->prev_runtime_ns = runtime_ns;
       e->vruntime += delta << Shift(e->prio());
     }
     return;

@@ -43,7 +43,7 @@ struct RqEntry {
   uint64_t head_stamp = 0;                             // the head job's submit stamp, while in_rq
   uint64_t last_selected = 0;                          // round-robin key
   int64_t vruntime = 0;                                // fair key (virtual ns)
-  absl::Duration prev_runtime = absl::ZeroDuration();  // fair: runtime at the last update
+  int64_t prev_runtime_ns = 0;                         // fair: runtime at the last update
   int64_t saved_relative = 0;                          // fair: lead or lag kept while idle
 };
 
@@ -53,8 +53,8 @@ class RunQueue {
 
   // drm_sched_rq_add_entity: `e`'s queue went from empty to non-empty; `head_stamp` is its head
   // job's submit stamp (the FIFO key). `sched_avg_job` is the scheduler's average job duration
-  // (fair placement). No-op if `e` is in the queue.
-  void Add(RqEntry* e, uint64_t head_stamp, absl::Duration sched_avg_job);
+  // (fair placement), in nanoseconds. No-op if `e` is in the queue.
+  void Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_ns);
   // drm_sched_rq_pop_entity: a job was just popped from `e`. `next_head_stamp` is the submit
   // stamp of its new head job: it is re-keyed; nullopt (nothing queued): it is removed
   // (remembering its position relative to the queue for when it returns).
@@ -71,7 +71,7 @@ class RunQueue {
 
  private:
   const RqEntry* Leftmost() const;
-  void PlaceFair(RqEntry* e, absl::Duration sched_avg_job);
+  void PlaceFair(RqEntry* e, int64_t sched_avg_job_ns);
 
   const Policy policy_;
   // Few entities, added and removed as they go busy and idle (often once per job): a vector

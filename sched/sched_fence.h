@@ -72,6 +72,9 @@ class FinishedFence final : public fence::Fence {
     return f != nullptr && typeid(*f) == typeid(FinishedFence) ? static_cast<const FinishedFence*>(f)
                                                                 : nullptr;
   }
+  static FinishedFence* Cast(fence::Fence* f) {
+    return const_cast<FinishedFence*>(Cast(static_cast<const fence::Fence*>(f)));
+  }
 
   const Scheduler* scheduler() const {
     return reinterpret_cast<const Scheduler*>(

@@ -280,25 +280,35 @@ void Scheduler::AccountLocked(Job& job) {
 // left to wait for, or the fence the entity's callback now waits on; sets `behind_selected` (and
 // returns null) when a dependency is a job this work item selected and has not run yet.
 fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job, bool& behind_selected) {
+  // The fences are looked at through raw pointers, and a reference is taken only to the one the
+  // entity then waits on: the job, its entity's head, keeps its dependencies alive meanwhile
+  // (KillEntity waits for preparing_), and `prepared` the one PrepareJob returned. A dependency
+  // costs no reference-count round trip (two before: the copy out of deps_ and the scheduled
+  // twin's).
+  fence::FenceRef prepared;
   for (;;) {
-    fence::FenceRef dep;
+    const fence::FenceRef* owner;  // the reference that keeps the dependency alive
     bool from_deps = false;
     if (job.next_dep_ == 0) {
       // The entity's cancelled previous job (sched/job.h): the same context, yet never queued,
       // so neither skipped nor pipelined.
       job.next_dep_ = 1;
       if (job.order_after_ == nullptr) continue;
-      dep = job.order_after_;
+      owner = &job.order_after_;
     } else if (job.next_dep_ - 1 < job.deps_.size()) {
-      dep = job.deps_[job.next_dep_++ - 1];
+      owner = &job.deps_[job.next_dep_++ - 1];
       from_deps = true;
       // The same entity: entity order already serialises them.
-      if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
+      const uint64_t c = (*owner)->context();
+      if (c == e->context_ || c == e->context_ + 1) continue;
     } else {
-      dep = backend_->PrepareJob(job);  // once per fence it returned, then a final null
-      if (dep == nullptr) return nullptr;
-      if (dep->context() == e->context_ || dep->context() == e->context_ + 1) continue;
+      prepared = backend_->PrepareJob(job);  // once per fence it returned, then a final null
+      if (prepared == nullptr) return nullptr;
+      owner = &prepared;
+      const uint64_t c = prepared->context();
+      if (c == e->context_ || c == e->context_ + 1) continue;
     }
+    fence::Fence* dep = owner->get();
     // The same scheduler: the ring runs jobs in order, so being scheduled is enough — unless the
     // dependency failed or asked not to be pipelined. A job this work item has already selected
     // counts as scheduled: it reaches RunJob (and its scheduled fence signals) before any job
@@ -313,15 +323,19 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job, bool& behind
     // entity's) is marked selected (PopHeadLocked), and the mark is cleared when it runs
     // (RunJob): afterwards its scheduled fence and its error decide, so a job that failed or was
     // resubmitted with an error is waited for until it finishes.
-    if (const FinishedFence* f = FinishedFence::Cast(dep.get());
-        f != nullptr && dep != job.order_after_ && f->scheduler() == this &&
+    bool scheduled_twin = false;
+    if (FinishedFence* f = FinishedFence::Cast(dep);
+        f != nullptr && dep != job.order_after_.get() && f->scheduler() == this &&
         !f->dont_pipeline()) {
       if (f->selected() && from_deps) {
         --job.next_dep_;
         behind_selected = true;
         return nullptr;
       }
-      if (f->error().ok()) dep = FinishedFence::ScheduledOf(dep);
+      if (f->error().ok()) {
+        dep = &f->scheduled_;
+        scheduled_twin = true;
+      }
     }
     if (dep->IsSignaled()) continue;
     e->dep_signaled_.store(false, std::memory_order_relaxed);
@@ -335,7 +349,8 @@ fence::FenceRef Scheduler::ResolveDependencies(Entity* e, Job& job, bool& behind
       callbacks_running_.fetch_sub(1, std::memory_order_release);
     });
     if (fence::IsAlreadySignaled(st)) continue;
-    return dep;
+    if (scheduled_twin) return FinishedFence::ScheduledOf(*owner);
+    return owner == &prepared ? std::move(prepared) : *owner;
   }
 }
 

@@ -88,14 +88,4 @@ void RunQueue::Remove(RqEntry* e) {
   e->saved_relative = std::max<int64_t>(0, e->vruntime - head->vruntime);
 }
 
-bool RunQueue::Before(const RqEntry& a, const RqEntry& b) const {
-  if (policy_ == Policy::kFair) {
-    if (a.vruntime != b.vruntime) return a.vruntime < b.vruntime;
-    return a.head_stamp < b.head_stamp;
-  }
-  if (a.prio() != b.prio()) return a.prio() < b.prio();
-  if (policy_ == Policy::kRoundRobin) return a.last_selected < b.last_selected;
-  return a.head_stamp < b.head_stamp;
-}
-
 }  // namespace sched::internal

@@ -62,7 +62,8 @@ class RunQueue {
   // drm_sched_rq_remove_entity (kill, teardown). No-op if absent.
   void Remove(RqEntry* e);
 
-  // True if `a` comes before `b` in selection order.
+  // True if `a` comes before `b` in selection order. Inline: the selection calls it for each
+  // entity in the queue, for every job.
   bool Before(const RqEntry& a, const RqEntry& b) const;
 
   const std::vector<RqEntry*>& entities() const { return entities_; }
@@ -80,6 +81,16 @@ class RunQueue {
   uint64_t rr_clock_ = 0;     // round-robin stamps
   int64_t min_vruntime_ = 0;  // the last known leftmost virtual runtime (ns)
 };
+
+inline bool RunQueue::Before(const RqEntry& a, const RqEntry& b) const {
+  if (policy_ == Policy::kFair) {
+    if (a.vruntime != b.vruntime) return a.vruntime < b.vruntime;
+    return a.head_stamp < b.head_stamp;
+  }
+  if (a.prio() != b.prio()) return a.prio() < b.prio();
+  if (policy_ == Policy::kRoundRobin) return a.last_selected < b.last_selected;
+  return a.head_stamp < b.head_stamp;
+}
 
 }  // namespace internal
 }  // namespace sched

@@ -156,7 +156,9 @@ class Fence : public std::enable_shared_from_this<Fence> {
   absl::Time timestamp() const ABSL_LOCKS_EXCLUDED(mu_);
   // The same, as the nanoseconds since the Unix epoch it is kept in (INT64_MAX / INT64_MIN for
   // InfiniteFuture / InfinitePast), without the conversion: for integer arithmetic on hot paths
-  // (the scheduler's accounting). Contract: the fence has signalled (not checked here).
+  // (the scheduler's accounting). Contract: the caller has seen the fence signalled through
+  // IsSignaled() or IsSignaledFlag() (their acquire orders this read after the signaller's
+  // write); not checked here.
   int64_t timestamp_ns() const { return timestamp_ns_; }
 
   // dma_fence_add_callback: enables signalling, then registers `cb` to run `fn` once when the

@@ -265,13 +265,10 @@ void Scheduler::AccountLocked(Job& job) {
   start = std::max(start, last_freed_end_ns_);
   last_freed_end_ns_ = end;
   // A job that completed at once (RunJob returned no hardware fence) has one timestamp for both
-  // fences: it is charged the minimum, so that its entity's virtual runtime still grows. A
-  // difference beyond the int64 range (a fence signalled at an infinite time) saturates.
-  int64_t d;
-  if (__builtin_sub_overflow(end, start, &d)) d = std::numeric_limits<int64_t>::max();
-  d = std::max(d, kMinJobChargeNs);
+  // fences: it is charged the minimum, so that its entity's virtual runtime still grows.
+  const int64_t d = internal::JobChargeNs(start, end);
   job.stats_->AddJobTimeNs(d);
-  avg_job_ns_ = avg_job_ns_ == 0 ? d : avg_job_ns_ + (d - avg_job_ns_) / 4;
+  avg_job_qns_ = internal::UpdateAverageQns(avg_job_qns_, d);
 }
 
 // drm_sched_job_dependency + drm_sched_entity_add_dependency_cb, in a loop over the head job's

@@ -35,7 +35,7 @@
 // before the context turned guilty, does not).
 // GPU time of jobs that finish during a round is charged to their entities (the fair policy's
 // key) at the next round; a job that completes at once (no hardware fence) is charged 1 µs
-// (kMinJobChargeNs), so that priorities still weigh the service of a synchronous backend.
+// (internal::kMinJobChargeNs), so that priorities still weigh the service of a synchronous backend.
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with
@@ -330,10 +330,11 @@ class Scheduler {
   Job* handler_job_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Fair-policy accounting: the scheduler's average job time, and the previous freed job's end
   // (a job pipelined behind it only started on the ring then).
-  // In nanoseconds (Unix nanoseconds for the end, as Fence::timestamp_ns): the per-job update
-  // in absl::Duration / absl::Time arithmetic cost about 15% of the work item's instructions
-  // per job (callgrind, sched_bench S1 and S3).
-  int64_t avg_job_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // In integers (the average in quarter nanoseconds, internal::UpdateAverageQns; the end in
+  // Unix nanoseconds, as Fence::timestamp_ns): the per-job update in absl::Duration /
+  // absl::Time arithmetic cost about 15% of the work item's instructions per job (callgrind,
+  // sched_bench S1 and S3).
+  int64_t avg_job_qns_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_freed_end_ns_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
   std::vector<TraceRecord> trace_buf_ ABSL_GUARDED_BY(mu_);
   // RunRounds' batch of jobs to free; only the work item touches it (kept to reuse its memory).
@@ -354,8 +355,6 @@ class Scheduler {
   // paused_, for RunBatch's check before each job without mu_ (relaxed: a Stop on another thread
   // waits for the round to end anyway; one on this thread is seen at once).
   std::atomic<bool> stop_requested_{false};
-  // Fair policy: what a job that completed at once (no hardware time) is charged.
-  static constexpr int64_t kMinJobChargeNs = 1000;  // 1 µs
   int truncated_ ABSL_GUARDED_BY(mu_) = 0;  // oversized jobs to warn about, outside mu_
 
   // Killed jobs until freed; their callbacks never take it (they only signal and WakeUp()).

@@ -55,7 +55,7 @@ void Scheduler::DrainInboxLocked() {
     Entity* e = job->entity_;
     const uint64_t stamp = job->submit_stamp_ = ++next_submit_stamp_;
     e->queue_.push_back(std::move(job));
-    rq_->Add(e->rq_entry_.get(), stamp, avg_job_ns_);  // no-op if it is there
+    rq_->Add(e->rq_entry_.get(), stamp, avg_job_qns_);  // no-op if it is there
   }
   UpdateRqSizeLocked();
 }

@@ -15,6 +15,7 @@
 #ifndef UDRM_SCHED_INTERNAL_ENTITY_STATS_H_
 #define UDRM_SCHED_INTERNAL_ENTITY_STATS_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -39,6 +40,27 @@ class EntityStats {
   std::atomic<int64_t> runtime_ns_{0};
   std::atomic<int64_t> avg_job_ns_{0};
 };
+
+// The fair policy's charge for one job (Scheduler::AccountLocked): its time on the ring, from
+// `start` to `end` (Unix nanoseconds; INT64_MIN / INT64_MAX for an infinite time, as
+// fence::Fence::timestamp_ns), at least kMinJobChargeNs — a job that completed at once still
+// weighs — and at most kMaxJobChargeNs (about 104 days: the virtual-runtime shifts and the sums
+// stay within int64).
+inline constexpr int64_t kMinJobChargeNs = 1000;
+inline constexpr int64_t kMaxJobChargeNs = int64_t{1} << 53;
+inline int64_t JobChargeNs(int64_t start, int64_t end) {
+  int64_t d;
+  if (__builtin_sub_overflow(end, start, &d)) d = end < start ? 0 : kMaxJobChargeNs;
+  return std::clamp(d, kMinJobChargeNs, kMaxJobChargeNs);
+}
+
+// The scheduler's average job time: an EWMA of weight 1/4 of the charges, kept in quarter
+// nanoseconds — the resolution of the absl::Duration arithmetic it replaced, so that the average
+// and the placement that compares with it (RunQueue::PlaceFair) are unchanged. 0: no job yet.
+inline int64_t UpdateAverageQns(int64_t avg_qns, int64_t charge_ns) {
+  const int64_t q = charge_ns * 4;
+  return avg_qns == 0 ? q : avg_qns + (q - avg_qns) / 4;
+}
 
 }  // namespace sched::internal
 

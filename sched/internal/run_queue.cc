@@ -24,16 +24,16 @@ const RqEntry* RunQueue::Leftmost() const {
   return best;
 }
 
-void RunQueue::Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_ns) {
+void RunQueue::Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_qns) {
   if (e->in_rq) return;
-  if (policy_ == Policy::kFair) PlaceFair(e, sched_avg_job_ns);
+  if (policy_ == Policy::kFair) PlaceFair(e, sched_avg_job_qns);
   e->in_rq = true;
   e->head_stamp = head_stamp;
   entities_.push_back(e);
 }
 
 // drm_sched_entity_restore_vruntime.
-void RunQueue::PlaceFair(RqEntry* e, int64_t sched_avg_job_ns) {
+void RunQueue::PlaceFair(RqEntry* e, int64_t sched_avg_job_qns) {
   const RqEntry* head = Leftmost();
   if (head != nullptr) min_vruntime_ = std::max(min_vruntime_, head->vruntime);
   const int64_t min = head != nullptr ? head->vruntime : min_vruntime_;
@@ -43,12 +43,12 @@ void RunQueue::PlaceFair(RqEntry* e, int64_t sched_avg_job_ns) {
     const int head_prio = static_cast<int>(head->prio());
     const int64_t avg_ns = e->stats->avg_job_ns();
     if (prio > head_prio) {  // lower priority: about one average job behind
-      const int64_t us = 1 + avg_ns / 1000 + sched_avg_job_ns / 1000;
+      const int64_t us = 1 + avg_ns / 1000 + sched_avg_job_qns / 4000;
       v = min + (us << Shift(e->prio())) * 1000;
     } else if (prio < head_prio) {  // higher priority: just ahead
       v = min - (head_prio - prio);
     } else {  // equal: favour entities with short (interactive) jobs
-      v = min + (avg_ns <= sched_avg_job_ns ? -1 : 1);
+      v = min + (avg_ns * 4 <= sched_avg_job_qns ? -1 : 1);
     }
   }
   e->vruntime = v;

@@ -53,8 +53,8 @@ class RunQueue {
 
   // drm_sched_rq_add_entity: `e`'s queue went from empty to non-empty; `head_stamp` is its head
   // job's submit stamp (the FIFO key). `sched_avg_job` is the scheduler's average job duration
-  // (fair placement), in nanoseconds. No-op if `e` is in the queue.
-  void Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_ns);
+  // (fair placement), in quarter nanoseconds (UpdateAverageQns). No-op if `e` is in the queue.
+  void Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_qns);
   // drm_sched_rq_pop_entity: a job was just popped from `e`. `next_head_stamp` is the submit
   // stamp of its new head job: it is re-keyed; nullopt (nothing queued): it is removed
   // (remembering its position relative to the queue for when it returns).
@@ -72,7 +72,7 @@ class RunQueue {
 
  private:
   const RqEntry* Leftmost() const;
-  void PlaceFair(RqEntry* e, int64_t sched_avg_job_ns);
+  void PlaceFair(RqEntry* e, int64_t sched_avg_job_qns);
 
   const Policy policy_;
   // Few entities, added and removed as they go busy and idle (often once per job): a vector

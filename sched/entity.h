@@ -65,6 +65,11 @@ class Entity {
   absl::StatusOr<absl::Duration> Flush(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(submit_mu_);
   // drm_sched_entity_kill: as described above; later pushes are killed the same way. Idempotent.
   // Waits for an Arm..Push in progress on another thread; does not wait for the killed jobs.
+  // Also waits while the scheduler resolves this entity's head job (its dependencies and
+  // Backend::PrepareJob, on the executor thread): so never call it — nor destroy the entity —
+  // from that resolution (PrepareJob of this entity's job, or a callback of a fence the scheduler
+  // polls or hooks for it and so may run there), which would wait for itself (the kernel's
+  // drm_sched_entity_kill likewise waits for entity_idle).
   void Kill() ABSL_LOCKS_EXCLUDED(submit_mu_);
   // drm_sched_entity_modify_sched: the schedulers to balance over from the next Arm on
   // (subject to the idle rule above). InvalidArgument for an empty list or a null scheduler.

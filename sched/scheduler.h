@@ -35,7 +35,8 @@
 // before the context turned guilty, does not).
 // GPU time of jobs that finish during a round is charged to their entities (the fair policy's
 // key) at the next round; a job that completes at once (no hardware fence) is charged 1 µs
-// (internal::kMinJobChargeNs), so that priorities still weigh the service of a synchronous backend.
+// (internal::kMinJobChargeNs), so that priorities still weigh the service of a synchronous
+// backend.
 //
 // Threads and locks: the scheduler's one work item (selection, RunJob, FreeJob, the timeout
 // handler) runs on its executor (sched/executor.h: its own thread by default, or one shared with

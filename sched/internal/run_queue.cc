@@ -61,7 +61,7 @@ void RunQueue::OnPop(RqEntry* e, std::optional<uint64_t> next_head_stamp) {
     e->head_stamp = *next_head_stamp;
     if (policy_ == Policy::kFair) {  // drm_sched_entity_update_vruntime
       const int64_t runtime_ns = e->stats->runtime_ns();
-      // Modulo 2^64: the sum may have wrapped (a job charged at an infinite time).
+      // Modulo 2^64: right even if the sum wrapped (after 2^63 ns of charges).
       const int64_t delta = static_cast<int64_t>(static_cast<uint64_t>(runtime_ns) -
                                                  static_cast<uint64_t>(e->prev_runtime_ns));
       e->prev_runtime_ns = runtime_ns;

@@ -16,7 +16,6 @@
 #include <optional>
 #include <vector>
 
-#include "absl/time/time.h"
 #include "sched/policy.h"
 
 namespace sched {
@@ -52,7 +51,7 @@ class RunQueue {
   explicit RunQueue(Policy policy) : policy_(policy) {}
 
   // drm_sched_rq_add_entity: `e`'s queue went from empty to non-empty; `head_stamp` is its head
-  // job's submit stamp (the FIFO key). `sched_avg_job` is the scheduler's average job duration
+  // job's submit stamp (the FIFO key). `sched_avg_job_qns` is the scheduler's average job duration
   // (fair placement), in quarter nanoseconds (UpdateAverageQns). No-op if `e` is in the queue.
   void Add(RqEntry* e, uint64_t head_stamp, int64_t sched_avg_job_qns);
   // drm_sched_rq_pop_entity: a job was just popped from `e`. `next_head_stamp` is the submit

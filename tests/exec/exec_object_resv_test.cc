@@ -18,6 +18,8 @@ namespace {
 class NamedResvObject final : public Object {
  public:
   NamedResvObject() : Object(&resv_) {}
+  // A copy names nothing (exec::Object's copy): its own Resv is reached through resv().
+  NamedResvObject(const NamedResvObject& o) : Object(o) {}
   fence::Resv& resv() override {
     ++resv_calls;
     return resv_;
@@ -144,23 +146,9 @@ TEST_F(ExecObjectResvTest, AcquireContextFiniTwiceDies) {
 
 // A copy of a naming object names nothing: an Exec asks the copy's own resv(), never the
 // source's Resv.
-class CopyableNamed : public Object {
- public:
-  CopyableNamed() : Object(&resv_) {}
-  CopyableNamed(const CopyableNamed& o) : Object(o) {}
-  fence::Resv& resv() final {
-    ++resv_calls;
-    return resv_;
-  }
-  int resv_calls = 0;
-
- private:
-  fence::Resv resv_;
-};
-
 TEST_F(ExecObjectResvTest, CopyNamesItsOwnResv) {
-  CopyableNamed src;
-  CopyableNamed copy(src);
+  NamedResvObject src;
+  NamedResvObject copy(src);
   {
     Exec exec;
     ASSERT_TRUE(exec.UntilAllLocked([&](Exec& e) { return e.LockObj(&copy); }).ok());
